@@ -1,0 +1,88 @@
+"""torchvision ResNets and their ImageNet weights, read from disk only.
+
+Weights are never downloaded: they come from ``ModelConfig.pretrained_path`` or from the torch hub
+cache (``$TORCH_HOME/hub/checkpoints``), where ``torchvision`` itself would have saved them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from mgn.config import Backbone, Init
+
+_WEIGHTS = {
+    Backbone.RESNET18: torchvision.models.ResNet18_Weights,
+    Backbone.RESNET34: torchvision.models.ResNet34_Weights,
+    Backbone.RESNET50: torchvision.models.ResNet50_Weights,
+    Backbone.RESNET101: torchvision.models.ResNet101_Weights,
+}
+
+
+class PretrainedWeightsMissing(FileNotFoundError):
+    """ImageNet weights were asked for and are not on disk."""
+
+
+def hub_weight_files(backbone: Backbone) -> list[Path]:
+    """Where torchvision caches this backbone's ImageNet weights (every published version)."""
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    return [checkpoints / Path(weights.url).name for weights in _WEIGHTS[backbone]]
+
+
+def find_pretrained(backbone: Backbone, path: str | None) -> Path:
+    """The weight file to load, or a ``PretrainedWeightsMissing`` that says where to put it."""
+    if path is not None:
+        if Path(path).is_file():
+            return Path(path)
+        raise PretrainedWeightsMissing(
+            f"model.pretrained_path={path} does not exist. Put the ImageNet {backbone.value} weights there "
+            f"(e.g. {_WEIGHTS[backbone].IMAGENET1K_V1.url}), or set model.init=random to train from scratch."
+        )
+    candidates = hub_weight_files(backbone)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    urls = "\n  ".join(weights.url for weights in _WEIGHTS[backbone])
+    places = "\n  ".join(str(c) for c in candidates)
+    raise PretrainedWeightsMissing(
+        f"ImageNet weights for {backbone.value} were asked for (model.init=imagenet) but are not on disk.\n"
+        f"Download one of\n  {urls}\non a machine with internet access and copy it to\n  {places}\n"
+        f"or pass its path with --set model.pretrained_path=/path/to/file.pth; "
+        f"or train from random initialisation with --set model.init=random (recorded with the run)."
+    )
+
+
+def build_resnet(backbone: Backbone, init: Init, pretrained_path: str | None = None) -> nn.Module:
+    """A torchvision ResNet, randomly initialised or loaded with ImageNet weights from disk."""
+    resnet = getattr(torchvision.models, backbone.value)(weights=None)
+    if init is Init.IMAGENET:
+        weight_file = find_pretrained(backbone, pretrained_path)
+        state = torch.load(weight_file, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        missing, unexpected = resnet.load_state_dict(state, strict=False)
+        # The ImageNet classifier (fc) is the only part MGN does not use; anything else is a wrong file.
+        relevant = [k for k in missing + unexpected if not k.startswith("fc.")]
+        if relevant:
+            raise ValueError(
+                f"{weight_file} does not hold {backbone.value} weights: "
+                f"{len(relevant)} mismatched keys, e.g. {relevant[:3]}"
+            )
+    return resnet
+
+
+def set_first_block_stride(layer: nn.Sequential, stride: int) -> None:
+    """Set the down-sampling stride of a ResNet stage's first block (res_conv5_1 in the paper)."""
+    block = layer[0]
+    # torchvision strides the 3x3 conv: conv2 in Bottleneck (ResNet v1.5), conv1 in BasicBlock.
+    conv = block.conv2 if isinstance(block, torchvision.models.resnet.Bottleneck) else block.conv1
+    conv.stride = (stride, stride)
+    if block.downsample is not None:
+        block.downsample[0].stride = (stride, stride)
+
+
+def feature_channels(resnet: nn.Module) -> int:
+    """Channels of the final stage (2048 for ResNet-50/101, 512 for ResNet-18/34)."""
+    return resnet.fc.in_features

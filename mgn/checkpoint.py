@@ -1,0 +1,97 @@
+"""Training checkpoints: written atomically, read with ``weights_only=True``, bad files named.
+
+A checkpoint holds only tensors and plain Python values (state dicts, the epoch, the config as a
+dict), so it loads without unpickling arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_FILE = "checkpoint.pt"
+_EPOCH_DIR = re.compile(r"^epoch-(\d+)$")
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file cannot be read; the message names it."""
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    """What a run needs to continue: weights, optimiser and schedule, and the epochs done."""
+
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    epochs_done: int
+    config: dict[str, Any]
+
+
+def save_checkpoint(state: TrainingState, path: str | Path) -> Path:
+    """Write ``state`` to ``path`` atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(
+        {
+            "model": state.model,
+            "optimizer": state.optimizer,
+            "scheduler": state.scheduler,
+            "epochs_done": state.epochs_done,
+            "config": state.config,
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> TrainingState:
+    """Read a checkpoint (tensors and plain values only), or raise ``CorruptCheckpointError`` naming it."""
+    path = Path(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        return TrainingState(data["model"], data["optimizer"], data["scheduler"], int(data["epochs_done"]), data["config"])
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise CorruptCheckpointError(f"checkpoint {path} is corrupt or not an MGN checkpoint ({error}); delete it") from None
+
+
+def epoch_dir(root: str | Path, epochs_done: int) -> Path:
+    return Path(root) / f"epoch-{epochs_done:04d}"
+
+
+def checkpoint_dirs(root: str | Path) -> list[Path]:
+    """Epoch checkpoint folders under ``root``, newest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _EPOCH_DIR.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def latest_good_checkpoint(root: str | Path, warn: Any = print) -> TrainingState | None:
+    """The newest readable checkpoint under ``root``; corrupt ones are reported and skipped."""
+    for folder in checkpoint_dirs(root):
+        file = folder / CHECKPOINT_FILE
+        if not file.is_file():
+            continue
+        try:
+            return load_checkpoint(file)
+        except CorruptCheckpointError as error:
+            warn(f"{error}; falling back to the previous checkpoint")
+    return None
+
+
+def prune_checkpoints(root: str | Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest epoch folders."""
+    for folder in checkpoint_dirs(root)[keep:]:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,167 @@
+"""The file form of the configuration: YAML <-> frozen dataclasses, ``--set`` overrides, flat params.
+
+YAML holds exactly the fields of ``ExperimentConfig`` (nested by section). Reading is strict:
+unknown keys, wrong types and invalid values raise ``ConfigError`` naming the key, what was
+given and what is accepted. Nothing here mutates a config: every change builds a new one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from mgn.config import ConfigError, ExperimentConfig
+
+T = TypeVar("T")
+
+
+def to_dict(config: object) -> dict[str, Any]:
+    """Plain nested dict of builtins (enums as their values, tuples as lists): the YAML form."""
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, Enum):
+            return value.value
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(config)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML value to the annotated field type, or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg, key)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {tp}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            choices = ", ".join(repr(m.value) for m in tp)
+            raise ConfigError(f"{key}: {value!r} is not one of {choices}") from None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported field type {_type_name(tp)}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build ``cls`` from a nested dict; missing keys keep their defaults, unknown keys are errors."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key{'s' if len(unknown) > 1 else ''} "
+            f"{', '.join(prefix + k for k in unknown)}; valid keys here: {', '.join(prefix + n for n in names)}"
+        )
+    kwargs = {name: _convert(data[name], hints[name], prefix + name) for name in names if name in data}
+    try:
+        return cls(**kwargs)
+    except TypeError as error:  # pragma: no cover - guarded by the checks above
+        raise ConfigError(f"{prefix or cls.__name__}: {error}") from None
+
+
+def load_yaml(path: str | Path) -> ExperimentConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    return from_dict(ExperimentConfig, data)
+
+
+def dump_yaml(config: ExperimentConfig, path: str | Path | None = None) -> str:
+    text = yaml.safe_dump(to_dict(config), sort_keys=False)
+    if path is not None:
+        Path(path).write_text(text)
+    return text
+
+
+def apply_overrides(config: T, overrides: typing.Iterable[str]) -> T:
+    """Apply ``section.key=value`` strings (values parsed as YAML scalars/lists) and re-validate."""
+    data = to_dict(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set train.epochs=5")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = data
+        for depth, key in enumerate(keys[:-1]):
+            if not isinstance(node.get(key), dict):
+                raise ConfigError(f"--set {dotted}: unknown config key {'.'.join(keys[: depth + 1])}")
+            node = node[key]
+        if keys[-1] not in node:
+            valid = ", ".join(sorted(node))
+            raise ConfigError(f"--set {dotted}: unknown config key {dotted}; valid keys here: {valid}")
+        try:
+            node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            node[keys[-1]] = raw
+    return from_dict(type(config), data)
+
+
+def flatten(config: object) -> dict[str, str]:
+    """Dotted key -> string value for every leaf (MLflow params)."""
+    return flatten_dict(to_dict(config))
+
+
+def flatten_dict(data: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    flat: dict[str, str] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(flatten_dict(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = str(value)
+    return flat

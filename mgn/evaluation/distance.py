@@ -1,0 +1,53 @@
+"""Query x gallery distances from features, computed block by block."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mgn.config import Metric
+
+
+def as_features(features: np.ndarray | Tensor) -> Tensor:
+    """(N, D) float32 CPU tensor (no copy when already one)."""
+    tensor = torch.as_tensor(features).detach()
+    if tensor.ndim != 2:
+        raise ValueError(f"features must be (N, D), got shape {tuple(tensor.shape)}")
+    return tensor.to(device="cpu", dtype=torch.float32)
+
+
+def squared_norms(features: Tensor) -> Tensor:
+    return features.pow(2).sum(dim=1)
+
+
+def distance_block(query: Tensor, gallery: Tensor, metric: Metric, gallery_sq: Tensor | None = None) -> Tensor:
+    """(Qc, D) x (G, D) -> (Qc, G) distances that rank like ``metric``.
+
+    Euclidean returns *squared* distances ||q||^2 + ||g||^2 - 2 q.g: the same order as the
+    Euclidean distance, without a square root that could merge nearby values. Cosine returns
+    1 - cos(q, g).
+    """
+    if metric is Metric.COSINE:
+        query = torch.nn.functional.normalize(query, dim=1)
+        gallery = torch.nn.functional.normalize(gallery, dim=1)
+        return torch.addmm(torch.ones(()), query, gallery.T, alpha=-1.0)
+    if gallery_sq is None:
+        gallery_sq = squared_norms(gallery)
+    dist = torch.addmm(gallery_sq[None, :], query, gallery.T, alpha=-2.0)  # one fused BLAS call
+    return dist.add_(squared_norms(query)[:, None])
+
+
+def query_blocks(num_queries: int, block: int) -> Iterator[slice]:
+    for start in range(0, num_queries, block):
+        yield slice(start, min(start + block, num_queries))
+
+
+def pairwise_distance(query: np.ndarray | Tensor, gallery: np.ndarray | Tensor, metric: Metric = Metric.EUCLIDEAN) -> np.ndarray:
+    """The full (Q, G) distance matrix: Euclidean (not squared) or cosine. For small sets and plots;
+    evaluation uses ``evaluate_features``, which never holds the whole matrix."""
+    query, gallery = as_features(query), as_features(gallery)
+    dist = distance_block(query, gallery, metric)
+    return (dist.clamp_(min=0).sqrt_() if metric is Metric.EUCLIDEAN else dist).numpy()

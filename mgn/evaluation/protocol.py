@@ -1,0 +1,91 @@
+"""From a model and a data set to the figures of the paper's tables, as ``EvalConfig`` asks.
+
+Metric names: ``R1 R5 R10 mAP mINP`` (single query), with prefixes ``rerank/`` (k-reciprocal
+re-ranking), ``mq/`` (Market-1501 multiple query) and ``branch/<name>/`` (one branch of a
+multi-branch network: the "Branch" rows of Table 5). Values are percentages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from mgn.config import DataConfig, EvalConfig
+from mgn.data.loading import eval_loader
+from mgn.data.records import ReidDataset
+from mgn.evaluation.features import FeatureSet, evaluate_features, extract_features, pool_multiple_query
+from mgn.evaluation.rank import RankResult, evaluate_rank
+from mgn.evaluation.reranking import re_rank
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Metrics (percent), the CMC curve (fractions, ranks 1..max_rank) and the raw test features."""
+
+    metrics: dict[str, float]
+    cmc: np.ndarray
+    query: FeatureSet
+    gallery: FeatureSet
+
+
+@dataclass(frozen=True)
+class TestFeatures:
+    """Flip-averaged, un-normalised features of the test splits."""
+
+    query: FeatureSet
+    gallery: FeatureSet
+    multi_query: FeatureSet | None
+
+
+def extract_test_features(
+    model: nn.Module, dataset: ReidDataset, data: DataConfig, config: EvalConfig, device: torch.device, amp: bool = False
+) -> TestFeatures:
+    def extract(records: list) -> FeatureSet:
+        return extract_features(model, eval_loader(records, data), device, flip=config.flip, amp=amp)
+
+    multi = extract(dataset.multi_query) if config.multi_query and dataset.multi_query else None
+    return TestFeatures(extract(dataset.query), extract(dataset.gallery), multi)
+
+
+def rank_metrics(
+    query: FeatureSet, gallery: FeatureSet, config: EvalConfig, *, rerank: bool
+) -> tuple[dict[str, float], RankResult]:
+    """Metrics without (and, with ``rerank``, with) re-ranking, for one pair of feature sets."""
+    plain = evaluate_features(query, gallery, config.metric, config.max_rank)
+    metrics = plain.summary()
+    if rerank:
+        distance = re_rank(query.features, gallery.features, config.rerank_k1, config.rerank_k2, config.rerank_lambda)
+        reranked = evaluate_rank(distance, query.pids, gallery.pids, query.camids, gallery.camids, config.max_rank)
+        metrics.update({f"rerank/{k}": v for k, v in reranked.summary().items()})
+    return metrics, plain
+
+
+def metrics_of(
+    features: TestFeatures,
+    dataset: ReidDataset,
+    config: EvalConfig,
+    branches: Mapping[str, Sequence[int]] | None = None,
+) -> Evaluation:
+    """Every metric ``config`` asks for; ``branches`` maps a branch name to its embedding columns."""
+    query = features.query.select(normalize=config.normalize)
+    gallery = features.gallery.select(normalize=config.normalize)
+    metrics, plain = rank_metrics(query, gallery, config, rerank=config.rerank)
+    if features.multi_query is not None:
+        pooled = pool_multiple_query(
+            features.query, dataset.query, features.multi_query, dataset.multi_query, config.query_pooling
+        )
+        mq, _ = rank_metrics(pooled.select(normalize=config.normalize), gallery, config, rerank=config.rerank)
+        metrics.update({f"mq/{k}": v for k, v in mq.items()})
+    for name, columns in (branches or {}).items():
+        branch, _ = rank_metrics(
+            features.query.select(columns, config.normalize),
+            features.gallery.select(columns, config.normalize),
+            config,
+            rerank=False,
+        )
+        metrics.update({f"branch/{name}/{k}": v for k, v in branch.items()})
+    return Evaluation(metrics, plain.cmc, features.query, features.gallery)

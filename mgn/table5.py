@@ -1,0 +1,129 @@
+"""The 15 rows of Table 5 (ablations on Market-1501, §4.4), in the paper's order: the one list.
+
+Each row is one of three kinds:
+
+* ``TrainedRow``: a network trained on its own, derived from a base recipe by ``variant``.
+* ``BranchRow``: one branch of a trained multi-branch network, evaluated alone (no training).
+* ``EnsembleRow``: the concatenated features of several trained rows.
+
+Rows name networks by the paper's ResNet-50/101; ``deeper`` maps the base recipe's backbone to
+the deeper one of its family, so that the smoke profile's ResNet-18 gets a ResNet-34 baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from mgn.config import Backbone, ClassifierInput, ExperimentConfig
+
+DEEPER = {
+    Backbone.RESNET18: Backbone.RESNET34,
+    Backbone.RESNET34: Backbone.RESNET50,
+    Backbone.RESNET50: Backbone.RESNET101,
+    Backbone.RESNET101: Backbone.RESNET101,
+}
+
+
+@dataclass(frozen=True)
+class TrainedRow:
+    name: str
+    variant: Callable[[ExperimentConfig], ExperimentConfig]
+    note: str = ""
+
+    def config(self, base: ExperimentConfig) -> ExperimentConfig:
+        return self.variant(base)
+
+
+@dataclass(frozen=True)
+class BranchRow:
+    name: str
+    of: str  # a TrainedRow
+    branch: int  # the part count of the branch (1 = Global)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class EnsembleRow:
+    name: str
+    members: tuple[str, ...]  # TrainedRows whose features are concatenated
+    note: str = ""
+
+
+Row = TrainedRow | BranchRow | EnsembleRow
+
+
+def _branches(parts: tuple[int, ...]) -> Callable[[ExperimentConfig], ExperimentConfig]:
+    def variant(base: ExperimentConfig) -> ExperimentConfig:
+        return replace(base, model=replace(base.model, branches=parts))
+
+    return variant
+
+
+def _baseline(deeper: bool) -> Callable[[ExperimentConfig], ExperimentConfig]:
+    """Plain ResNet (IDE, Zheng et al.): one pooled 2048-d feature and a classifier, softmax only."""
+
+    def variant(base: ExperimentConfig) -> ExperimentConfig:
+        backbone = DEEPER[base.model.backbone] if deeper else base.model.backbone
+        model = replace(base.model, backbone=backbone, branches=(1,), reduction_dim=None,
+                        global_classifier_input=ClassifierInput.POOLED)  # fmt: skip
+        return replace(base, model=model, loss=replace(base.loss, triplet_weight=0.0))
+
+    return variant
+
+
+def _without_triplet(base: ExperimentConfig) -> ExperimentConfig:
+    """"MGN w/o TP": no triplet; softmax on the reduced 256-d globals instead (Table 5 note)."""
+    model = replace(base.model, global_classifier_input=ClassifierInput.REDUCED)
+    return replace(base, model=model, loss=replace(base.loss, triplet_weight=0.0))
+
+
+ROWS: tuple[Row, ...] = (
+    TrainedRow("ResNet-50", _baseline(deeper=False), "IDE baseline: pooled feature, softmax only"),
+    TrainedRow("ResNet-101", _baseline(deeper=True), "the deeper backbone of the same family"),
+    TrainedRow("ResNet-50+TP", _branches((1,)), "= Global (Single), as the paper notes"),
+    BranchRow("Global (Branch)", of="MGN", branch=1),
+    TrainedRow("Part-2 (Single)", _branches((2,))),
+    BranchRow("Part-2 (Branch)", of="MGN", branch=2),
+    TrainedRow("Part-3 (Single)", _branches((3,))),
+    BranchRow("Part-3 (Branch)", of="MGN", branch=3),
+    EnsembleRow(
+        "G+P2+P3 (Single)",
+        members=("ResNet-50+TP", "Part-2 (Single)", "Part-3 (Single)"),
+        note="three independent networks, as the §4.4 text says (the Table 5 caption names Part-3 (Branch))",
+    ),
+    TrainedRow("MGN w/o Part-3", _branches((1, 2))),
+    TrainedRow("MGN w/ Part-4", _branches((1, 2, 3, 4))),
+    TrainedRow("MGN (Part2+4)", _branches((1, 2, 4))),
+    TrainedRow("MGN (Part3+4)", _branches((1, 3, 4))),
+    TrainedRow("MGN w/o TP", _without_triplet),
+    TrainedRow("MGN", _branches((1, 2, 3))),
+)
+
+ROWS_BY_NAME: dict[str, Row] = {row.name: row for row in ROWS}
+
+
+def trained_rows(names: tuple[str, ...] | None = None) -> list[TrainedRow]:
+    """The rows that need training for ``names`` (all rows if None): branch and ensemble rows pull
+    in the networks they are computed from."""
+    wanted = resolve(names)
+    needed: dict[str, None] = {}
+    for row in wanted:
+        if isinstance(row, TrainedRow):
+            needed[row.name] = None
+        elif isinstance(row, BranchRow):
+            needed[row.of] = None
+        else:
+            needed.update(dict.fromkeys(row.members))
+    return [r for r in ROWS if isinstance(r, TrainedRow) and r.name in needed]
+
+
+def resolve(names: tuple[str, ...] | None) -> list[Row]:
+    """Rows by name, in the paper's order; unknown names are an error listing the valid ones."""
+    if names is None:
+        return list(ROWS)
+    unknown = [n for n in names if n not in ROWS_BY_NAME]
+    if unknown:
+        valid = "; ".join(ROWS_BY_NAME)
+        raise ValueError(f"unknown Table 5 row{'s' if len(unknown) > 1 else ''} {unknown}: valid rows are {valid}")
+    return [r for r in ROWS if r.name in names]

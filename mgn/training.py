@@ -1,0 +1,227 @@
+"""Plain training functions: one epoch, one evaluation, and ``fit`` that loops over epochs.
+
+``fit`` is what a laptop calls directly and what a Ray Train worker calls inside its worker
+group: what differs (rank, device, DDP wrapping, where reports and checkpoints go) comes in
+through ``TrainingEnv`` and the ``on_epoch_end`` callback. Nothing here imports Ray or MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from mgn.checkpoint import TrainingState
+from mgn.config import ExperimentConfig
+from mgn.config_io import to_dict
+from mgn.data.loading import load_dataset, train_loader
+from mgn.data.records import ReidDataset
+from mgn.evaluation.protocol import Evaluation, extract_test_features, metrics_of
+from mgn.losses import mgn_loss
+from mgn.model import MGN, branch_name
+from mgn.optim import build_optimizer, build_scheduler
+
+
+def default_device() -> torch.device:
+    """CUDA when a GPU is present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass(frozen=True)
+class TrainingEnv:
+    """Where this process trains: its rank among ``world_size`` workers, its device, and how the
+    model is wrapped for data parallelism (identity on one worker, DDP under Ray Train)."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=default_device)
+    wrap_model: Callable[[nn.Module], nn.Module] = lambda model: model
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int  # epochs done, 1-based
+    lr: float
+    loss: float
+    softmax: float
+    triplet: float
+    images_per_second: float  # this worker's training throughput
+    seconds: float
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "loss": self.loss,
+            "loss/softmax": self.softmax,
+            "loss/triplet": self.triplet,
+            "lr": self.lr,
+            "images_per_second": self.images_per_second,
+            "epoch_seconds": self.seconds,
+        }
+
+
+def seed_epoch(seed: int, epoch: int, rank: int) -> None:
+    """Seed every RNG from (seed, epoch, rank), so a run resumed at an epoch boundary continues
+    exactly as an uninterrupted one."""
+    value = int(np.random.SeedSequence([seed, epoch + 1, rank]).generate_state(1)[0])
+    torch.manual_seed(value)
+    np.random.seed(value)
+    random.seed(value)
+
+
+def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    if not (enabled and device.type == "cuda"):
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    optimizer: torch.optim.Optimizer,
+    config: ExperimentConfig,
+    device: torch.device,
+    scaler: torch.amp.GradScaler | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[float, float, float, int]:
+    """One pass over ``loader``. Returns (mean loss, mean softmax, mean triplet, images seen)."""
+    model.train()
+    total = softmax = triplet = 0.0
+    images_seen = batches = 0
+    memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
+    for step, (images, pids, _) in enumerate(loader):
+        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        targets = pids.to(device, non_blocking=True)
+        with _autocast(device, config.train.amp):
+            losses = mgn_loss(model(images), targets, config.loss)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(losses.total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            losses.total.backward()
+            optimizer.step()
+        total += losses.total.item()
+        softmax += losses.softmax.item()
+        triplet += losses.triplet.item()
+        images_seen += len(images)
+        batches += 1
+        if log and config.train.log_every and (step + 1) % config.train.log_every == 0:
+            log(f"  iter {step + 1}/{len(loader)} loss {losses.total.item():.3f}")
+    if batches == 0:
+        raise RuntimeError("the training loader yielded no batch")
+    return total / batches, softmax / batches, triplet / batches, images_seen
+
+
+def branch_columns(model: MGN) -> dict[str, list[int]]:
+    """Embedding columns of each branch, by branch name (empty for single-branch networks)."""
+    if len(model.branches) < 2:
+        return {}
+    return {branch_name(b.parts): model.branch_columns([i]) for i, b in enumerate(model.branches)}
+
+
+def evaluate(
+    model: MGN, dataset: ReidDataset, config: ExperimentConfig, device: torch.device, *, branches: bool = True
+) -> Evaluation:
+    """All metrics of the test protocol, with each branch alone as well when ``branches``."""
+    features = extract_test_features(model, dataset, config.data, config.eval, device, amp=config.train.amp)
+    return metrics_of(features, dataset, config.eval, branch_columns(model) if branches else None)
+
+
+def build_model(config: ExperimentConfig, num_classes: int, device: torch.device) -> MGN:
+    model = MGN(config.model, num_classes).to(device)
+    if config.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+@dataclass(frozen=True)
+class FitResult:
+    model: MGN
+    history: list[EpochStats]
+    evaluation: Evaluation | None  # the final one (rank 0 only)
+
+
+EpochCallback = Callable[[EpochStats, Evaluation | None, Callable[[], TrainingState]], None]
+
+
+def fit(
+    config: ExperimentConfig,
+    dataset: ReidDataset | None = None,
+    *,
+    env: TrainingEnv | None = None,
+    on_epoch_end: EpochCallback | None = None,
+    resume: TrainingState | None = None,
+    log: Callable[[str], None] | None = None,
+) -> FitResult:
+    """Train ``config`` and evaluate it at the end (and every ``eval.interval`` epochs) on rank 0.
+
+    Args:
+        dataset: the loaded data set; read (and its images checked) from ``config.data`` if None.
+        env: rank, device and model wrapping; one local worker if None.
+        on_epoch_end: called on every rank after each epoch with the epoch's stats, the evaluation
+            (rank 0, on evaluation epochs; else None) and a function that snapshots the state.
+        resume: a checkpointed state to continue from.
+        log: where rank 0 prints progress (None: silent).
+    """
+    env = env or TrainingEnv()
+    dataset = dataset or load_dataset(config.data)
+    log = log if env.is_main else None
+    seed_epoch(config.train.seed, -1, 0)  # the same initial weights on every rank
+    model = build_model(config, dataset.num_train_ids, env.device)
+    optimizer = build_optimizer(config, model)
+    scheduler = build_scheduler(config, optimizer)
+    start = 0
+    if resume is not None:
+        model.load_state_dict(resume.model)
+        optimizer.load_state_dict(resume.optimizer)
+        scheduler.load_state_dict(resume.scheduler)
+        start = resume.epochs_done
+        if log:
+            log(f"resumed from a checkpoint after epoch {start}")
+    trained = env.wrap_model(model)
+    use_scaler = config.train.amp and env.device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    loader = train_loader(
+        dataset.train, config.data, rank=env.rank, world_size=env.world_size, seed=config.train.seed
+    )
+
+    def snapshot() -> TrainingState:
+        return TrainingState(
+            model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), scheduler.last_epoch, to_dict(config)
+        )
+
+    history: list[EpochStats] = []
+    evaluation = None
+    for epoch in range(start, config.train.epochs):
+        seed_epoch(config.train.seed, epoch, env.rank)
+        loader.batch_sampler.set_epoch(epoch)
+        lr = optimizer.param_groups[0]["lr"]
+        began = time.perf_counter()
+        loss, softmax, triplet, images = train_one_epoch(trained, loader, optimizer, config, env.device, scaler, log)
+        scheduler.step()
+        seconds = time.perf_counter() - began
+        stats = EpochStats(epoch + 1, lr, loss, softmax, triplet, images / seconds, seconds)
+        history.append(stats)
+        last = epoch + 1 == config.train.epochs
+        due = last or (config.eval.interval and (epoch + 1) % config.eval.interval == 0)
+        evaluation = evaluate(model, dataset, config, env.device) if due and env.is_main else None
+        if log:
+            shown = f" | R1 {evaluation.metrics['R1']:.1f} mAP {evaluation.metrics['mAP']:.1f}" if evaluation else ""
+            log(f"epoch {epoch + 1}/{config.train.epochs} loss {loss:.3f} lr {lr:.2e} {images / seconds:.0f} img/s{shown}")
+        if on_epoch_end is not None:
+            on_epoch_end(stats, evaluation, snapshot)
+    if start >= config.train.epochs and env.is_main:  # resumed after the last epoch: evaluate only
+        evaluation = evaluate(model, dataset, config, env.device)
+    return FitResult(model, history, evaluation)
