@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny configs and data, and a private cache for the synthetic data set."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from mgn.config import Backbone, ExperimentConfig, Init, SyntheticConfig
+from mgn.recipes import smoke
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# A few seconds on 2 CPU cores: 8 + 6 identities, 6 images each.
+TINY_SYNTHETIC = SyntheticConfig(num_train_ids=8, num_test_ids=6, images_per_id=6, num_distractors=4, num_junk=3)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Generated data goes to a per-session folder, never the user's ~/.cache."""
+    os.environ["MGN_CACHE"] = str(tmp_path_factory.mktemp("mgn-cache"))
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def tiny_config(**model_changes: object) -> ExperimentConfig:
+    """The smoke recipe shrunk to seconds: ResNet-18, 64x32 input, 4x2 batches, 2 epochs."""
+    base = smoke()
+    return replace(
+        base,
+        model=replace(base.model, backbone=Backbone.RESNET18, init=Init.RANDOM, **model_changes),
+        data=replace(base.data, height=64, width=32, p=4, k=2, synthetic=TINY_SYNTHETIC, eval_batch_size=32),
+        train=replace(base.train, epochs=2),
+        optimizer=replace(base.optimizer, milestones=(1,)),
+    )
+
+
+@pytest.fixture
+def tiny() -> ExperimentConfig:
+    return tiny_config()

@@ -1,0 +1,121 @@
+from dataclasses import replace
+
+import pytest
+
+from mgn.config import (
+    Backbone,
+    ClassifierInput,
+    ConfigError,
+    DataConfig,
+    ExperimentConfig,
+    LRScaling,
+    ModelConfig,
+    OptimizerConfig,
+    ScalingConfig,
+)
+from mgn.config_io import apply_overrides, dump_yaml, flatten, load_yaml, to_dict
+from mgn.recipes import community, paper, recipe, smoke
+
+
+@pytest.mark.parametrize("make", [paper, community, smoke])
+def test_yaml_round_trip(make, tmp_path):
+    config = make()
+    path = tmp_path / "config.yaml"
+    dump_yaml(config, path)
+    assert load_yaml(path) == config
+
+
+def test_paper_recipe_matches_section_4_1():
+    config = paper()
+    assert (config.data.height, config.data.width, config.data.p, config.data.k) == (384, 128, 16, 4)
+    assert (config.optimizer.lr, config.optimizer.momentum, config.optimizer.weight_decay) == (0.01, 0.9, 5e-4)
+    assert config.optimizer.milestones == (40, 60) and config.train.epochs == 80
+    assert config.loss.triplet_margin == 1.2 and config.data.random_erasing == 0
+    assert config.model.branches == (1, 2, 3) and config.model.backbone is Backbone.RESNET50
+
+
+def test_community_recipe():
+    config = community()
+    assert config.model.global_classifier_input is ClassifierInput.REDUCED
+    assert (config.loss.softmax_weight, config.loss.triplet_weight) == (1.0, 2.0)
+    assert config.optimizer.amsgrad and config.optimizer.lr == 2e-4 and config.optimizer.milestones == (320, 380)
+    assert config.train.epochs == 400 and config.data.random_erasing == 0.5
+
+
+def test_configs_are_frozen():
+    with pytest.raises(AttributeError):
+        paper().train.epochs = 3  # type: ignore[misc]
+
+
+def test_overrides_build_a_new_validated_config():
+    config = apply_overrides(paper(), ["train.epochs=5", "model.branches=[1, 2]", "model.backbone=resnet18"])
+    assert config.train.epochs == 5 and config.model.branches == (1, 2) and config.model.backbone is Backbone.RESNET18
+    assert paper().train.epochs == 80
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epochz=5", "unknown config key train.epochz"),
+        ("nonsense.key=1", "unknown config key nonsense"),
+        ("train.epochs=five", "train.epochs: expected an integer"),
+        ("train.epochs=-1", "train.epochs=-1: must be >= 1"),
+        ("model.backbone=vgg16", "model.backbone: 'vgg16' is not one of"),
+        ("model.branches=[]", "model.branches is empty"),
+        ("model.branches=[1, 30]", "Part-30 branch"),
+        ("data.p=1", "at least 2 identities"),
+        ("data.random_flip=maybe", "expected true or false"),
+        ("train.epochs", "expected key=value"),
+    ],
+)
+def test_bad_overrides_name_the_problem(override, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(paper(), [override])
+
+
+def test_unknown_yaml_key_lists_valid_keys(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epochs: 3\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"unknown config key train\.lr; valid keys here: train\.epochs"):
+        load_yaml(path)
+
+
+def test_part_count_must_fit_the_feature_map():
+    with pytest.raises(ConfigError, match="Part-4 branch, but a 48-pixel-high input gives a 3-row"):
+        ExperimentConfig(model=ModelConfig(branches=(1, 4)), data=DataConfig(height=48, width=32))
+    ExperimentConfig(model=ModelConfig(branches=(1, 4)), data=DataConfig(height=64, width=32))
+
+
+def test_triplet_needs_two_images_per_identity():
+    with pytest.raises(ConfigError, match="K >= 2"):
+        replace(paper(), data=replace(paper().data, k=1))
+
+
+def test_reduced_classifier_needs_a_reduction():
+    with pytest.raises(ConfigError, match="needs a reduction layer"):
+        ModelConfig(reduction_dim=None, global_classifier_input=ClassifierInput.REDUCED)
+
+
+def test_learning_rate_scaling_is_explicit():
+    base = replace(paper(), scaling=ScalingConfig(num_workers=4))
+    assert base.effective_lr == 0.01  # not scaled unless asked
+    scaled = replace(base, optimizer=replace(base.optimizer, lr_scaling=LRScaling.LINEAR))
+    assert scaled.global_batch_size == 256 and scaled.effective_lr == pytest.approx(0.04)
+
+
+def test_flatten_gives_dotted_string_params():
+    flat = flatten(paper())
+    assert flat["model.branches"] == "[1, 2, 3]" and flat["optimizer.lr"] == "0.01"
+    assert flat["data.synthetic.seed"] == "0"
+    assert set(flat) == {k for k in flat}  # all keys are strings
+    assert to_dict(paper())["model"]["backbone"] == "resnet50"
+
+
+def test_unknown_profile():
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        recipe("fast")
+
+
+def test_optimizer_milestones_must_increase():
+    with pytest.raises(ConfigError, match="milestones"):
+        OptimizerConfig(milestones=(60, 40))

@@ -1,0 +1,71 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mgn.config import LossConfig, Reduction
+from mgn.losses import batch_hard_triplet_loss, mgn_loss
+from mgn.model import MGNOutput
+
+
+def brute_force_triplet(features: torch.Tensor, targets: torch.Tensor, margin: float) -> torch.Tensor:
+    """Eq. 2 of the paper by explicit loops (mean over anchors)."""
+    losses = []
+    for a in range(len(features)):
+        positives = [torch.dist(features[a], features[p]) for p in range(len(features)) if targets[p] == targets[a]]
+        negatives = [torch.dist(features[a], features[n]) for n in range(len(features)) if targets[n] != targets[a]]
+        losses.append(torch.clamp(margin + max(positives) - min(negatives), min=0))
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_batch_hard_triplet_equals_brute_force(seed):
+    generator = torch.Generator().manual_seed(seed)
+    p, k, d = 4, 3, 8
+    features = torch.randn(p * k, d, generator=generator) * (0.3 + seed)
+    targets = torch.arange(p).repeat_interleave(k)[torch.randperm(p * k, generator=generator)]
+    for margin in (0.0, 1.2, 5.0):
+        assert batch_hard_triplet_loss(features, targets, margin) == pytest.approx(
+            brute_force_triplet(features, targets, margin).item(), rel=1e-5, abs=1e-6
+        )
+
+
+def test_triplet_gradient_is_finite_with_duplicate_features():
+    features = torch.ones(4, 3, requires_grad=True)  # zero distances everywhere
+    batch_hard_triplet_loss(features, torch.tensor([0, 0, 1, 1]), 1.2).backward()
+    assert torch.isfinite(features.grad).all()
+
+
+def _outputs(num_branches: int = 3, num_parts: int = 5, classes: int = 3, batch: int = 6) -> MGNOutput:
+    torch.manual_seed(0)
+
+    def t(dim: int) -> torch.Tensor:
+        return torch.randn(batch, dim, requires_grad=True)
+
+    return MGNOutput(
+        pooled_globals=[t(16) for _ in range(num_branches)],
+        embedded_globals=[t(8) for _ in range(num_branches)],
+        embedded_parts=[t(8) for _ in range(num_parts)],
+        global_logits=[t(classes) for _ in range(num_branches)],
+        part_logits=[t(classes) for _ in range(num_parts)],
+    )
+
+
+def test_loss_is_the_weighted_sum_or_mean_of_its_terms():
+    out, targets = _outputs(), torch.tensor([0, 0, 1, 1, 2, 2])
+    ce = [F.cross_entropy(x, targets) for x in out.global_logits + out.part_logits]
+    tp = [batch_hard_triplet_loss(f, targets, 1.2) for f in out.embedded_globals]
+    paper = mgn_loss(out, targets, LossConfig())
+    assert paper.total.item() == pytest.approx((sum(ce) + sum(tp)).item(), rel=1e-6)
+    community = mgn_loss(
+        out, targets, LossConfig(triplet_weight=2.0, softmax_reduction=Reduction.MEAN, triplet_reduction=Reduction.MEAN)
+    )
+    assert community.total.item() == pytest.approx((sum(ce) / 8 + 2 * sum(tp) / 3).item(), rel=1e-6)
+
+
+def test_without_triplet_the_reduced_globals_get_no_triplet_gradient():
+    out, targets = _outputs(), torch.tensor([0, 0, 1, 1, 2, 2])
+    losses = mgn_loss(out, targets, LossConfig(triplet_weight=0.0))
+    assert losses.triplet.item() == 0
+    losses.total.backward()
+    assert all(f.grad is None for f in out.embedded_globals)
+    assert all(x.grad is not None for x in out.global_logits + out.part_logits)
