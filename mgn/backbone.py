@@ -65,7 +65,9 @@ def build_resnet(backbone: Backbone, init: Init, pretrained_path: str | None = N
         try:
             missing, unexpected = resnet.load_state_dict(state, strict=False)
         except (RuntimeError, TypeError, AttributeError) as error:  # shape mismatches, or not a state dict
-            raise ValueError(f"{weight_file} does not hold {backbone.value} weights: {str(error)[:300]}") from None
+            raise ValueError(
+                f"{weight_file} does not hold {backbone.value} weights: {str(error)[:300]}"
+            ) from None
         # The ImageNet classifier (fc) is the only part MGN does not use; anything else is a wrong file.
         relevant = [k for k in missing + unexpected if not k.startswith("fc.")]
         if relevant:

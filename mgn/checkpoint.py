@@ -58,11 +58,15 @@ def load_checkpoint(path: str | Path) -> TrainingState:
     path = Path(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-        return TrainingState(data["model"], data["optimizer"], data["scheduler"], int(data["epochs_done"]), data["config"])
+        return TrainingState(
+            data["model"], data["optimizer"], data["scheduler"], int(data["epochs_done"]), data["config"]
+        )
     except FileNotFoundError:
         raise
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise CorruptCheckpointError(f"checkpoint {path} is corrupt or not an MGN checkpoint ({error}); delete it") from None
+        raise CorruptCheckpointError(
+            f"checkpoint {path} is corrupt or not an MGN checkpoint ({error}); delete it"
+        ) from None
 
 
 def epoch_dir(root: str | Path, epochs_done: int) -> Path:

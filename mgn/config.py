@@ -121,7 +121,10 @@ class ModelConfig:
     pretrained_path: str | None = None
 
     def __post_init__(self) -> None:
-        _require(len(self.branches) > 0, "model.branches is empty: give at least one branch, e.g. [1, 2, 3] for MGN")
+        _require(
+            len(self.branches) > 0,
+            "model.branches is empty: give at least one branch, e.g. [1, 2, 3] for MGN",
+        )
         _require(
             all(isinstance(n, int) and n >= 1 for n in self.branches),
             f"model.branches={list(self.branches)}: every part count must be an integer >= 1 (1 = Global branch)",
@@ -149,7 +152,10 @@ class LossConfig:
     def __post_init__(self) -> None:
         _require(self.softmax_weight >= 0, f"loss.softmax_weight={self.softmax_weight}: must be >= 0")
         _require(self.triplet_weight >= 0, f"loss.triplet_weight={self.triplet_weight}: must be >= 0")
-        _require(self.softmax_weight + self.triplet_weight > 0, "loss: softmax_weight and triplet_weight are both 0")
+        _require(
+            self.softmax_weight + self.triplet_weight > 0,
+            "loss: softmax_weight and triplet_weight are both 0",
+        )
         _require(self.triplet_margin >= 0, f"loss.triplet_margin={self.triplet_margin}: must be >= 0")
 
 
@@ -196,9 +202,12 @@ class SyntheticConfig:
         _require(self.num_train_ids >= 2, "data.synthetic.num_train_ids must be >= 2")
         _require(self.num_test_ids >= 2, "data.synthetic.num_test_ids must be >= 2")
         _require(
-            self.images_per_id >= 2, "data.synthetic.images_per_id must be >= 2 (a query needs a gallery match)"
+            self.images_per_id >= 2,
+            "data.synthetic.images_per_id must be >= 2 (a query needs a gallery match)",
         )
-        _require(2 <= self.num_cameras <= 9, "data.synthetic.num_cameras must be in 2..9 (Market naming c1..c9)")
+        _require(
+            2 <= self.num_cameras <= 9, "data.synthetic.num_cameras must be in 2..9 (Market naming c1..c9)"
+        )
         _require(self.num_distractors >= 0 and self.num_junk >= 0, "data.synthetic: counts must be >= 0")
         _require(0 <= self.bbox_jitter < 0.5, "data.synthetic.bbox_jitter must be in [0, 0.5)")
 
@@ -222,10 +231,15 @@ class DataConfig:
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def __post_init__(self) -> None:
-        _require(self.height >= 32 and self.width >= 16, f"data: input {self.height}x{self.width} is too small")
+        _require(
+            self.height >= 32 and self.width >= 16, f"data: input {self.height}x{self.width} is too small"
+        )
         _require(self.p >= 2, f"data.p={self.p}: batch-hard triplet needs at least 2 identities per batch")
         _require(self.k >= 1, f"data.k={self.k}: must be >= 1")
-        _require(0 <= self.random_erasing <= 1, f"data.random_erasing={self.random_erasing}: a probability in [0, 1]")
+        _require(
+            0 <= self.random_erasing <= 1,
+            f"data.random_erasing={self.random_erasing}: a probability in [0, 1]",
+        )
         _require(self.loader_workers >= 0, "data.loader_workers must be >= 0")
         _require(self.eval_batch_size >= 1, "data.eval_batch_size must be >= 1")
         _require(
@@ -255,7 +269,9 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _require(self.interval >= 0, f"eval.interval={self.interval}: must be >= 0")
-        _require(self.rerank_k1 >= 1 and self.rerank_k2 >= 1, "eval.rerank_k1 and eval.rerank_k2 must be >= 1")
+        _require(
+            self.rerank_k1 >= 1 and self.rerank_k2 >= 1, "eval.rerank_k1 and eval.rerank_k2 must be >= 1"
+        )
         _require(self.rerank_k2 <= self.rerank_k1 + 1, "eval.rerank_k2 must be <= rerank_k1 + 1")
         _require(0 <= self.rerank_lambda <= 1, "eval.rerank_lambda must be in [0, 1]")
         _require(self.max_rank >= 10, "eval.max_rank must be >= 10 (tables report rank-10)")
@@ -333,4 +349,3 @@ class ExperimentConfig:
         if self.optimizer.lr_scaling is LRScaling.LINEAR:
             return self.optimizer.lr * self.global_batch_size / self.optimizer.reference_batch_size
         return self.optimizer.lr
-

@@ -66,9 +66,13 @@ def mgn_loss(outputs: MGNOutput, targets: Tensor, config: LossConfig) -> LossBre
     function applies the loss kinds and weights of ``config``.
     """
     logits = outputs.global_logits + outputs.part_logits
-    softmax = config.softmax_weight * _combine([F.cross_entropy(x, targets) for x in logits], config.softmax_reduction)
+    softmax = config.softmax_weight * _combine(
+        [F.cross_entropy(x, targets) for x in logits], config.softmax_reduction
+    )
     if config.triplet_weight > 0:
-        triplets = [batch_hard_triplet_loss(f, targets, config.triplet_margin) for f in outputs.embedded_globals]
+        triplets = [
+            batch_hard_triplet_loss(f, targets, config.triplet_margin) for f in outputs.embedded_globals
+        ]
         triplet = config.triplet_weight * _combine(triplets, config.triplet_reduction)
     else:
         triplet = softmax.new_zeros(())

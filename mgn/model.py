@@ -90,7 +90,8 @@ class Branch(nn.Module):
         global_in = channels if config.global_classifier_input is ClassifierInput.POOLED else dim
         self.classifier_on_pooled = config.global_classifier_input is ClassifierInput.POOLED
         self.classifiers = nn.ModuleList(
-            [_classifier(global_in, num_classes)] + [_classifier(dim, num_classes) for _ in range(num_features - 1)]
+            [_classifier(global_in, num_classes)]
+            + [_classifier(dim, num_classes) for _ in range(num_features - 1)]
         )
         self.embedding_dim = dim * num_features
 
@@ -106,7 +107,9 @@ class Branch(nn.Module):
 
     def embed(self, shared: Tensor) -> Tensor:
         """(B, C', H/16, W/16) -> (B, embedding_dim): [f_g, f_p1, ..., f_pN] concatenated."""
-        return torch.cat([reduce(z) for reduce, z in zip(self.reductions, self.pooled(shared), strict=True)], dim=1)
+        return torch.cat(
+            [reduce(z) for reduce, z in zip(self.reductions, self.pooled(shared), strict=True)], dim=1
+        )
 
 
 class MGN(nn.Module):
@@ -130,7 +133,13 @@ class MGN(nn.Module):
         channels = feature_channels(resnet)
         # Shared trunk up to and including res_conv4_1 (§3.1).
         self.trunk = nn.Sequential(
-            resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool, resnet.layer1, resnet.layer2, resnet.layer3[0]
+            resnet.conv1,
+            resnet.bn1,
+            resnet.relu,
+            resnet.maxpool,
+            resnet.layer1,
+            resnet.layer2,
+            resnet.layer3[0],
         )
         branches = []
         for parts in config.branches:
@@ -171,5 +180,7 @@ class MGN(nn.Module):
             out.embedded_parts.extend(embedded[1:])
             global_input = pooled[0] if branch.classifier_on_pooled else embedded[0]
             out.global_logits.append(branch.classifiers[0](global_input))
-            out.part_logits.extend(head(f) for head, f in zip(branch.classifiers[1:], embedded[1:], strict=True))
+            out.part_logits.extend(
+                head(f) for head, f in zip(branch.classifiers[1:], embedded[1:], strict=True)
+            )
         return out

@@ -15,8 +15,12 @@ def build_optimizer(config: ExperimentConfig, model: nn.Module) -> torch.optim.O
     opt = config.optimizer
     params = [p for p in model.parameters() if p.requires_grad]
     if opt.kind is OptimizerKind.SGD:
-        return torch.optim.SGD(params, lr=config.effective_lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
-    return torch.optim.Adam(params, lr=config.effective_lr, weight_decay=opt.weight_decay, amsgrad=opt.amsgrad)
+        return torch.optim.SGD(
+            params, lr=config.effective_lr, momentum=opt.momentum, weight_decay=opt.weight_decay
+        )
+    return torch.optim.Adam(
+        params, lr=config.effective_lr, weight_decay=opt.weight_decay, amsgrad=opt.amsgrad
+    )
 
 
 def lr_factor(config: ExperimentConfig, epoch: int) -> float:
@@ -27,6 +31,8 @@ def lr_factor(config: ExperimentConfig, epoch: int) -> float:
     return opt.gamma ** bisect.bisect_right(list(opt.milestones), epoch)
 
 
-def build_scheduler(config: ExperimentConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    config: ExperimentConfig, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Stepped once per epoch; lr = base * gamma^(milestones passed), e.g. x0.1 after epochs 40 and 60."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(config, epoch))

@@ -39,9 +39,13 @@ from mgn.config import (
 def paper() -> ExperimentConfig:
     return ExperimentConfig(
         profile=Profile.PAPER,
-        model=ModelConfig(backbone=Backbone.RESNET50, branches=(1, 2, 3), reduction_dim=256, init=Init.IMAGENET),
+        model=ModelConfig(
+            backbone=Backbone.RESNET50, branches=(1, 2, 3), reduction_dim=256, init=Init.IMAGENET
+        ),
         loss=LossConfig(softmax_weight=1.0, triplet_weight=1.0, triplet_margin=1.2),
-        optimizer=OptimizerConfig(kind=OptimizerKind.SGD, lr=0.01, momentum=0.9, weight_decay=5e-4, milestones=(40, 60)),
+        optimizer=OptimizerConfig(
+            kind=OptimizerKind.SGD, lr=0.01, momentum=0.9, weight_decay=5e-4, milestones=(40, 60)
+        ),
         data=DataConfig(dataset=DatasetName.MARKET1501, height=384, width=128, p=16, k=4, random_flip=True),
         eval=EvalConfig(flip=True, rerank=True),
         train=TrainConfig(epochs=80),
@@ -62,7 +66,9 @@ def community() -> ExperimentConfig:
             softmax_reduction=Reduction.MEAN,
             triplet_reduction=Reduction.MEAN,
         ),
-        optimizer=OptimizerConfig(kind=OptimizerKind.ADAM, lr=2e-4, weight_decay=5e-4, amsgrad=True, milestones=(320, 380)),
+        optimizer=OptimizerConfig(
+            kind=OptimizerKind.ADAM, lr=2e-4, weight_decay=5e-4, amsgrad=True, milestones=(320, 380)
+        ),
         data=replace(base.data, random_erasing=0.5),
         train=replace(base.train, epochs=400),
     )
@@ -78,7 +84,13 @@ def smoke() -> ExperimentConfig:
         # ImageNet-initialised ResNet-50 over 80 epochs) does not.
         optimizer=OptimizerConfig(kind=OptimizerKind.ADAM, lr=1e-3, weight_decay=5e-4, milestones=(6,)),
         data=replace(
-            base.data, dataset=DatasetName.SYNTHETIC, height=96, width=32, p=16, k=4, cache_images=True,
+            base.data,
+            dataset=DatasetName.SYNTHETIC,
+            height=96,
+            width=32,
+            p=16,
+            k=4,
+            cache_images=True,
             synthetic=SyntheticConfig(),
         ),
         eval=replace(base.eval, rerank=True),

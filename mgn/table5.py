@@ -73,7 +73,7 @@ def _baseline(deeper: bool) -> Callable[[ExperimentConfig], ExperimentConfig]:
 
 
 def _without_triplet(base: ExperimentConfig) -> ExperimentConfig:
-    """"MGN w/o TP": no triplet; softmax on the reduced 256-d globals instead (Table 5 note)."""
+    """ "MGN w/o TP": no triplet; softmax on the reduced 256-d globals instead (Table 5 note)."""
     model = replace(base.model, global_classifier_input=ClassifierInput.REDUCED)
     return replace(base, model=model, loss=replace(base.loss, triplet_weight=0.0))
 
@@ -125,5 +125,7 @@ def resolve(names: tuple[str, ...] | None) -> list[Row]:
     unknown = [n for n in names if n not in ROWS_BY_NAME]
     if unknown:
         valid = "; ".join(ROWS_BY_NAME)
-        raise ValueError(f"unknown Table 5 row{'s' if len(unknown) > 1 else ''} {unknown}: valid rows are {valid}")
+        raise ValueError(
+            f"unknown Table 5 row{'s' if len(unknown) > 1 else ''} {unknown}: valid rows are {valid}"
+        )
     return [r for r in ROWS if r.name in names]

@@ -199,7 +199,11 @@ def fit(
 
     def snapshot() -> TrainingState:
         return TrainingState(
-            model.state_dict(), optimizer.state_dict(), scheduler.state_dict(), scheduler.last_epoch, to_dict(config)
+            model.state_dict(),
+            optimizer.state_dict(),
+            scheduler.state_dict(),
+            scheduler.last_epoch,
+            to_dict(config),
         )
 
     history: list[EpochStats] = []
@@ -209,7 +213,9 @@ def fit(
         loader.batch_sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         began = time.perf_counter()
-        loss, softmax, triplet, images = train_one_epoch(trained, loader, optimizer, config, env.device, scaler, log)
+        loss, softmax, triplet, images = train_one_epoch(
+            trained, loader, optimizer, config, env.device, scaler, log
+        )
         scheduler.step()
         seconds = time.perf_counter() - began
         stats = EpochStats(epoch + 1, lr, loss, softmax, triplet, images / seconds, seconds)
@@ -218,8 +224,14 @@ def fit(
         due = last or (config.eval.interval and (epoch + 1) % config.eval.interval == 0)
         evaluation = evaluate(model, dataset, config, env.device) if due and env.is_main else None
         if log:
-            shown = f" | R1 {evaluation.metrics['R1']:.1f} mAP {evaluation.metrics['mAP']:.1f}" if evaluation else ""
-            log(f"epoch {epoch + 1}/{config.train.epochs} loss {loss:.3f} lr {lr:.2e} {images / seconds:.0f} img/s{shown}")
+            shown = (
+                f" | R1 {evaluation.metrics['R1']:.1f} mAP {evaluation.metrics['mAP']:.1f}"
+                if evaluation
+                else ""
+            )
+            log(
+                f"epoch {epoch + 1}/{config.train.epochs} loss {loss:.3f} lr {lr:.2e} {images / seconds:.0f} img/s{shown}"
+            )
         if on_epoch_end is not None:
             on_epoch_end(stats, evaluation, snapshot)
     if start >= config.train.epochs and env.is_main:  # resumed after the last epoch: evaluate only

@@ -15,7 +15,9 @@ from mgn.recipes import smoke
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # A few seconds on 2 CPU cores: 8 + 6 identities, 6 images each.
-TINY_SYNTHETIC = SyntheticConfig(num_train_ids=8, num_test_ids=6, images_per_id=6, num_distractors=4, num_junk=3)
+TINY_SYNTHETIC = SyntheticConfig(
+    num_train_ids=8, num_test_ids=6, images_per_id=6, num_distractors=4, num_junk=3
+)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -28,7 +28,11 @@ def test_yaml_round_trip(make, tmp_path):
 def test_paper_recipe_matches_section_4_1():
     config = paper()
     assert (config.data.height, config.data.width, config.data.p, config.data.k) == (384, 128, 16, 4)
-    assert (config.optimizer.lr, config.optimizer.momentum, config.optimizer.weight_decay) == (0.01, 0.9, 5e-4)
+    assert (config.optimizer.lr, config.optimizer.momentum, config.optimizer.weight_decay) == (
+        0.01,
+        0.9,
+        5e-4,
+    )
     assert config.optimizer.milestones == (40, 60) and config.train.epochs == 80
     assert config.loss.triplet_margin == 1.2 and config.data.random_erasing == 0
     assert config.model.branches == (1, 2, 3) and config.model.backbone is Backbone.RESNET50
@@ -38,7 +42,9 @@ def test_community_recipe():
     config = community()
     assert config.model.global_classifier_input is ClassifierInput.REDUCED
     assert (config.loss.softmax_weight, config.loss.triplet_weight) == (1.0, 2.0)
-    assert config.optimizer.amsgrad and config.optimizer.lr == 2e-4 and config.optimizer.milestones == (320, 380)
+    assert (
+        config.optimizer.amsgrad and config.optimizer.lr == 2e-4 and config.optimizer.milestones == (320, 380)
+    )
     assert config.train.epochs == 400 and config.data.random_erasing == 0.5
 
 
@@ -49,7 +55,11 @@ def test_configs_are_frozen():
 
 def test_overrides_build_a_new_validated_config():
     config = apply_overrides(paper(), ["train.epochs=5", "model.branches=[1, 2]", "model.backbone=resnet18"])
-    assert config.train.epochs == 5 and config.model.branches == (1, 2) and config.model.backbone is Backbone.RESNET18
+    assert (
+        config.train.epochs == 5
+        and config.model.branches == (1, 2)
+        and config.model.backbone is Backbone.RESNET18
+    )
     assert paper().train.epochs == 80
 
 

@@ -11,8 +11,12 @@ def brute_force_triplet(features: torch.Tensor, targets: torch.Tensor, margin: f
     """Eq. 2 of the paper by explicit loops (mean over anchors)."""
     losses = []
     for a in range(len(features)):
-        positives = [torch.dist(features[a], features[p]) for p in range(len(features)) if targets[p] == targets[a]]
-        negatives = [torch.dist(features[a], features[n]) for n in range(len(features)) if targets[n] != targets[a]]
+        positives = [
+            torch.dist(features[a], features[p]) for p in range(len(features)) if targets[p] == targets[a]
+        ]
+        negatives = [
+            torch.dist(features[a], features[n]) for n in range(len(features)) if targets[n] != targets[a]
+        ]
         losses.append(torch.clamp(margin + max(positives) - min(negatives), min=0))
     return torch.stack(losses).mean()
 
@@ -57,7 +61,9 @@ def test_loss_is_the_weighted_sum_or_mean_of_its_terms():
     paper = mgn_loss(out, targets, LossConfig())
     assert paper.total.item() == pytest.approx((sum(ce) + sum(tp)).item(), rel=1e-6)
     community = mgn_loss(
-        out, targets, LossConfig(triplet_weight=2.0, softmax_reduction=Reduction.MEAN, triplet_reduction=Reduction.MEAN)
+        out,
+        targets,
+        LossConfig(triplet_weight=2.0, softmax_reduction=Reduction.MEAN, triplet_reduction=Reduction.MEAN),
     )
     assert community.total.item() == pytest.approx((sum(ce) / 8 + 2 * sum(tp) / 3).item(), rel=1e-6)
 

@@ -54,7 +54,11 @@ def test_gradient_reaches_every_parameter(config):
     images, targets = _batch()
     loss_config = next(r for r in trained_rows() if r.config(smoke()).model == config).config(smoke()).loss
     mgn_loss(model(images), targets, loss_config).total.backward()
-    missing = [name for name, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    missing = [
+        name
+        for name, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
     assert missing == []
 
 
@@ -76,7 +80,9 @@ def test_branches_own_distinct_parameters_initialised_alike():
     for name in layers[0]:
         pointers = {layer[name].data_ptr() for layer in layers}
         assert len(pointers) == 3, f"{name} is shared between branches"
-        assert all(torch.equal(layer[name], layers[0][name]) for layer in layers), f"{name} initialised differently"
+        assert all(torch.equal(layer[name], layers[0][name]) for layer in layers), (
+            f"{name} initialised differently"
+        )
     heads = [p.data_ptr() for b in model.branches for c in b.classifiers for p in c.parameters()]
     assert len(heads) == len(set(heads))  # no classifier shares weights (Fig. 3)
     trunk = {p.data_ptr() for p in model.trunk.parameters()}
@@ -93,7 +99,9 @@ def test_global_branch_strides_and_part_branches_do_not():
 def test_without_triplet_moves_the_global_softmax_to_reduced_features():
     paper_like = MGN(ModelConfig(backbone=Backbone.RESNET18, init=Init.RANDOM), NUM_CLASSES)
     without_tp = MGN(
-        ModelConfig(backbone=Backbone.RESNET18, init=Init.RANDOM, global_classifier_input=ClassifierInput.REDUCED),
+        ModelConfig(
+            backbone=Backbone.RESNET18, init=Init.RANDOM, global_classifier_input=ClassifierInput.REDUCED
+        ),
         NUM_CLASSES,
     )
     assert paper_like.branches[0].classifiers[0].in_features == 512  # z_g
@@ -105,7 +113,9 @@ def test_pooling_choice_changes_the_features():
     torch.manual_seed(1)
     max_model = MGN(ModelConfig(backbone=Backbone.RESNET18, init=Init.RANDOM), NUM_CLASSES).eval()
     torch.manual_seed(1)
-    avg_model = MGN(ModelConfig(backbone=Backbone.RESNET18, init=Init.RANDOM, pooling="avg"), NUM_CLASSES).eval()
+    avg_model = MGN(
+        ModelConfig(backbone=Backbone.RESNET18, init=Init.RANDOM, pooling="avg"), NUM_CLASSES
+    ).eval()
     with torch.no_grad():
         assert not torch.allclose(max_model(images), avg_model(images))
 
@@ -145,7 +155,10 @@ def test_table5_rows_are_the_papers_fifteen():
 
     assert len(ROWS) == 15 and ROWS[-1].name == "MGN" and ROWS[0].name == "ResNet-50"
     assert sum(isinstance(r, TrainedRow) for r in ROWS) == 11
-    assert sum(isinstance(r, BranchRow) for r in ROWS) == 3 and sum(isinstance(r, EnsembleRow) for r in ROWS) == 1
+    assert (
+        sum(isinstance(r, BranchRow) for r in ROWS) == 3
+        and sum(isinstance(r, EnsembleRow) for r in ROWS) == 1
+    )
     assert [r.name for r in trained_rows(("Part-2 (Branch)",))] == ["MGN"]
     with pytest.raises(ValueError, match="unknown Table 5 row"):
         resolve(("MGN v2",))

@@ -33,7 +33,17 @@ def test_fit_trains_and_evaluates_every_branch(dataset):
     result = fit(config, dataset, log=lines.append)
     assert [s.epoch for s in result.history] == [1, 2]
     metrics = result.evaluation.metrics
-    for key in ("R1", "R5", "R10", "mAP", "mINP", "rerank/mAP", "branch/Global/mAP", "branch/Part-2/mAP", "branch/Part-3/mAP"):
+    for key in (
+        "R1",
+        "R5",
+        "R10",
+        "mAP",
+        "mINP",
+        "rerank/mAP",
+        "branch/Global/mAP",
+        "branch/Part-2/mAP",
+        "branch/Part-3/mAP",
+    ):
         assert 0 <= metrics[key] <= 100, key
     assert result.evaluation.query.features.shape[1] == 2048
     assert any("epoch 2/2" in line and "mAP" in line for line in lines)
@@ -51,7 +61,9 @@ def test_resuming_from_a_checkpoint_equals_an_uninterrupted_run(dataset, tmp_pat
     uninterrupted = fit(config, dataset, on_epoch_end=keep)
     resumed = fit(config, dataset, resume=load_checkpoint(saved["state"]))
     assert [s.epoch for s in resumed.history] == [2]
-    for (name, a), b in zip(uninterrupted.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+    for (name, a), b in zip(
+        uninterrupted.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
         torch.testing.assert_close(a, b, msg=name)
     assert resumed.evaluation.metrics == uninterrupted.evaluation.metrics
 
@@ -86,7 +98,9 @@ def test_checkpoints_refuse_pickled_objects(tmp_path):
 
 def test_paper_schedule_decays_after_epochs_40_and_60():
     config = paper()
-    assert [lr_factor(config, e) for e in (0, 39, 40, 59, 60, 79)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert [lr_factor(config, e) for e in (0, 39, 40, 59, 60, 79)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01]
+    )
     model = torch.nn.Linear(2, 2)
     optimizer = build_optimizer(config, model)
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
@@ -96,7 +110,9 @@ def test_paper_schedule_decays_after_epochs_40_and_60():
         lrs.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
-    assert lrs[39] == pytest.approx(0.01) and lrs[40] == pytest.approx(0.001) and lrs[60] == pytest.approx(1e-4)
+    assert (
+        lrs[39] == pytest.approx(0.01) and lrs[40] == pytest.approx(0.001) and lrs[60] == pytest.approx(1e-4)
+    )
 
 
 def test_community_optimizer_and_warmup():
@@ -105,4 +121,8 @@ def test_community_optimizer_and_warmup():
     assert config.optimizer.kind is OptimizerKind.ADAM and isinstance(optimizer, torch.optim.Adam)
     assert optimizer.defaults["amsgrad"] is True and optimizer.defaults["lr"] == 2e-4
     warm = replace(config, optimizer=replace(config.optimizer, warmup_epochs=10))
-    assert lr_factor(warm, 0) == pytest.approx(0.1) and lr_factor(warm, 5) == pytest.approx(0.55) and lr_factor(warm, 10) == 1
+    assert (
+        lr_factor(warm, 0) == pytest.approx(0.1)
+        and lr_factor(warm, 5) == pytest.approx(0.55)
+        and lr_factor(warm, 10) == 1
+    )

@@ -23,7 +23,9 @@ def squared_norms(features: Tensor) -> Tensor:
     return features.pow(2).sum(dim=1)
 
 
-def distance_block(query: Tensor, gallery: Tensor, metric: Metric, gallery_sq: Tensor | None = None) -> Tensor:
+def distance_block(
+    query: Tensor, gallery: Tensor, metric: Metric, gallery_sq: Tensor | None = None
+) -> Tensor:
     """(Qc, D) x (G, D) -> (Qc, G) distances that rank like ``metric``.
 
     Euclidean returns *squared* distances ||q||^2 + ||g||^2 - 2 q.g: the same order as the
@@ -45,7 +47,9 @@ def query_blocks(num_queries: int, block: int) -> Iterator[slice]:
         yield slice(start, min(start + block, num_queries))
 
 
-def pairwise_distance(query: np.ndarray | Tensor, gallery: np.ndarray | Tensor, metric: Metric = Metric.EUCLIDEAN) -> np.ndarray:
+def pairwise_distance(
+    query: np.ndarray | Tensor, gallery: np.ndarray | Tensor, metric: Metric = Metric.EUCLIDEAN
+) -> np.ndarray:
     """The full (Q, G) distance matrix: Euclidean (not squared) or cosine. For small sets and plots;
     evaluation uses ``evaluate_features``, which never holds the whole matrix."""
     query, gallery = as_features(query), as_features(gallery)

@@ -37,14 +37,23 @@ class FeatureSet:
     def concat(parts: Sequence[FeatureSet]) -> FeatureSet:
         """Concatenate the features of several models over the same images (an ensemble)."""
         for part in parts[1:]:
-            if not (np.array_equal(part.pids, parts[0].pids) and np.array_equal(part.camids, parts[0].camids)):
-                raise ValueError("feature sets to concatenate must describe the same images in the same order")
+            if not (
+                np.array_equal(part.pids, parts[0].pids) and np.array_equal(part.camids, parts[0].camids)
+            ):
+                raise ValueError(
+                    "feature sets to concatenate must describe the same images in the same order"
+                )
         return FeatureSet(torch.cat([p.features for p in parts], dim=1), parts[0].pids, parts[0].camids)
 
 
 @torch.no_grad()
 def extract_features(
-    model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu", *, flip: bool = True, amp: bool = False
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device | str = "cpu",
+    *,
+    flip: bool = True,
+    amp: bool = False,
 ) -> FeatureSet:
     """Embed every image of ``loader`` ((images, pids, camids) batches) in eval mode.
 
@@ -108,7 +117,9 @@ def evaluate_features(
     """
     q_features, g_features = as_features(query.features), as_features(gallery.features)
     if q_features.shape[1] != g_features.shape[1]:
-        raise ValueError(f"query features are {q_features.shape[1]}-d, gallery features {g_features.shape[1]}-d")
+        raise ValueError(
+            f"query features are {q_features.shape[1]}-d, gallery features {g_features.shape[1]}-d"
+        )
     gallery_sq = squared_norms(g_features)
     accumulator = RankAccumulator(gallery.pids, gallery.camids)
     for rows in query_blocks(len(q_features), block):

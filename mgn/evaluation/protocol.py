@@ -42,7 +42,12 @@ class TestFeatures:
 
 
 def extract_test_features(
-    model: nn.Module, dataset: ReidDataset, data: DataConfig, config: EvalConfig, device: torch.device, amp: bool = False
+    model: nn.Module,
+    dataset: ReidDataset,
+    data: DataConfig,
+    config: EvalConfig,
+    device: torch.device,
+    amp: bool = False,
 ) -> TestFeatures:
     def extract(records: list) -> FeatureSet:
         return extract_features(model, eval_loader(records, data), device, flip=config.flip, amp=amp)
@@ -58,8 +63,12 @@ def rank_metrics(
     plain = evaluate_features(query, gallery, config.metric, config.max_rank)
     metrics = plain.summary()
     if rerank:
-        distance = re_rank(query.features, gallery.features, config.rerank_k1, config.rerank_k2, config.rerank_lambda)
-        reranked = evaluate_rank(distance, query.pids, gallery.pids, query.camids, gallery.camids, config.max_rank)
+        distance = re_rank(
+            query.features, gallery.features, config.rerank_k1, config.rerank_k2, config.rerank_lambda
+        )
+        reranked = evaluate_rank(
+            distance, query.pids, gallery.pids, query.camids, gallery.camids, config.max_rank
+        )
         metrics.update({f"rerank/{k}": v for k, v in reranked.summary().items()})
     return metrics, plain
 

@@ -83,7 +83,9 @@ def _as_numpy(dist: np.ndarray | Tensor) -> np.ndarray:
         dist = dist.detach().cpu().numpy()
     dist = np.asarray(dist)
     if dist.ndim != 2 or dist.dtype.kind != "f":
-        raise ValueError(f"the distance matrix must be a 2-D float array, got shape {dist.shape} and {dist.dtype}")
+        raise ValueError(
+            f"the distance matrix must be a 2-D float array, got shape {dist.shape} and {dist.dtype}"
+        )
     return dist
 
 
@@ -125,7 +127,9 @@ def _match_ranks(dist: np.ndarray, q_pids: np.ndarray, q_camids: np.ndarray, gal
     #    it (its bucket); an entry in bucket b precedes matches b+1, b+2, ...
     counts, ties = _bucket_counts(dist, thresholds, hardest)
     # 2. Take out what is not a valid non-match: the identity group (matches and same-camera junk) ...
-    group_counts, group_ties = _bucket_counts_small(np.where(in_group, group_dist, np.inf), thresholds, hardest)
+    group_counts, group_ties = _bucket_counts_small(
+        np.where(in_group, group_dist, np.inf), thresholds, hardest
+    )
     counts -= group_counts
     ties -= group_ties
     # ... and junk identities (-1), wherever they are in the gallery.
@@ -134,7 +138,9 @@ def _match_ranks(dist: np.ndarray, q_pids: np.ndarray, q_camids: np.ndarray, gal
         counts -= junk_counts
         ties -= junk_ties
     before = np.cumsum(counts, axis=1)[:, :width]  # valid non-matches strictly before match j (0-based)
-    ranks = np.where(offsets[None, :] < n_good[:, None], 1 + before + offsets[None, :], 0)  # + j earlier matches
+    ranks = np.where(
+        offsets[None, :] < n_good[:, None], 1 + before + offsets[None, :], 0
+    )  # + j earlier matches
     for i in np.flatnonzero(ties > 0):  # a non-match ties exactly with a match: rank by a stable sort
         exact = _row_ranks_by_sort(dist[i], hardest[i], q_pids[i], q_camids[i], gallery)
         ranks[i, : len(exact)] = exact
@@ -150,7 +156,9 @@ def _orderable_keys(values: np.ndarray) -> np.ndarray:
     return np.where(bits < 0, bits ^ 0x7FFFFFFF, bits).astype(np.int64) + 2**31
 
 
-def _bucket_counts(dist: np.ndarray, thresholds: np.ndarray, hardest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _bucket_counts(
+    dist: np.ndarray, thresholds: np.ndarray, hardest: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Scan a dense (Qc, N) block of distances in cache-sized row blocks; see ``_bucket_positions``."""
     num_q, width = thresholds.shape
     search = _ThresholdSearch(thresholds)
@@ -167,7 +175,9 @@ def _bucket_counts(dist: np.ndarray, thresholds: np.ndarray, hardest: np.ndarray
     return counts.reshape(num_q, width + 1), ties
 
 
-def _bucket_counts_small(values: np.ndarray, thresholds: np.ndarray, hardest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _bucket_counts_small(
+    values: np.ndarray, thresholds: np.ndarray, hardest: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """The same counts for a few entries per row: values (Qc, M), +inf where absent."""
     num_q, width = thresholds.shape
     below = values <= hardest[:, None]
@@ -191,19 +201,29 @@ class _ThresholdSearch:
         self.padded = np.concatenate([thresholds, np.full((num_rows, 1), np.inf, thresholds.dtype)], axis=1)
         self.keys = None
         if thresholds.dtype == np.float32:
-            self.keys = ((np.arange(num_rows, dtype=np.int64)[:, None] << 32) | _orderable_keys(self.padded)).ravel()
+            self.keys = (
+                (np.arange(num_rows, dtype=np.int64)[:, None] << 32) | _orderable_keys(self.padded)
+            ).ravel()
 
     def __call__(self, values: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.keys is not None:
             keys = (rows.astype(np.int64) << 32) | _orderable_keys(values)
-            position = torch.searchsorted(torch.from_numpy(self.keys), torch.from_numpy(keys), right=True).numpy()
+            position = torch.searchsorted(
+                torch.from_numpy(self.keys), torch.from_numpy(keys), right=True
+            ).numpy()
             return position, self.keys[np.maximum(position - 1, 0)] == keys
         row_thresholds = torch.from_numpy(np.ascontiguousarray(self.padded[rows]))  # (Nc, M+1)
-        bucket = torch.searchsorted(row_thresholds, torch.from_numpy(values)[:, None], right=True).squeeze(1).numpy()
+        bucket = (
+            torch.searchsorted(row_thresholds, torch.from_numpy(values)[:, None], right=True)
+            .squeeze(1)
+            .numpy()
+        )
         return rows * (self.width + 1) + bucket, self.padded[rows, np.maximum(bucket - 1, 0)] == values
 
 
-def _row_ranks_by_sort(row: np.ndarray, hardest: float, q_pid: int, q_camid: int, gallery: _Gallery) -> np.ndarray:
+def _row_ranks_by_sort(
+    row: np.ndarray, hardest: float, q_pid: int, q_camid: int, gallery: _Gallery
+) -> np.ndarray:
     """Exact ranks for one row by a stable sort of the entries at or below its hardest positive."""
     near = np.flatnonzero(row <= hardest)  # ascending gallery index
     near = near[np.argsort(row[near], kind="stable")]  # by distance, then gallery index
@@ -240,18 +260,28 @@ class RankAccumulator:
         self._gallery = _Gallery.build(g_pids, g_camids)
         self._blocks: list[_Ranks] = []
 
-    def add(self, dist: np.ndarray | Tensor, q_pids: np.ndarray | Tensor, q_camids: np.ndarray | Tensor) -> None:
+    def add(
+        self, dist: np.ndarray | Tensor, q_pids: np.ndarray | Tensor, q_camids: np.ndarray | Tensor
+    ) -> None:
         """dist: (Qc, G) distances of a block of queries to the whole gallery (smaller = closer)."""
         dist = _as_numpy(dist)
         q_pids, q_camids = _as_int64(q_pids), _as_int64(q_camids)
         if dist.shape[1] != len(self._gallery.pids):
-            raise ValueError(f"distance matrix has {dist.shape[1]} columns, gallery has {len(self._gallery.pids)} entries")
+            raise ValueError(
+                f"distance matrix has {dist.shape[1]} columns, gallery has {len(self._gallery.pids)} entries"
+            )
         if len(q_pids) != dist.shape[0] or len(q_camids) != dist.shape[0]:
-            raise ValueError(f"distance matrix has {dist.shape[0]} rows, but {len(q_pids)} query pids / {len(q_camids)} camids")
+            raise ValueError(
+                f"distance matrix has {dist.shape[0]} rows, but {len(q_pids)} query pids / {len(q_camids)} camids"
+            )
         # Blocks of queries run on a thread pool: NumPy releases the GIL in the scans that dominate.
         blocks = list(_row_blocks(dist.shape[0], max(256, -(-dist.shape[0] // (4 * _threads())))))
         with ThreadPoolExecutor(max_workers=_threads()) as pool:
-            parts = list(pool.map(lambda rows: _match_ranks(dist[rows], q_pids[rows], q_camids[rows], self._gallery), blocks))
+            parts = list(
+                pool.map(
+                    lambda rows: _match_ranks(dist[rows], q_pids[rows], q_camids[rows], self._gallery), blocks
+                )
+            )
         self._blocks.extend(parts)
 
     def result(self, max_rank: int = 50, ap: APMode = "step") -> RankResult:
@@ -265,7 +295,9 @@ class RankAccumulator:
         if num_valid == 0:
             raise ValueError("no query has a valid match in the gallery (same identity, another camera)")
         ap_values, inp, first = _scores(ranks, ap)
-        hits = np.bincount(np.minimum(first.astype(np.int64), max_rank + 1) - 1, minlength=max_rank + 1)[:max_rank]
+        hits = np.bincount(np.minimum(first.astype(np.int64), max_rank + 1) - 1, minlength=max_rank + 1)[
+            :max_rank
+        ]
         cmc = np.cumsum(hits, dtype=np.float64) / num_valid
         return RankResult(cmc, float(np.mean(ap_values)), float(np.mean(inp)), num_valid, skipped)
 

@@ -24,7 +24,9 @@ from torch import Tensor
 from mgn.evaluation.distance import as_features, query_blocks, squared_norms
 
 
-def _nearest(features: Tensor, num_query: int, cache_size: int, block: int) -> tuple[Tensor, Tensor, np.ndarray]:
+def _nearest(
+    features: Tensor, num_query: int, cache_size: int, block: int
+) -> tuple[Tensor, Tensor, np.ndarray]:
     """Stream the (N, N) normalised squared distances once.
 
     Returns the ``cache_size`` nearest neighbours of every row (indices and distances, nearest
@@ -36,7 +38,11 @@ def _nearest(features: Tensor, num_query: int, cache_size: int, block: int) -> t
     top_val = torch.empty((n, cache_size), dtype=torch.float32)
     query_gallery = np.empty((num_query, n - num_query), dtype=np.float32)
     for rows in query_blocks(n, block):
-        d2 = torch.addmm(sq[None, :], features[rows], features.T, alpha=-2.0).add_(sq[rows, None]).clamp_(min=0)
+        d2 = (
+            torch.addmm(sq[None, :], features[rows], features.T, alpha=-2.0)
+            .add_(sq[rows, None])
+            .clamp_(min=0)
+        )
         d2.div_(d2.amax(dim=1, keepdim=True))  # row-normalised, as the published code
         top_val[rows], top_idx[rows] = torch.topk(d2, cache_size, dim=1, largest=False, sorted=True)
         if rows.start < num_query:
@@ -66,7 +72,9 @@ def _expanded_sets(top_idx: Tensor, k1: int, block: int) -> tuple[Tensor, Tensor
     for rows in query_blocks(n, block):
         own = torch.where(in_r1[rows], r1[rows], -2)  # (B, k1+1); -2 never matches a -1 pad
         candidate_sets = half_sets[r1[rows]]  # (B, k1+1, half+1): R(c, k1/2) for every c in R(i, k1)
-        overlap = ((candidate_sets[..., None] == own[:, None, None, :]).any(dim=3) & (candidate_sets >= 0)).sum(dim=2)
+        overlap = (
+            (candidate_sets[..., None] == own[:, None, None, :]).any(dim=3) & (candidate_sets >= 0)
+        ).sum(dim=2)
         accept = in_r1[rows] & (overlap > 2.0 / 3.0 * half_sizes[r1[rows]])  # (B, k1+1)
         expansion = torch.where(accept[..., None], candidate_sets, -1).flatten(1)
         merged = torch.cat([torch.where(in_r1[rows], r1[rows], -1), expansion], dim=1)

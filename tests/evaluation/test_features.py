@@ -18,16 +18,29 @@ from mgn.evaluation import (
 def _sets(seed=0, num_q=40, num_g=300, dim=32):
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((20, dim)).astype(np.float32)
-    q_pids, g_pids = rng.integers(1, 20, num_q), np.r_[rng.integers(1, 20, num_g - 20), np.zeros(10, int), -np.ones(10, int)]
-    q = FeatureSet(torch.tensor(centres[q_pids] + rng.standard_normal((num_q, dim)).astype(np.float32)), q_pids, rng.integers(0, 6, num_q))
-    g = FeatureSet(torch.tensor(centres[np.abs(g_pids)] + rng.standard_normal((num_g, dim)).astype(np.float32)), g_pids, rng.integers(0, 6, num_g))
+    q_pids, g_pids = (
+        rng.integers(1, 20, num_q),
+        np.r_[rng.integers(1, 20, num_g - 20), np.zeros(10, int), -np.ones(10, int)],
+    )
+    q = FeatureSet(
+        torch.tensor(centres[q_pids] + rng.standard_normal((num_q, dim)).astype(np.float32)),
+        q_pids,
+        rng.integers(0, 6, num_q),
+    )
+    g = FeatureSet(
+        torch.tensor(centres[np.abs(g_pids)] + rng.standard_normal((num_g, dim)).astype(np.float32)),
+        g_pids,
+        rng.integers(0, 6, num_g),
+    )
     return q, g
 
 
 @pytest.mark.parametrize("metric", [Metric.EUCLIDEAN, Metric.COSINE])
 def test_blockwise_evaluation_equals_the_full_matrix(metric):
     q, g = _sets()
-    full = evaluate_rank(pairwise_distance(q.features, g.features, metric), q.pids, g.pids, q.camids, g.camids)
+    full = evaluate_rank(
+        pairwise_distance(q.features, g.features, metric), q.pids, g.pids, q.camids, g.camids
+    )
     blocks = evaluate_features(q, g, metric, block=7)
     assert blocks.mAP == pytest.approx(full.mAP, abs=1e-9) and np.allclose(blocks.cmc, full.cmc)
 
@@ -61,14 +74,19 @@ def test_select_columns_then_normalise():
 
 
 def test_multiple_query_pools_the_identity_camera_group():
-    query_records = [ImageRecord("q/0001_c1s1_000001_00.jpg", 1, 0), ImageRecord("q/0002_c2s1_000001_00.jpg", 2, 1)]
+    query_records = [
+        ImageRecord("q/0001_c1s1_000001_00.jpg", 1, 0),
+        ImageRecord("q/0002_c2s1_000001_00.jpg", 2, 1),
+    ]
     extra_records = [
         ImageRecord("gt/0001_c1s1_000001_00.jpg", 1, 0),  # the query itself: counted once
         ImageRecord("gt/0001_c1s1_000002_00.jpg", 1, 0),
         ImageRecord("gt/0001_c2s1_000003_00.jpg", 1, 1),  # another camera: not pooled
     ]
     query = FeatureSet(torch.tensor([[1.0, 1.0], [5.0, 5.0]]), np.array([1, 2]), np.array([0, 1]))
-    extra = FeatureSet(torch.tensor([[1.0, 1.0], [3.0, 0.0], [9.0, 9.0]]), np.array([1, 1, 1]), np.array([0, 0, 1]))
+    extra = FeatureSet(
+        torch.tensor([[1.0, 1.0], [3.0, 0.0], [9.0, 9.0]]), np.array([1, 1, 1]), np.array([0, 0, 1])
+    )
     mean = pool_multiple_query(query, query_records, extra, extra_records, QueryPooling.MEAN)
     torch.testing.assert_close(mean.features, torch.tensor([[2.0, 0.5], [5.0, 5.0]]))
     biggest = pool_multiple_query(query, query_records, extra, extra_records, QueryPooling.MAX)

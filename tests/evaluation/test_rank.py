@@ -66,7 +66,10 @@ GOLDEN = SHARED_DATA / "reid_eval_golden_case"
 def test_original_matlab_code_golden_case(dtype):
     data = GOLDEN / "data"
     dist = np.loadtxt(data / "query_gallery_distance.txt").astype(dtype)
-    labels = [np.loadtxt(data / f"{name}.txt", dtype=np.int64) for name in ("query_id", "gallery_id", "query_cam", "gallery_cam")]
+    labels = [
+        np.loadtxt(data / f"{name}.txt", dtype=np.int64)
+        for name in ("query_id", "gallery_id", "query_cam", "gallery_cam")
+    ]
     cmc = np.loadtxt(GOLDEN / "matlab_version" / "CMC.txt")
     trapezoid = evaluate_rank(dist, *labels, max_rank=100, ap="trapezoid")
     assert round(trapezoid.mAP, 5) == float((GOLDEN / "matlab_version" / "mAP.txt").read_text())  # 0.64034
@@ -94,14 +97,20 @@ def test_equals_a_literal_per_query_evaluation(seed):
     result = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, max_rank=20)
     trapezoid = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, max_rank=20, ap="trapezoid")
     np.testing.assert_allclose(result.cmc, reference[0], atol=1e-12)
-    assert result.mAP == pytest.approx(reference[1], abs=1e-12) and trapezoid.mAP == pytest.approx(reference[2], abs=1e-12)
+    assert result.mAP == pytest.approx(reference[1], abs=1e-12) and trapezoid.mAP == pytest.approx(
+        reference[2], abs=1e-12
+    )
     assert result.mINP == pytest.approx(reference[3], abs=1e-12)
 
 
 def test_accepts_tensors_and_reports_summary():
     dist = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]])
-    result = evaluate_rank(dist, torch.tensor([1]), torch.tensor(G_PIDS), torch.tensor([0]), torch.tensor(G_CAMS), max_rank=10)
-    assert result.summary() == pytest.approx({"R1": 0.0, "R5": 100.0, "R10": 100.0, "mAP": 50.0, "mINP": 50.0})
+    result = evaluate_rank(
+        dist, torch.tensor([1]), torch.tensor(G_PIDS), torch.tensor([0]), torch.tensor(G_CAMS), max_rank=10
+    )
+    assert result.summary() == pytest.approx(
+        {"R1": 0.0, "R5": 100.0, "R10": 100.0, "mAP": 50.0, "mINP": 50.0}
+    )
 
 
 def test_bad_input():
