@@ -266,6 +266,7 @@ class EvalConfig:
     multi_query: bool = False  # Market-1501 multiple query (needs gt_bbox)
     query_pooling: QueryPooling = QueryPooling.MEAN
     max_rank: int = 50
+    untrained: bool = False  # also evaluate the network before training (a baseline to beat)
 
     def __post_init__(self) -> None:
         _require(self.interval >= 0, f"eval.interval={self.interval}: must be >= 0")
@@ -284,9 +285,11 @@ class TrainConfig:
     amp: bool = True  # mixed precision, used only on CUDA
     channels_last: bool = False
     log_every: int = 0  # print a line every N iterations; 0 = once per epoch
+    checkpoint_every: int = 1  # epochs between resumable checkpoints (and after the last); 0 = none
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"train.epochs={self.epochs}: must be >= 1")
+        _require(self.checkpoint_every >= 0, f"train.checkpoint_every={self.checkpoint_every}: must be >= 0")
         _require(self.seed >= 0, f"train.seed={self.seed}: must be >= 0")
         _require(self.log_every >= 0, "train.log_every must be >= 0")
 

@@ -11,11 +11,12 @@ import contextlib
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from mgn.checkpoint import TrainingState
 from mgn.config import ExperimentConfig
@@ -36,12 +37,14 @@ def default_device() -> torch.device:
 @dataclass(frozen=True)
 class TrainingEnv:
     """Where this process trains: its rank among ``world_size`` workers, its device, and how the
-    model is wrapped for data parallelism (identity on one worker, DDP under Ray Train)."""
+    model and loader are wrapped for data parallelism (identity on one worker; DDP and device
+    placement under Ray Train)."""
 
     rank: int = 0
     world_size: int = 1
     device: torch.device = field(default_factory=default_device)
     wrap_model: Callable[[nn.Module], nn.Module] = lambda model: model
+    wrap_loader: Callable[[DataLoader], DataLoader] = lambda loader: loader
 
     @property
     def is_main(self) -> bool:
@@ -67,6 +70,15 @@ class EpochStats:
             "images_per_second": self.images_per_second,
             "epoch_seconds": self.seconds,
         }
+
+
+class TrainingDiverged(RuntimeError):
+    """The weights stopped being finite; retrying with the same seed would diverge again."""
+
+
+def weights_finite(model: nn.Module) -> bool:
+    """Identical on every DDP rank (the weights are), so all ranks take the same decision."""
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 def seed_epoch(seed: int, epoch: int, rank: int) -> None:
@@ -151,6 +163,7 @@ class FitResult:
     model: MGN
     history: list[EpochStats]
     evaluation: Evaluation | None  # the final one (rank 0 only)
+    untrained: dict[str, float] | None = None  # the network before training (eval.untrained)
 
 
 EpochCallback = Callable[[EpochStats, Evaluation | None, Callable[[], TrainingState]], None]
@@ -190,11 +203,19 @@ def fit(
         start = resume.epochs_done
         if log:
             log(f"resumed from a checkpoint after epoch {start}")
+    untrained = None
+    if config.eval.untrained and start == 0 and env.is_main:
+        untrained = evaluate(model, dataset, replace(config, eval=replace(config.eval, rerank=False)), env.device,
+                             branches=False).metrics  # fmt: skip
+        if log:
+            log(f"untrained: R1 {untrained['R1']:.1f} mAP {untrained['mAP']:.1f}")
     trained = env.wrap_model(model)
     use_scaler = config.train.amp and env.device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-    loader = train_loader(
-        dataset.train, config.data, rank=env.rank, world_size=env.world_size, seed=config.train.seed
+    loader = env.wrap_loader(
+        train_loader(
+            dataset.train, config.data, rank=env.rank, world_size=env.world_size, seed=config.train.seed
+        )
     )
 
     def snapshot() -> TrainingState:
@@ -217,6 +238,11 @@ def fit(
             trained, loader, optimizer, config, env.device, scaler, log
         )
         scheduler.step()
+        if not weights_finite(model):
+            raise TrainingDiverged(
+                f"the network diverged in epoch {epoch + 1} (loss {loss:.4g}, non-finite weights): lower "
+                f"optimizer.lr or add optimizer.warmup_epochs"
+            )
         seconds = time.perf_counter() - began
         stats = EpochStats(epoch + 1, lr, loss, softmax, triplet, images / seconds, seconds)
         history.append(stats)
@@ -236,4 +262,4 @@ def fit(
             on_epoch_end(stats, evaluation, snapshot)
     if start >= config.train.epochs and env.is_main:  # resumed after the last epoch: evaluate only
         evaluation = evaluate(model, dataset, config, env.device)
-    return FitResult(model, history, evaluation)
+    return FitResult(model, history, evaluation, untrained)

@@ -43,7 +43,8 @@ def _nearest(
             .add_(sq[rows, None])
             .clamp_(min=0)
         )
-        d2.div_(d2.amax(dim=1, keepdim=True))  # row-normalised, as the published code
+        # Row-normalised, as the published code; a zero row (all features identical) stays zero.
+        d2.div_(d2.amax(dim=1, keepdim=True).clamp_(min=torch.finfo(torch.float32).tiny))
         top_val[rows], top_idx[rows] = torch.topk(d2, cache_size, dim=1, largest=False, sorted=True)
         if rows.start < num_query:
             stop = min(rows.stop, num_query)
@@ -110,7 +111,7 @@ def _row_max(features: Tensor, rows: Tensor) -> Tensor:
     sq = squared_norms(features)
     for chunk in rows.split(1024):
         d2 = torch.addmm(sq[None, :], features[chunk], features.T, alpha=-2.0).add_(sq[chunk, None])
-        out[chunk] = d2.amax(dim=1)
+        out[chunk] = d2.amax(dim=1).clamp_(min=torch.finfo(torch.float32).tiny)
     return out
 
 

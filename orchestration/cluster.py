@@ -1,0 +1,128 @@
+"""Starting or joining a Ray cluster, and fitting trials to its resources.
+
+Tune trial *drivers* (which only launch a worker group and wait) take a custom ``TRAIN_DRIVER``
+resource instead of a CPU: on a small machine a driver holding a CPU starves its own workers (a
+2-CPU laptop could never place a 2-worker group). Clusters started by ``ray start`` should declare
+it too (``--resources='{"TRAIN_DRIVER": 8}'``); without it drivers fall back to one CPU each.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+import ray
+
+from mgn.config import ExperimentConfig
+
+DRIVER_RESOURCE = "TRAIN_DRIVER"
+LOCAL_DRIVER_SLOTS = 64
+
+
+class ClusterError(RuntimeError):
+    """The Ray cluster cannot run what was asked; the message says why and what to do."""
+
+
+def check_address(address: str | None, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when a cluster address does not answer."""
+    if not address or address == "auto":
+        return
+    target = address
+    for prefix in ("ray://", "http://", "https://"):
+        target = target.removeprefix(prefix)
+    host, _, port = target.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(
+            f"Ray address {address!r} is not host:port (e.g. 127.0.0.1:6379 or ray://host:10001)"
+        )
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as error:
+        raise ClusterError(
+            f"no Ray cluster answers at {address} ({error}). Start one with `ray start --head "
+            f"--node-ip-address 127.0.0.1`, pass the right --address, or leave --address out to start Ray here."
+        ) from None
+
+
+def connect(address: str | None, env_vars: dict[str, str], num_cpus: int | None = None) -> None:
+    """Join the cluster at ``address``, or start a private one on this machine (dashboard on 127.0.0.1)."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")  # set inside a Ray job: join its cluster
+    check_address(address)
+    options = dict(
+        log_to_driver=False,
+        logging_level="WARNING",
+        runtime_env={"env_vars": env_vars},
+        include_dashboard=True,  # its State API keeps Train-inside-Tune from hanging (ray#54305)
+    )
+    if address:
+        ray.init(address=address, **options)
+    else:
+        ray.init(
+            num_cpus=num_cpus,
+            resources={DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS},
+            dashboard_host="127.0.0.1",
+            **options,
+        )
+
+
+def resolve_gpu(use_gpu: bool | None) -> bool:
+    """``None`` means: use GPUs when the cluster has them. Asking for GPUs on a GPU-less cluster fails."""
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if use_gpu and not gpus:
+        raise ClusterError(
+            "GPUs were asked for (--gpu or scaling.use_gpu=true) but the Ray cluster has none. "
+            "Run on a cluster with GPUs, or leave --gpu out to train on CPU."
+        )
+    return bool(gpus) if use_gpu is None else use_gpu
+
+
+@dataclass(frozen=True)
+class TrialResources:
+    driver: dict[str, float]  # what each Tune trial asks for
+    concurrency: int  # trials that can run at once
+
+
+def trial_resources(
+    config: ExperimentConfig, use_gpu: bool, local: bool, max_concurrent: int | None = None
+) -> TrialResources:
+    """How much each trial takes, and how many fit on the cluster together."""
+    total = ray.cluster_resources()
+    workers, cpus = config.scaling.num_workers, config.scaling.cpus_per_worker
+    if local:  # the trial process trains itself
+        driver = {"CPU": float(cpus)}
+        fit = int(total.get("CPU", 0) // cpus)
+    else:
+        driver = {DRIVER_RESOURCE: 1.0} if total.get(DRIVER_RESOURCE) else {"CPU": 1.0}
+        spare = total.get("CPU", 0) - driver.get("CPU", 0)
+        fit = int(spare // (workers * cpus))
+        if use_gpu:
+            fit = min(fit, int(total.get("GPU", 0) // workers))
+        if fit < 1:
+            need = workers * cpus + driver.get("CPU", 0)
+            raise ClusterError(
+                f"a trial needs {workers} workers x {cpus} CPUs{' and 1 GPU each' if use_gpu else ''}"
+                f"{' plus 1 CPU for its driver' if 'CPU' in driver else ''} = {need:g} CPUs, the cluster has "
+                f"{total.get('CPU', 0):g} CPUs and {total.get('GPU', 0):g} GPUs: use fewer --workers or a bigger cluster"
+                + (
+                    ""
+                    if DRIVER_RESOURCE in driver
+                    else f" (or give the head node a {DRIVER_RESOURCE} resource)"
+                )
+            )
+    concurrency = max(1, fit)
+    if max_concurrent:
+        concurrency = min(concurrency, max_concurrent)
+    return TrialResources(driver, concurrency)
+
+
+def worker_env() -> dict[str, str]:
+    """Environment every Ray process of a grid gets."""
+    env = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "PYTHONUNBUFFERED": "1"}
+    for name in ("MGN_CACHE", "MGN_DATA", "TORCH_HOME", "MLFLOW_TRACKING_URI"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    return env

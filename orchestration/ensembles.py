@@ -1,0 +1,56 @@
+"""Ensemble rows (Table 5's "G+P2+P3 (Single)"): concatenated features of independently trained
+networks, evaluated after their trials finish and recorded on the parent run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mgn.evaluation import FeatureSet, evaluate_features
+from mgn.table5 import ROWS, EnsembleRow
+from orchestration.experiment import Plan
+from orchestration.tables import ensemble_key
+from orchestration.tracking import Tracker
+from orchestration.trial import trial_folder
+
+
+def _ensembles(plan: Plan) -> list[EnsembleRow]:
+    if plan.spec.key != "table5":
+        return []
+    return [r for r in ROWS if isinstance(r, EnsembleRow) and all(m in plan.rows for m in r.members)]
+
+
+def feature_rows(plan: Plan) -> tuple[str, ...]:
+    """Rows whose trials must keep their test features."""
+    return tuple(sorted({m for row in _ensembles(plan) for m in row.members}))
+
+
+def load_features(path: Path) -> tuple[FeatureSet, FeatureSet]:
+    data = torch.load(path, weights_only=True)
+
+    def split(name: str) -> FeatureSet:
+        return FeatureSet(
+            data[f"{name}/features"], data[f"{name}/pids"].numpy(), data[f"{name}/camids"].numpy()
+        )
+
+    return split("query"), split("gallery")
+
+
+def evaluate_ensembles(plan: Plan, folder: Path, tracker: Tracker, parent_run_id: str, log=print) -> None:
+    for row in _ensembles(plan):
+        for seed in plan.seeds:
+            paths = [trial_folder(folder, member, seed) / "features.pt" for member in row.members]
+            missing = [str(p) for p in paths if not p.is_file()]
+            if missing:
+                log(f"{row.name} seed{seed}: skipped, member features missing ({', '.join(missing)})")
+                continue
+            parts = [load_features(p) for p in paths]
+            evaluation = plan.configs[(row.members[0], seed)].eval
+            query = FeatureSet.concat([q for q, _ in parts]).select(normalize=evaluation.normalize)
+            gallery = FeatureSet.concat([g for _, g in parts]).select(normalize=evaluation.normalize)
+            result = evaluate_features(query, gallery, evaluation.metric, evaluation.max_rank)
+            metrics = {ensemble_key(row.name, seed, k): v for k, v in result.summary().items()}
+            tracker.log_metrics(parent_run_id, metrics, step=0)
+            log(f"{row.name} seed{seed}: R1 {result.summary()['R1']:.1f} mAP {100 * result.mAP:.1f} "
+                f"({query.features.shape[1]}-d: {' + '.join(row.members)})")  # fmt: skip

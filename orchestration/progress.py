@@ -1,0 +1,85 @@
+"""Progress a person can follow: which trial, which epoch, loss, images/s, time left."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ray import tune
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def trial_name(row: str, seed: int) -> str:
+    return f"{row} seed{seed}"
+
+
+class ProgressPrinter(tune.Callback):
+    """One line per epoch of every trial and one per finished trial, with time estimates.
+
+    ``plan`` maps every trial of the grid (``trial_name``) to its number of epochs. The estimate
+    of the time left assumes the remaining epochs take as long as those seen so far, run
+    ``concurrency`` trials at a time.
+    """
+
+    def __init__(
+        self, plan: dict[str, int], concurrency: int, printer: Callable[[str], None] = print
+    ) -> None:
+        self.plan = plan
+        self.concurrency = max(1, concurrency)
+        self.printer = printer
+        self.started = time.monotonic()
+        self.epoch_seconds: dict[str, list[float]] = {}
+        self.epochs_done: dict[str, int] = {}
+        self.finished = 0
+
+    @staticmethod
+    def _name(trial: Any) -> str:
+        params = trial.config.get("trial", {})
+        return trial_name(params.get("row", trial.trial_id), params.get("seed", 0))
+
+    def _prefix(self) -> str:
+        return f"[{self.finished}/{len(self.plan)} done, {_clock(time.monotonic() - self.started)} elapsed]"
+
+    def time_left(self, name: str) -> tuple[float, float]:
+        """Seconds left for trial ``name`` and for the whole grid."""
+        own = self.epoch_seconds.get(name) or [0.0]
+        trial_left = sum(own) / len(own) * (self.plan.get(name, 0) - self.epochs_done.get(name, 0))
+        seen = [s for values in self.epoch_seconds.values() for s in values]
+        mean = sum(seen) / max(1, len(seen))
+        remaining = sum(max(0, total - self.epochs_done.get(n, 0)) for n, total in self.plan.items())
+        return max(0.0, trial_left), mean * remaining / self.concurrency
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.printer(f"{self._prefix()} start {self._name(trial)}")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if "loss" not in result:
+            return
+        name = self._name(trial)
+        self.epochs_done[name] = int(result.get("epoch", 0))
+        self.epoch_seconds.setdefault(name, []).append(float(result.get("epoch_seconds", 0.0)))
+        trial_left, grid_left = self.time_left(name)
+        scores = f" | R1 {result['R1']:.1f} mAP {result['mAP']:.1f}" if "mAP" in result else ""
+        self.printer(
+            f"{self._prefix()} {name}: epoch {self.epochs_done[name]}/{self.plan.get(name, '?')} "
+            f"loss {result['loss']:.3f} {result.get('images_per_second', 0):.0f} img/s{scores} "
+            f"| left: trial {_clock(trial_left)}, grid ~{_clock(grid_left)}"
+        )
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.finished += 1
+        name = self._name(trial)
+        self.epochs_done[name] = self.plan.get(name, 0)
+        result = trial.last_result or {}
+        scores = f": R1 {result['R1']:.1f} mAP {result['mAP']:.1f}" if "mAP" in result else ""
+        self.printer(f"{self._prefix()} finished {name}{scores}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.printer(f"{self._prefix()} FAILED {self._name(trial)}: see {trial.path}")

@@ -1,0 +1,113 @@
+"""Submit an experiment script to a running Ray cluster as a Ray job.
+
+    python -m orchestration.submit --address http://127.0.0.1:8265 \\
+        --storage-path /shared/ray_results --tracking-uri http://mlflow.internal:5000 \\
+        -- experiments/duke_table3.py --data-root /shared/datasets
+
+The job ships this project folder as its ``working_dir`` (``.gitignore`` honoured: no virtualenv,
+no runs, no data), sets the environment the workers need and runs the script on the cluster,
+where ``ray.init()`` joins that cluster. ``--storage-path`` must be a folder every node sees (NFS)
+or a URI; ``--tracking-uri`` should be a tracking server (SQLite files do not travel between
+nodes). With ``--wait`` the job's log is printed and the exit code is the job's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+
+from orchestration.tracking import PROJECT_ROOT, redact
+
+EXCLUDES = [
+    ".venv/",
+    "venv/",
+    "mlruns/",
+    "mlartifacts/",
+    "mlflow.db",
+    "ray_results/",
+    "results/figures/",
+    "data/",
+    ".git/",
+]
+
+
+def runtime_env(tracking_uri: str | None, extra_env: dict[str, str]) -> dict:
+    env_vars = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "PYTHONUNBUFFERED": "1", **extra_env}
+    if tracking_uri:
+        env_vars["MLFLOW_TRACKING_URI"] = tracking_uri
+    return {"working_dir": str(PROJECT_ROOT), "excludes": EXCLUDES, "env_vars": env_vars}
+
+
+def entrypoint(python: str, script: list[str], storage_path: str | None) -> str:
+    if not script or not script[0].endswith(".py"):
+        raise ValueError(
+            "give the script and its arguments after --, e.g. -- experiments/duke_table3.py --data-root /data"
+        )
+    if not (PROJECT_ROOT / script[0]).is_file():
+        raise ValueError(f"{script[0]} is not a script of this project ({PROJECT_ROOT})")
+    args = list(script)
+    if storage_path and "--storage-path" not in args:
+        args += ["--storage-path", storage_path]
+    return " ".join([python, *(shlex.quote(a) for a in args)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--address", required=True, help="the cluster's dashboard, e.g. http://127.0.0.1:8265"
+    )
+    parser.add_argument("--storage-path", help="grid storage every node sees (NFS folder or URI)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking server for the job's runs")
+    parser.add_argument(
+        "--python", default="python", help="interpreter on the cluster (default: python on its PATH)"
+    )
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for the job"
+    )
+    parser.add_argument("--wait", action="store_true", help="follow the job's log until it ends")
+    parser.add_argument(
+        "--timeout", type=float, default=24 * 3600, help="with --wait: give up after this many seconds"
+    )
+    parser.add_argument("script", nargs=argparse.REMAINDER, help="-- script.py [its arguments]")
+    args = parser.parse_args(argv)
+    script = args.script[1:] if args.script[:1] == ["--"] else args.script
+    try:
+        command = entrypoint(args.python, script, args.storage_path)
+        extra = dict(item.split("=", 1) for item in args.env)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    try:
+        client = JobSubmissionClient(args.address)
+    except Exception as error:  # connection refused, bad address, auth
+        print(f"error: cannot reach the Ray job server at {args.address}: {error}", file=sys.stderr)
+        return 2
+    job_id = client.submit_job(entrypoint=command, runtime_env=runtime_env(args.tracking_uri, extra))
+    print(
+        f"submitted {job_id}: {redact(command)}\nfollow it with: ray job logs --address {args.address} --follow {job_id}"
+    )
+    if not args.wait:
+        return 0
+    deadline, printed = time.monotonic() + args.timeout, 0
+    while True:
+        status = client.get_job_status(job_id)
+        logs = client.get_job_logs(job_id)
+        print(logs[printed:], end="")
+        printed = len(logs)
+        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            print(f"job {job_id}: {status.value}")
+            return 0 if status == JobStatus.SUCCEEDED else 1
+        if time.monotonic() > deadline:
+            print(f"job {job_id} still {status.value} after {args.timeout:.0f} s", file=sys.stderr)
+            return 1
+        time.sleep(2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""MLflow records: one parent run per table invocation, one child run per trial.
+
+The default store is MLflow 3's embedded SQLite file, ``mlflow.db`` in the project folder, always
+passed as an *absolute* URI (inside Ray actors the working directory is Ray's session folder). A
+tracking server comes from ``--tracking-uri`` or ``MLFLOW_TRACKING_URI``. Credentials in URIs are
+never written to params, tags or logs (``redact``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TAG_PREFIX = "mgn."
+_BATCH = 100  # MLflow's per-call limit on params
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking store cannot be reached; the message says which and what to do."""
+
+
+def resolve_tracking_uri(flag: str | None = None, project_root: Path = PROJECT_ROOT) -> str:
+    """``flag``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<project>/mlflow.db``; local paths made absolute."""
+    uri = (
+        flag or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root.absolute() / 'mlflow.db'}"
+    )
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{Path(uri[len('sqlite:///') :]).absolute()}"
+    elif "://" not in uri:  # a bare folder: MLflow's file store (maintenance mode); keep it absolute
+        uri = str(Path(uri).absolute())
+    return uri
+
+
+def redact(uri: str) -> str:
+    """``https://user:secret@host/`` -> ``https://user:***@host/`` (also ``?token=...`` values); others unchanged."""
+    parts = urllib.parse.urlsplit(uri)
+    credentials = "@" in parts.netloc and ":" in parts.netloc.split("@", 1)[0]
+    secret_query = re.search(r"(?i)(?:token|password|secret|key)=", parts.query)
+    if not credentials and not secret_query:
+        return uri
+    netloc = parts.netloc
+    if credentials:
+        user, host = netloc.split("@", 1)
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    query = re.sub(r"(?i)((?:token|password|secret|key)=)[^&]+", r"\1***", parts.query)
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any training, when a tracking server does not answer."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme in ("http", "https"):
+        host, port = parts.hostname or "localhost", parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                pass
+        except OSError as error:
+            raise TrackingUnavailable(
+                f"MLflow tracking server {redact(uri)} is unreachable ({error}). Start it (e.g. `mlflow server "
+                f"--host 127.0.0.1 --port {port}`), fix --tracking-uri / MLFLOW_TRACKING_URI, or unset them to "
+                f"use the local store {PROJECT_ROOT / 'mlflow.db'}."
+            ) from None
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as error:  # any failure of the store itself
+        raise TrackingUnavailable(f"MLflow tracking store {redact(uri)} does not work: {error}") from None
+
+
+def git_commit(project_root: Path = PROJECT_ROOT) -> str:
+    """The checked-out commit, with ``-dirty`` when files differ from it; ``unknown`` outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=project_root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=project_root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class Tracker:
+    """Thin, explicit wrapper of ``MlflowClient``: every call names its run; no global state."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.client = MlflowClient(uri)
+
+    @classmethod
+    def from_env(cls) -> Tracker:
+        """In trials and workers: the store the driver put in ``MLFLOW_TRACKING_URI`` (kept out of
+        configs, which Ray writes to disk, because a server URI may carry credentials)."""
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            raise TrackingUnavailable(
+                "MLFLOW_TRACKING_URI is not set in this Ray process: start grids with orchestration"
+            )
+        return cls(uri)
+
+    def experiment(self, name: str) -> str:
+        """The experiment's id, created (with an absolute artifact folder for local stores) if new."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:") or "://" not in self.uri:
+            db_folder = (
+                Path(self.uri.removeprefix("sqlite:///")).parent
+                if self.uri.startswith("sqlite:")
+                else Path(self.uri)
+            )
+            location = (db_folder / "mlartifacts").absolute().as_uri()
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def start_parent(self, experiment_id: str, name: str, tags: Mapping[str, str]) -> str:
+        run = self.client.create_run(
+            experiment_id, run_name=name, tags={TAG_PREFIX + k: v for k, v in tags.items()}
+        )
+        return run.info.run_id
+
+    def child(
+        self, experiment_id: str, parent_id: str, trial: str, name: str, tags: Mapping[str, str]
+    ) -> str:
+        """The child run of ``trial`` under ``parent_id``: found again when a trial is resumed, so a
+        trial never gets two runs."""
+        existing = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and tags.`{TAG_PREFIX}trial` = '{trial}'",
+            max_results=1,
+        )
+        if existing:
+            run_id = existing[0].info.run_id
+            self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            restarts = int(existing[0].data.tags.get(TAG_PREFIX + "restarts", "0")) + 1
+            self.client.set_tag(run_id, TAG_PREFIX + "restarts", str(restarts))
+            return run_id
+        all_tags = {"mlflow.parentRunId": parent_id, TAG_PREFIX + "trial": trial}
+        all_tags.update({TAG_PREFIX + k: v for k, v in tags.items()})
+        return self.client.create_run(experiment_id, run_name=name, tags=all_tags).info.run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), _BATCH):
+            self.client.log_batch(run_id, params=items[start : start + _BATCH])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for start in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[start : start + 1000])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(TAG_PREFIX + k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, run_id: str, path: str | Path, folder: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), folder)
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        self.client.log_text(run_id, text, name)
+
+    def finish(self, run_id: str, failed: bool = False) -> None:
+        self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")

@@ -1,0 +1,137 @@
+"""One Tune trial = one ``TorchTrainer`` (the Ray Train V2 pattern) and one MLflow child run.
+
+A single-worker CPU trial runs Train's local mode (``num_workers=0``): the worker function runs
+in this process, without the ~20 s of worker-group start-up. Multi-worker and GPU trials launch a
+real worker group (DDP over gloo on CPU, NCCL on GPU), restarted from the last checkpoint when a
+worker dies (``FailureConfig``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from mgn.config import ExperimentConfig, Init
+from mgn.config_io import dump_yaml, flatten, from_dict, to_dict
+from orchestration.paper_tables import TABLES
+from orchestration.tracking import Tracker
+from orchestration.worker import WorkerSpec, train_worker
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial of a grid shares (plain values: Tune stores it with the experiment)."""
+
+    table: str
+    base: dict[str, Any]  # the base ExperimentConfig, after profile, --config and --set
+    experiment_id: str
+    parent_run_id: str
+    storage: str  # this grid's folder, on storage every node sees
+    git_commit: str
+    use_gpu: bool
+    images_checked: bool = True
+    max_failures: int = 2
+    log_checkpoint: bool = False
+    feature_rows: tuple[str, ...] = ()  # rows whose test features are kept (ensembles)
+    fail_at_epoch: int = 0  # fault injection (tests)
+    fail_rank: int = 0
+    fail_row: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
+
+
+def trial_config(table: str, base: ExperimentConfig, row: str, seed: int) -> ExperimentConfig:
+    """The full config of one trial: the row's variant of the base recipe, with its seed."""
+    (trial_row,) = TABLES[table].trials((row,))
+    config = trial_row.make(base)
+    return replace(config, train=replace(config.train, seed=seed))
+
+
+def trial_folder(storage: str | Path, row: str, seed: int) -> Path:
+    """Checkpoints and features of one trial; the same folder when a grid is resumed."""
+    return Path(storage) / "trials" / slug(row) / f"seed{seed}"
+
+
+def is_local(config: ExperimentConfig, use_gpu: bool) -> bool:
+    return config.scaling.num_workers == 1 and not use_gpu
+
+
+def run_trial(params: dict[str, Any]) -> None:
+    """Tune function trainable: ``params = {"setup": TrialSetup dict, "trial": {"row", "seed"}}``."""
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    setup = TrialSetup(**{**params["setup"], "feature_rows": tuple(params["setup"]["feature_rows"])})
+    row, seed = params["trial"]["row"], int(params["trial"]["seed"])
+    config = trial_config(setup.table, from_dict(ExperimentConfig, setup.base), row, seed)
+    local = is_local(config, setup.use_gpu)
+    tracker = Tracker.from_env()
+    device = f"{'gpu' if setup.use_gpu else 'cpu'} x{config.scaling.num_workers}"
+    run_id = tracker.child(
+        setup.experiment_id,
+        setup.parent_run_id,
+        trial=f"{row} / seed {seed}",
+        name=f"{row} seed{seed}",
+        tags={
+            "table": setup.table,
+            "row": row,
+            "seed": str(seed),
+            "dataset": config.data.dataset.value,
+            "profile": config.profile.value,
+            "git_commit": setup.git_commit,
+            "device": device,
+            "pretrained": str(config.model.init is Init.IMAGENET).lower(),
+            "tune_trial_id": tune.get_context().get_trial_id(),
+        },
+    )
+    tracker.log_params(run_id, flatten(config))
+    tracker.log_text(run_id, dump_yaml(config), "config.yaml")
+    folder = trial_folder(setup.storage, row, seed)
+    spec = WorkerSpec(
+        experiment=to_dict(config),
+        run_id=run_id,
+        checkpoint_dir=str(folder / "checkpoints"),
+        local=local,
+        cpus=config.scaling.cpus_per_worker,
+        images_checked=setup.images_checked,
+        features_path=str(folder / "features.pt") if row in setup.feature_rows else None,
+        log_checkpoint=setup.log_checkpoint,
+        fail_at_epoch=setup.fail_at_epoch if row == setup.fail_row or not setup.fail_row else 0,
+        fail_rank=setup.fail_rank,
+    )
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=spec.to_dict(),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=0 if local else config.scaling.num_workers,
+            use_gpu=setup.use_gpu,
+            resources_per_worker={
+                "CPU": config.scaling.cpus_per_worker,
+                **({"GPU": 1} if setup.use_gpu else {}),
+            },
+        ),
+        run_config=ray.train.RunConfig(
+            # Named after the trial, not the row: a re-run with the same name reloads that run.
+            name=f"train-{tune.get_context().get_trial_id()}",
+            storage_path=str(Path(setup.storage) / "train"),
+            callbacks=[] if local else [TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=setup.max_failures),
+        ),
+    )
+    try:
+        trainer.fit()
+    except BaseException:
+        tracker.finish(run_id, failed=True)
+        raise
+    diverged = tracker.client.get_run(run_id).data.tags.get("mgn.diverged") == "true"
+    tracker.finish(run_id, failed=diverged)

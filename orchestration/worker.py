@@ -1,0 +1,180 @@
+"""The Ray Train per-worker function: ``mgn.training.fit`` with Ray's rank, device and DDP.
+
+Run by ``ray.train.torch.TorchTrainer``, one process per worker (or in the trial's own process in
+Train's local mode). Every rank trains; rank 0 alone writes checkpoints, logs to MLflow and saves
+the test features. A step is logged only after ``report`` returns, so a restarted worker group
+does not log it twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mgn.checkpoint import (
+    CHECKPOINT_FILE,
+    epoch_dir,
+    latest_good_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from mgn.config import ExperimentConfig
+from mgn.config_io import from_dict
+from mgn.data.loading import load_dataset, read_dataset
+from mgn.evaluation.protocol import Evaluation
+from mgn.training import EpochStats, TrainingDiverged, TrainingEnv, default_device, fit
+
+KEEP_CHECKPOINTS = 2
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs, as plain values (it crosses process boundaries)."""
+
+    experiment: dict[str, Any]
+    run_id: str
+    checkpoint_dir: str  # on storage every node sees
+    local: bool  # Train's local mode: this process is the Tune trial itself
+    cpus: int
+    images_checked: bool = False  # the driver already decoded every image
+    features_path: str | None = None  # where to save test features (ensemble members)
+    log_checkpoint: bool = False  # the final weights as an MLflow artifact
+    fail_at_epoch: int = 0  # fault injection for tests: this rank exits after that epoch, once
+    fail_rank: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _report_fn(local: bool):
+    # In local mode the worker *is* the Tune trial and ray.train.report refuses to run inside Tune;
+    # with a worker group, TuneReportCallback forwards rank 0's reports to Tune.
+    if local:
+        from ray import tune
+
+        return tune.report
+    import ray.train
+
+    return ray.train.report
+
+
+def _environment(spec: WorkerSpec, config: ExperimentConfig) -> TrainingEnv:
+    if spec.local:
+        return TrainingEnv(rank=0, world_size=1, device=default_device())
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    return TrainingEnv(
+        rank=context.get_world_rank(),
+        world_size=context.get_world_size(),
+        device=ray.train.torch.get_device(),
+        wrap_model=ray.train.torch.prepare_model,
+        # Keep our P x K sampler: without add_dist_sampler=False Ray swaps in a DistributedSampler.
+        wrap_loader=lambda loader: ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False),
+    )
+
+
+def _maybe_fail(spec: WorkerSpec, rank: int, epoch: int) -> None:
+    """Fault injection: exit the process once, after ``fail_at_epoch`` on ``fail_rank``."""
+    marker = Path(spec.checkpoint_dir) / f".fault-injected-rank{rank}"
+    if spec.fail_at_epoch and rank == spec.fail_rank and epoch == spec.fail_at_epoch and not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        os._exit(17)  # a hard crash: no cleanup, no exception handling
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    spec = WorkerSpec(**loop_config)
+    config = from_dict(ExperimentConfig, spec.experiment)
+    if not torch.cuda.is_available():
+        torch.set_num_threads(spec.cpus)
+    env = _environment(spec, config)
+    tracker = None
+    if env.is_main:
+        from orchestration.tracking import Tracker
+
+        tracker = Tracker.from_env()
+    # The driver decoded every image already; only dropping bad files needs the check again.
+    dataset = (
+        load_dataset(config.data)
+        if (config.data.skip_bad_images or not spec.images_checked)
+        else read_dataset(config.data)
+    )
+    resume = latest_good_checkpoint(spec.checkpoint_dir, warn=print)
+    report = _report_fn(spec.local)
+    every = config.train.checkpoint_every
+
+    def on_epoch_end(stats: EpochStats, evaluation: Evaluation | None, snapshot) -> None:
+        metrics = {"epoch": stats.epoch, **stats.metrics(), **(evaluation.metrics if evaluation else {})}
+        if env.is_main and every and (stats.epoch % every == 0 or stats.epoch == config.train.epochs):
+            save_checkpoint(snapshot(), epoch_dir(spec.checkpoint_dir, stats.epoch) / CHECKPOINT_FILE)
+            prune_checkpoints(spec.checkpoint_dir, KEEP_CHECKPOINTS)
+        report(metrics)
+        if tracker is not None:
+            tracker.log_metrics(spec.run_id, metrics, step=stats.epoch)
+        _maybe_fail(spec, env.rank, stats.epoch)
+
+    if tracker is not None and resume is not None:
+        tracker.set_tags(spec.run_id, {"resumed_from_epoch": str(resume.epochs_done)})
+    try:
+        result = fit(config, dataset, env=env, on_epoch_end=on_epoch_end, resume=resume, log=print)
+    except TrainingDiverged as error:
+        # Deterministic: a retry with the same seed diverges again. Record it and end normally.
+        if tracker is not None:
+            tracker.set_tags(spec.run_id, {"diverged": "true", "failure": str(error)})
+        report({"diverged": 1.0})
+        return
+    if tracker is None:
+        return
+    if result.untrained is not None:
+        tracker.log_metrics(spec.run_id, {f"untrained/{k}": v for k, v in result.untrained.items()}, step=0)
+    if result.evaluation is not None:
+        if not result.history:  # resumed after the last epoch: nothing was reported yet
+            tracker.log_metrics(spec.run_id, result.evaluation.metrics, step=config.train.epochs)
+            report({"epoch": config.train.epochs, **result.evaluation.metrics})
+        _log_final(spec, config, tracker, result.evaluation, result.model)
+
+
+def _log_final(
+    spec: WorkerSpec, config: ExperimentConfig, tracker, evaluation: Evaluation, model: torch.nn.Module
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        cmc = Path(tmp) / "cmc.csv"
+        ranks = np.arange(1, len(evaluation.cmc) + 1)
+        np.savetxt(
+            cmc,
+            np.column_stack([ranks, evaluation.cmc]),
+            fmt=["%d", "%.6f"],
+            delimiter=",",
+            header="rank,rate",
+            comments="",
+        )
+        tracker.log_artifact(spec.run_id, cmc)
+        if spec.log_checkpoint:
+            weights = Path(tmp) / "model.pt"
+            torch.save({"model": model.state_dict(), "config": spec.experiment}, weights)
+            tracker.log_artifact(spec.run_id, weights, "checkpoint")
+    if spec.features_path:
+        save_features(evaluation, spec.features_path)
+
+
+def save_features(evaluation: Evaluation, path: str | Path) -> None:
+    """Test features of a trained network (plain tensors, loadable with ``weights_only=True``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {}
+    for split, features in (("query", evaluation.query), ("gallery", evaluation.gallery)):
+        payload[f"{split}/features"] = features.features
+        payload[f"{split}/pids"] = torch.as_tensor(features.pids)
+        payload[f"{split}/camids"] = torch.as_tensor(features.camids)
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
