@@ -143,7 +143,8 @@ def apply_overrides(config: T, overrides: typing.Iterable[str]) -> T:
                 raise ConfigError(f"--set {dotted}: unknown config key {'.'.join(keys[: depth + 1])}")
             node = node[key]
         if keys[-1] not in node:
-            valid = ", ".join(sorted(node))
+            parent = ".".join(keys[:-1])
+            valid = ", ".join(f"{parent}.{k}" if parent else k for k in sorted(node))
             raise ConfigError(f"--set {dotted}: unknown config key {dotted}; valid keys here: {valid}")
         try:
             node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None

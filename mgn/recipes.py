@@ -84,7 +84,7 @@ def smoke() -> ExperimentConfig:
         # ImageNet-initialised ResNet-50 over 80 epochs) does not; without the warm-up the plain
         # ResNet (IDE) rows, which have no BN after pooling, stay at chance level.
         optimizer=OptimizerConfig(
-            kind=OptimizerKind.ADAM, lr=1e-3, weight_decay=5e-4, milestones=(6,), warmup_epochs=3
+            kind=OptimizerKind.ADAM, lr=1e-3, weight_decay=5e-4, milestones=(7,), warmup_epochs=3
         ),
         data=replace(
             base.data,

@@ -46,10 +46,16 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
         ) from None
 
 
-def connect(address: str | None, env_vars: dict[str, str], num_cpus: int | None = None) -> None:
-    """Join the cluster at ``address``, or start a private one on this machine (dashboard on 127.0.0.1)."""
+def connect(address: str | None, env_vars: dict[str, str], num_cpus: int | None = None) -> bool:
+    """Join the cluster at ``address``, or start a private one on this machine (dashboard on 127.0.0.1).
+
+    Returns whether this call initialised Ray (and so must shut it down). A Ray already initialised
+    in this process is refused: its job environment (the tracking store) belongs to someone else.
+    """
     if ray.is_initialized():
-        return
+        raise ClusterError(
+            "Ray is already initialised in this process; call ray.shutdown() before running a grid"
+        )
     address = address or os.environ.get("RAY_ADDRESS")  # set inside a Ray job: join its cluster
     check_address(address)
     options = dict(

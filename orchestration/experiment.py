@@ -21,11 +21,13 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mgn.config import ConfigError, DatasetName, ExperimentConfig, Profile
+from mgn.backbone import PretrainedWeightsMissing, find_pretrained
+from mgn.config import ConfigError, DatasetName, ExperimentConfig, Init, Profile
 from mgn.config_io import apply_overrides, flatten, load_yaml
 from mgn.data.folders import OFFICIAL
 from mgn.data.loading import load_dataset
 from mgn.data.records import DatasetError
+from mgn.data.sampler import PKBatchSampler
 from mgn.recipes import recipe
 from orchestration.paper_tables import TABLES, TableSpec
 from orchestration.tracking import (
@@ -140,26 +142,35 @@ def make_plan(spec: TableSpec, args: argparse.Namespace) -> Plan:
 
 
 def check_data(plan: Plan, log=print) -> None:
-    """Read every distinct data set of the plan and decode its images: errors before training."""
-    seen = []
+    """Read every distinct data set of the plan, decode its images, find the ImageNet weights, and
+    check that each trial's P x K sampler can be filled on its number of workers: errors before
+    any training."""
+    datasets = {}
     for config in plan.configs.values():
         data = config.data
-        if data in seen:
-            continue
-        seen.append(data)
-        if data.dataset is not DatasetName.SYNTHETIC and data.root is None:
-            key = data.dataset.value
-            raise DatasetError(
-                f"{plan.spec.title} needs {key}, and no --data-root was given. Download it from "
-                f"{OFFICIAL.get(key, OFFICIAL['market1501']).download} and pass --data-root /path/to/datasets "
-                f"(or run without --data-root for the smoke profile on the embedded synthetic data set)."
-            )
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            dataset = load_dataset(data)
-        for warning in caught:
-            log(f"warning: {warning.message}")
-        log(f"data: {dataset.summary()}")
+        if data not in datasets:
+            if data.dataset is not DatasetName.SYNTHETIC and data.root is None:
+                key = data.dataset.value
+                raise DatasetError(
+                    f"{plan.spec.title} needs {key}, and no --data-root was given. Download it from "
+                    f"{OFFICIAL.get(key, OFFICIAL['market1501']).download} and pass --data-root /path/to/datasets "
+                    f"(or run without --data-root for the smoke profile on the embedded synthetic data set)."
+                )
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                datasets[data] = load_dataset(data)
+            for warning in caught:
+                log(f"warning: {warning.message}")
+            log(f"data: {datasets[data].summary()}")
+        if config.model.init is Init.IMAGENET:
+            find_pretrained(config.model.backbone, config.model.pretrained_path)
+        PKBatchSampler(
+            [r.pid for r in datasets[data].train],
+            data.p,
+            data.k,
+            world_size=config.scaling.num_workers,
+            with_replacement=data.sample_with_replacement,
+        )
 
 
 def _grids(storage: Path, prefix: str) -> list[Path]:
@@ -204,7 +215,7 @@ def run(spec: TableSpec, argv: list[str] | None, script: str) -> int:
         check_reachable(uri)
         args.storage_path = Path(args.storage_path).absolute()
         folder, state = grid_folder(args.storage_path, spec, plan.base, args.resume)
-    except (ConfigError, DatasetError, TrackingUnavailable, UsageError, FileNotFoundError) as error:
+    except (ConfigError, DatasetError, PretrainedWeightsMissing, TrackingUnavailable, UsageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     from orchestration.grid import run_grid  # Ray is imported only once the input is known to be good

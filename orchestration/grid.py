@@ -39,6 +39,26 @@ def run_grid(
     experiment_id = state["experiment_id"] if state else tracker.experiment(args.experiment_name)
     try:
         connect(args.address, worker_env(), args.num_cpus)
+    except ClusterError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        return _run_on_cluster(plan, args, tracker, experiment_id, folder, state, command, uri)
+    finally:
+        ray.shutdown()  # detaches from a cluster given by --address; stops one started here
+
+
+def _run_on_cluster(
+    plan: Plan,
+    args: argparse.Namespace,
+    tracker: Tracker,
+    experiment_id: str,
+    folder: Path,
+    state: dict | None,
+    command: str,
+    uri: str,
+) -> int:
+    try:
         use_gpu = resolve_gpu(plan.base.scaling.use_gpu)
         local = is_local_plan(plan, use_gpu)
         biggest = max(plan.configs.values(), key=lambda c: c.scaling.num_workers * c.scaling.cpus_per_worker)
@@ -128,6 +148,4 @@ def run_grid(
     tracker.finish(parent_run_id, failed=bool(failed))
     print(table.markdown)
     print(f"wrote {', '.join(str(p) for p in paths)}")
-    if args.address is None and "RAY_ADDRESS" not in os.environ:
-        ray.shutdown()
     return 1 if failed else 0

@@ -1,0 +1,150 @@
+"""Bad input fails before any worker starts, with a message naming the problem and the fix."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from orchestration.experiment import main
+from tests.orchestration.conftest import grid_args
+
+
+def _fails(capsys, table: str, args: list[str], *expected: str) -> str:
+    assert main(table, args) == 2
+    message = capsys.readouterr().err
+    for text in expected:
+        assert text in message, f"{text!r} not in {message!r}"
+    return message
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.epochz=3", ["unknown config key train.epochz", "valid keys here:", "train.epochs"]),
+        ("train.epochs=three", ["train.epochs: expected an integer"]),
+        ("train.epochs=-2", ["train.epochs=-2: must be >= 1"]),
+        ("model.branches=[]", ["model.branches is empty"]),
+        ("data.dataset=msmt17", ["data.dataset: 'msmt17' is not one of"]),
+        ("data.k=1", ["triplet loss needs K >= 2"]),
+        ("data.height=64", []),  # valid: checked in the next case together with a Part-8 branch
+    ],
+)
+def test_bad_config_values(capsys, workspace, override, expected):
+    if not expected:
+        _fails(capsys, "table5", grid_args(workspace, "--set", override, "--set", "model.branches=[1, 8]"),
+               "Part-8 branch", "data.height >= 128")  # fmt: skip
+        return
+    _fails(capsys, "table5", grid_args(workspace, "--set", override), *expected)
+
+
+def test_sampling_without_replacement_needs_k_images_per_identity(capsys, workspace):
+    args = grid_args(workspace, "--set", "data.sample_with_replacement=false", "--set", "data.k=8")
+    _fails(
+        capsys,
+        "table5",
+        args,
+        "K=8 images per identity without replacement",
+        "data.sample_with_replacement=true",
+    )
+
+
+def test_unknown_row(capsys, workspace):
+    _fails(capsys, "table5", grid_args(workspace, rows=("MGN v2",)), "unknown Table 5 row", "valid rows are")
+
+
+def test_unknown_key_in_a_config_file(capsys, workspace, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("train:\n  epochs: 2\n  learning_rate: 0.1\n")
+    _fails(
+        capsys,
+        "table5",
+        grid_args(workspace, "--config", str(config)),
+        "unknown config key train.learning_rate",
+    )
+
+
+def test_missing_data_root_says_what_to_download(capsys, workspace, tmp_path):
+    _fails(capsys, "table2", grid_args(workspace, "--data-root", str(tmp_path / "none")),
+           "does not exist", "Download market1501", "Market-1501-v15.09.15")  # fmt: skip
+
+
+def test_wrong_layout(capsys, workspace, tmp_path):
+    (tmp_path / "Market-1501-v15.09.15" / "images").mkdir(parents=True)
+    _fails(
+        capsys,
+        "table2",
+        grid_args(workspace, "--data-root", str(tmp_path)),
+        "not a Market-1501-style data set",
+        "Expected layout",
+    )
+
+
+def test_corrupt_image_is_named(capsys, workspace, tmp_path):
+    root = tmp_path / "mine"
+    for split, names in {
+        "bounding_box_train": [
+            "0001_c1s1_000001_01",
+            "0001_c2s1_000001_01",
+            "0002_c1s1_000001_01",
+            "0002_c2s1_000001_01",
+        ],
+        "bounding_box_test": ["0003_c1s1_000001_01"],
+        "query": ["0003_c2s1_000001_00"],
+    }.items():
+        (root / split).mkdir(parents=True)
+        for name in names:
+            Image.new("RGB", (32, 64)).save(root / split / f"{name}.jpg")
+    (root / "bounding_box_train" / "0002_c2s1_000001_01.jpg").write_bytes(b"broken")
+    args = grid_args(
+        workspace, "--set", "data.dataset=custom", "--set", f"data.root={root}", "--set", "data.p=2"
+    )
+    _fails(capsys, "table5", args, "0002_c2s1_000001_01.jpg", "data.skip_bad_images=true")
+
+
+def test_missing_cuhk03_split_file(capsys, workspace, tmp_path):
+    (tmp_path / "images_labeled").mkdir()
+    Image.new("RGB", (16, 32)).save(tmp_path / "images_labeled" / "1_001_1_01.png")
+    _fails(capsys, "table4", grid_args(workspace, "--data-root", str(tmp_path), rows=("MGN (labeled)",)),
+           "cuhk03_new_protocol_config_labeled.mat is missing")  # fmt: skip
+
+
+def test_unreachable_tracking_server(capsys, workspace):
+    args = grid_args(workspace)
+    args[args.index("--tracking-uri") + 1] = "http://user:s3cret@127.0.0.1:9"
+    message = _fails(capsys, "table5", args, "MLflow tracking server", "unreachable", "mlflow server")
+    assert "s3cret" not in message  # the password is redacted
+
+
+def test_unreachable_ray_address(capsys, workspace):
+    _fails(
+        capsys,
+        "table5",
+        grid_args(workspace, "--address", "127.0.0.1:9"),
+        "no Ray cluster answers at 127.0.0.1:9",
+        "ray start --head",
+    )
+
+
+def test_seeds_must_be_positive(capsys, workspace):
+    _fails(capsys, "table5", grid_args(workspace, "--seeds", "0"), "--seeds 0")
+
+
+def test_resume_without_a_grid(capsys, workspace):
+    _fails(capsys, "table5", grid_args(workspace, "--resume"), "--resume: no grid of table5")
+
+
+@pytest.mark.integration
+def test_gpu_requested_where_none_exists(capsys, workspace):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    _fails(capsys, "table5", grid_args(workspace, "--gpu"), "GPUs were asked for", "the Ray cluster has none")
+
+
+def test_paper_profile_without_imagenet_weights(capsys, workspace, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    args = grid_args(workspace, "--profile", "paper", "--set", "data.dataset=synthetic")
+    _fails(
+        capsys, "table5", args, "ImageNet weights for resnet50", "resnet50-0676ba61.pth", "model.init=random"
+    )

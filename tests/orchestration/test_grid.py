@@ -1,0 +1,85 @@
+"""The product's main job end to end on a tiny grid: Tune + Train + MLflow + the table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestration import tables
+from orchestration.experiment import main
+from tests.orchestration.conftest import grid_args
+
+pytestmark = pytest.mark.integration
+
+
+def _runs(uri: str):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("MGN Table 5")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("mgn.kind") == "table"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return client, parents, children
+
+
+def test_two_row_grid_records_every_trial_and_rebuilds_the_table(workspace, tmp_path):
+    rows = ("ResNet-50+TP", "MGN")
+    assert main("table5", grid_args(workspace, rows=rows)) == 0
+
+    client, parents, children = _runs(workspace["uri"])
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    for key in ("table", "profile", "dataset", "git_commit", "command", "networks"):
+        assert parent.data.tags[f"mgn.{key}"], key
+    assert parent.data.tags["mgn.profile"] == "smoke" and parent.data.tags["mgn.dataset"] == "synthetic"
+    assert {c.data.tags["mgn.row"] for c in children} == set(rows)
+    for child in children:
+        tags, metrics, params = child.data.tags, child.data.metrics, child.data.params
+        assert child.info.status == "FINISHED" and tags["mlflow.parentRunId"] == parent.info.run_id
+        assert (
+            tags["mgn.seed"] == "0" and tags["mgn.device"] == "cpu x1" and tags["mgn.pretrained"] == "false"
+        )
+        assert tags["mgn.git_commit"] == parent.data.tags["mgn.git_commit"]
+        assert (
+            params["data.height"] == "64"
+            and params["model.backbone"] == "resnet18"
+            and params["train.epochs"] == "1"
+        )
+        for key in ("R1", "R5", "R10", "mAP", "mINP", "untrained/mAP", "loss", "lr", "images_per_second"):
+            assert key in metrics, key
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "loss")] == [1]
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"config.yaml", "cmc.csv"} <= artifacts
+    mgn = next(c for c in children if c.data.tags["mgn.row"] == "MGN")
+    assert "branch/Part-3/mAP" in mgn.data.metrics and mgn.data.params["model.branches"] == "[1, 2, 3]"
+
+    written = (Path(workspace["results"]) / "table5.md").read_text()
+    assert "profile | smoke" in written and parent.info.run_id in written
+    line = next(line for line in written.splitlines() if line.startswith("| MGN | ours"))
+    assert f"{mgn.data.metrics['mAP']:.1f}" in line and "86.9" in line  # ours beside the paper's
+    assert "G+P2+P3 (Single)" in written  # every row listed, untrained ones empty
+    csv = (Path(workspace["results"]) / "table5.csv").read_text()
+    assert "MGN" in csv and "mAP paper" in csv
+
+    # The table comes back from the store alone, without training.
+    again = tmp_path / "again"
+    assert tables.main(["table5", "--tracking-uri", workspace["uri"], "--results-dir", str(again)]) == 0
+    assert (again / "table5.md").read_text() == written
+
+    # --resume on a finished grid trains nothing and adds no run.
+    assert main("table5", grid_args(workspace, "--resume", rows=rows)) == 0
+    client, parents, children = _runs(workspace["uri"])
+    assert len(parents) == 1 and len(children) == 2
+    assert all(len(client.get_metric_history(c.info.run_id, "loss")) == 1 for c in children)
+
+
+def test_two_worker_trial_runs_a_real_ddp_worker_group(workspace):
+    assert main("table5", grid_args(workspace, "--workers", "2", rows=("ResNet-50+TP",))) == 0
+    _, _, children = _runs(workspace["uri"])
+    (child,) = children
+    assert child.data.tags["mgn.device"] == "cpu x2" and child.info.status == "FINISHED"
+    assert child.data.params["scaling.num_workers"] == "2" and "mAP" in child.data.metrics
+    mlflow.set_tracking_uri(None)

@@ -1,0 +1,59 @@
+"""Ray Train's prepare_data_loader must keep our P x K sampler (add_dist_sampler=False) under DDP."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from mgn.data.sampler import PKBatchSampler
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    pids = [pid for pid in range(16) for _ in range(4)]
+    dataset = torch.utils.data.TensorDataset(torch.arange(len(pids)), torch.tensor(pids))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=PKBatchSampler(pids, p=4, k=2, rank=rank, world_size=world, seed=0)
+    )
+    prepared = ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False)
+    prepared.batch_sampler.set_epoch(1)
+    seen = [int(i) for indices, _ in prepared for i in indices]
+    record = {"sampler": type(prepared.batch_sampler).__name__, "indices": seen, "batches": len(prepared)}
+    Path(config["out"], f"rank{rank}.json").write_text(json.dumps(record))
+    ray.train.report({"done": 1})
+
+
+def test_pk_sampler_survives_prepare_data_loader(tmp_path):
+    import ray
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False)
+    try:
+        TorchTrainer(
+            _worker,
+            train_loop_config={"out": str(tmp_path)},
+            scaling_config=ray.train.ScalingConfig(num_workers=2, use_gpu=False),
+            run_config=ray.train.RunConfig(storage_path=str(tmp_path / "train")),
+        ).fit()
+    finally:
+        ray.shutdown()
+    records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert all(r["sampler"] == "PKBatchSampler" for r in records)
+    assert records[0]["batches"] == records[1]["batches"] > 0
+    pids = [pid for pid in range(16) for _ in range(4)]
+    ids = [{pids[i] for i in r["indices"]} for r in records]
+    assert not ids[0] & ids[1]  # each rank its own identities
+    for record in records:  # every batch P=4 ids x K=2 images
+        for b in range(record["batches"]):
+            batch = record["indices"][b * 8 : (b + 1) * 8]
+            assert len({pids[i] for i in batch}) == 4
