@@ -56,7 +56,10 @@ def connect(address: str | None, env_vars: dict[str, str], num_cpus: int | None 
         raise ClusterError(
             "Ray is already initialised in this process; call ray.shutdown() before running a grid"
         )
-    address = address or os.environ.get("RAY_ADDRESS")  # set inside a Ray job: join its cluster
+    if not address and os.environ.get("RAY_ADDRESS"):  # inside a Ray job: join its cluster
+        address = os.environ["RAY_ADDRESS"]
+        # The job's runtime env already sets some of the same variables; let ours be merged in.
+        os.environ["RAY_OVERRIDE_JOB_RUNTIME_ENV"] = "1"
     check_address(address)
     options = dict(
         log_to_driver=False,

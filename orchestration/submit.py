@@ -14,9 +14,11 @@ nodes). With ``--wait`` the job's log is printed and the exit code is the job's.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
+from pathlib import Path
 
 from orchestration.tracking import PROJECT_ROOT, redact
 
@@ -81,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if "RAY_AUTH_MODE" not in os.environ and (
+        os.environ.get("RAY_AUTH_TOKEN")
+        or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        or (Path.home() / ".ray" / "auth_token").is_file()
+    ):
+        os.environ["RAY_AUTH_MODE"] = "token"  # Ray 2.60 clusters use token auth; set before Ray is imported
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     try:

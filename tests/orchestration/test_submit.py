@@ -1,0 +1,69 @@
+"""Cluster submission against a real local head (`ray start --head` on loopback)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestration import submit
+from tests.orchestration.conftest import TINY_SETS
+
+pytestmark = pytest.mark.integration
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def head(tmp_path):
+    """A Ray head on 127.0.0.1 with the project's virtualenv on PATH, stopped afterwards."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MGN_CACHE": str(tmp_path / "cache")}
+    gcs, dashboard = _free_port(), _free_port()
+    subprocess.run(
+        [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
+         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--num-cpus", "2",
+         "--resources", '{"TRAIN_DRIVER": 4}', "--disable-usage-stats"],
+        env=env, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    try:
+        yield f"http://127.0.0.1:{dashboard}"
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_submit_a_table_to_a_running_cluster(head, tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["--address", head, "--storage-path", str(tmp_path / "shared"), "--tracking-uri", uri,
+            "--env", f"MGN_CACHE={tmp_path / 'cache'}", "--wait", "--timeout", "600",
+            "--", "experiments/ablation_table5.py", "--rows", "ResNet-50+TP", "--results-dir", str(tmp_path / "results")]  # fmt: skip
+    for item in TINY_SETS:
+        args += ["--set", item]
+    assert submit.main(args) == 0
+    out = capsys.readouterr().out
+    assert "SUCCEEDED" in out and "finished ResNet-50+TP seed0" in out
+    assert (tmp_path / "results" / "table5.md").is_file()
+    assert list((tmp_path / "shared").glob("table5-smoke-synthetic-*/tune"))  # grid storage where we said
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("MGN Table 5").experiment_id])
+    assert sorted(r.data.tags.get("mgn.row", "parent") for r in runs) == ["ResNet-50+TP", "parent"]
+
+
+def test_submit_refuses_what_is_not_a_project_script(capsys):
+    assert submit.main(["--address", "http://127.0.0.1:9", "--", "rm", "-rf", "/"]) == 2
+    assert "give the script" in capsys.readouterr().err
+    assert submit.main(["--address", "http://127.0.0.1:9", "--", "experiments/nope.py"]) == 2
+
+
+def test_unreachable_job_server(capsys):
+    assert submit.main(["--address", "http://127.0.0.1:9", "--", "experiments/ablation_table5.py"]) == 2
+    assert "cannot reach the Ray job server" in capsys.readouterr().err
