@@ -60,6 +60,7 @@ class EpochStats:
     triplet: float
     images_per_second: float  # this worker's training throughput
     seconds: float
+    untrained: dict[str, float] | None = None  # with the first epoch: the network before training
 
     def metrics(self) -> dict[str, float]:
         return {
@@ -244,7 +245,16 @@ def fit(
                 f"optimizer.lr or add optimizer.warmup_epochs"
             )
         seconds = time.perf_counter() - began
-        stats = EpochStats(epoch + 1, lr, loss, softmax, triplet, images / seconds, seconds)
+        stats = EpochStats(
+            epoch + 1,
+            lr,
+            loss,
+            softmax,
+            triplet,
+            images / seconds,
+            seconds,
+            untrained if epoch == start else None,
+        )
         history.append(stats)
         last = epoch + 1 == config.train.epochs
         due = last or (config.eval.interval and (epoch + 1) % config.eval.interval == 0)

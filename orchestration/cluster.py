@@ -130,7 +130,14 @@ def trial_resources(
 
 def worker_env() -> dict[str, str]:
     """Environment every Ray process of a grid gets."""
-    env = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "PYTHONUNBUFFERED": "1"}
+    env = {
+        "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+        "PYTHONUNBUFFERED": "1",
+        # A tracking server that went away costs seconds, not minutes of retries: records are spooled.
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1"),
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "10"),
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # the URL may carry credentials
+    }
     for name in ("MGN_CACHE", "MGN_DATA", "TORCH_HOME", "MLFLOW_TRACKING_URI"):
         if name in os.environ:
             env[name] = os.environ[name]

@@ -98,6 +98,7 @@ def parser(spec: TableSpec, script: str) -> argparse.ArgumentParser:
     p.add_argument("--fail-at-epoch", type=int, default=0, help=argparse.SUPPRESS)  # fault injection (tests)
     p.add_argument("--fail-rank", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--fail-row", default="", help=argparse.SUPPRESS)
+    p.add_argument("--pause-file", default="", help=argparse.SUPPRESS)  # workers wait while it exists (tests)
     return p
 
 

@@ -17,8 +17,9 @@ from orchestration.cluster import ClusterError, connect, resolve_gpu, trial_reso
 from orchestration.ensembles import evaluate_ensembles, feature_rows
 from orchestration.experiment import STATE_FILE, Plan, is_local_plan, record_parent
 from orchestration.progress import ProgressPrinter, trial_name
+from orchestration.spool import replay_grid
 from orchestration.tables import build, write
-from orchestration.tracking import Tracker, git_commit
+from orchestration.tracking import Tracker, check_reachable, git_commit, redact
 from orchestration.trial import TrialSetup, run_trial
 
 _DEPTH = {"resnet18": 1.0, "resnet34": 2.0, "resnet50": 2.3, "resnet101": 4.0}
@@ -100,6 +101,7 @@ def _run_on_cluster(
         fail_at_epoch=args.fail_at_epoch,
         fail_rank=args.fail_rank,
         fail_row=args.fail_row,
+        pause_file=args.pause_file,
     )
     trials = sorted(
         ({"row": r, "seed": s} for r in plan.rows for s in plan.seeds), key=lambda t: -_cost(plan, t["row"])
@@ -141,6 +143,18 @@ def _run_on_cluster(
             f"trial {result.config['trial']} failed: {str(result.error).splitlines()[-1][:500]}",
             file=sys.stderr,
         )
+    try:
+        check_reachable(uri)
+        replay_grid(folder, tracker)
+    except Exception as error:  # the store went away: the training is done and kept, say how to finish
+        print(
+            f"error: the MLflow store {redact(uri)} is unreachable ({error}). Training is done and nothing is "
+            f"lost: checkpoints, features and spooled records are in {folder}. When the store is back, run\n"
+            f"  python -m orchestration.replay {folder} --tracking-uri <uri>\n"
+            f"  {command} --resume {folder.name}",
+            file=sys.stderr,
+        )
+        return 1
     evaluate_ensembles(plan, folder, tracker, parent_run_id)
     table = build(plan.spec, uri, parent_run_id, command)
     paths = write(table, args.results_dir, plan.spec.key)

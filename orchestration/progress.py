@@ -29,15 +29,18 @@ class ProgressPrinter(tune.Callback):
     """
 
     def __init__(
-        self, plan: dict[str, int], concurrency: int, printer: Callable[[str], None] = print
+        self, plan: dict[str, int], concurrency: int, printer: Callable[[str], None] | None = None
     ) -> None:
         self.plan = plan
         self.concurrency = max(1, concurrency)
-        self.printer = printer
+        self._printer = printer  # None: print(), looked up at call time (Tune pickles callbacks)
         self.started = time.monotonic()
         self.epoch_seconds: dict[str, list[float]] = {}
         self.epochs_done: dict[str, int] = {}
         self.finished = 0
+
+    def printer(self, line: str) -> None:
+        (self._printer or print)(line)
 
     @staticmethod
     def _name(trial: Any) -> str:
@@ -60,9 +63,15 @@ class ProgressPrinter(tune.Callback):
         self.printer(f"{self._prefix()} start {self._name(trial)}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        name = self._name(trial)
+        if result.get("warnings"):
+            self.printer(f"{self._prefix()} warning from {name}: {result['warnings']}")
+        if result.get("diverged"):
+            self.printer(
+                f"{self._prefix()} {name} DIVERGED (non-finite weights): see its MLflow run's mgn.failure tag"
+            )
         if "loss" not in result:
             return
-        name = self._name(trial)
         self.epochs_done[name] = int(result.get("epoch", 0))
         self.epoch_seconds.setdefault(name, []).append(float(result.get("epoch_seconds", 0.0)))
         trial_left, grid_left = self.time_left(name)

@@ -101,6 +101,9 @@ class Tracker:
     """Thin, explicit wrapper of ``MlflowClient``: every call names its run; no global state."""
 
     def __init__(self, uri: str) -> None:
+        # MLflow prints "View run ... at: <tracking URI>" when a run ends: with a server URI that
+        # carries credentials, that line would put the password in every log.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         self.uri = uri
         self.client = MlflowClient(uri)
 
@@ -149,8 +152,6 @@ class Tracker:
         if existing:
             run_id = existing[0].info.run_id
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-            restarts = int(existing[0].data.tags.get(TAG_PREFIX + "restarts", "0")) + 1
-            self.client.set_tag(run_id, TAG_PREFIX + "restarts", str(restarts))
             return run_id
         all_tags = {"mlflow.parentRunId": parent_id, TAG_PREFIX + "trial": trial}
         all_tags.update({TAG_PREFIX + k: v for k, v in tags.items()})

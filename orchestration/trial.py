@@ -9,6 +9,7 @@ worker dies (``FailureConfig``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,8 +18,9 @@ from typing import Any
 from mgn.config import ExperimentConfig, Init
 from mgn.config_io import dump_yaml, flatten, from_dict, to_dict
 from orchestration.paper_tables import TABLES
+from orchestration.spool import SpoolingRecorder
 from orchestration.tracking import Tracker
-from orchestration.worker import WorkerSpec, train_worker
+from orchestration.worker import DIVERGED_FILE, DONE_FILE, WorkerSpec, train_worker
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class TrialSetup:
     fail_at_epoch: int = 0  # fault injection (tests)
     fail_rank: int = 0
     fail_row: str = ""
+    pause_file: str = (
+        ""  # tests: a row's workers wait after each epoch while "<pause_file>-<row slug>" exists
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -74,6 +79,11 @@ def run_trial(params: dict[str, Any]) -> None:
     setup = TrialSetup(**{**params["setup"], "feature_rows": tuple(params["setup"]["feature_rows"])})
     row, seed = params["trial"]["row"], int(params["trial"]["seed"])
     config = trial_config(setup.table, from_dict(ExperimentConfig, setup.base), row, seed)
+    folder = trial_folder(setup.storage, row, seed)
+    if (folder / DONE_FILE).is_file():
+        # Finished before the driver died, after Tune last saved its state: report, do not retrain.
+        tune.report(json.loads((folder / DONE_FILE).read_text()))
+        return
     local = is_local(config, setup.use_gpu)
     tracker = Tracker.from_env()
     device = f"{'gpu' if setup.use_gpu else 'cpu'} x{config.scaling.num_workers}"
@@ -96,7 +106,6 @@ def run_trial(params: dict[str, Any]) -> None:
     )
     tracker.log_params(run_id, flatten(config))
     tracker.log_text(run_id, dump_yaml(config), "config.yaml")
-    folder = trial_folder(setup.storage, row, seed)
     spec = WorkerSpec(
         experiment=to_dict(config),
         run_id=run_id,
@@ -108,6 +117,7 @@ def run_trial(params: dict[str, Any]) -> None:
         log_checkpoint=setup.log_checkpoint,
         fail_at_epoch=setup.fail_at_epoch if row == setup.fail_row or not setup.fail_row else 0,
         fail_rank=setup.fail_rank,
+        pause_file=f"{setup.pause_file}-{slug(row)}" if setup.pause_file else "",
     )
     trainer = TorchTrainer(
         train_worker,
@@ -128,10 +138,11 @@ def run_trial(params: dict[str, Any]) -> None:
             failure_config=ray.train.FailureConfig(max_failures=setup.max_failures),
         ),
     )
+    # From here on the store may come and go: records are spooled rather than lost (spool.py).
+    recorder = SpoolingRecorder(tracker, run_id, folder)
     try:
         trainer.fit()
     except BaseException:
-        tracker.finish(run_id, failed=True)
+        recorder.finish(failed=True)
         raise
-    diverged = tracker.client.get_run(run_id).data.tags.get("mgn.diverged") == "true"
-    tracker.finish(run_id, failed=diverged)
+    recorder.finish(failed=(folder / DIVERGED_FILE).is_file())

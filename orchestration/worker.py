@@ -9,8 +9,10 @@ does not log it twice.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,8 @@ from mgn.evaluation.protocol import Evaluation
 from mgn.training import EpochStats, TrainingDiverged, TrainingEnv, default_device, fit
 
 KEEP_CHECKPOINTS = 2
+DIVERGED_FILE = "diverged.txt"
+DONE_FILE = "done.json"  # written last: the trial is finished, whatever the Tune state says
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class WorkerSpec:
     log_checkpoint: bool = False  # the final weights as an MLflow artifact
     fail_at_epoch: int = 0  # fault injection for tests: this rank exits after that epoch, once
     fail_rank: int = 0
+    pause_file: str = ""  # tests: after each epoch, wait while this file exists
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -97,55 +102,78 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     if not torch.cuda.is_available():
         torch.set_num_threads(spec.cpus)
     env = _environment(spec, config)
-    tracker = None
+    recorder = None
     if env.is_main:
+        from orchestration.spool import SpoolingRecorder
         from orchestration.tracking import Tracker
 
-        tracker = Tracker.from_env()
+        recorder = SpoolingRecorder(Tracker.from_env(), spec.run_id, Path(spec.checkpoint_dir).parent)
     # The driver decoded every image already; only dropping bad files needs the check again.
     dataset = (
         load_dataset(config.data)
         if (config.data.skip_bad_images or not spec.images_checked)
         else read_dataset(config.data)
     )
-    resume = latest_good_checkpoint(spec.checkpoint_dir, warn=print)
+    notes: list[str] = []  # warnings for the person watching the grid: they travel with the first report
+    resume = latest_good_checkpoint(spec.checkpoint_dir, warn=notes.append)
     report = _report_fn(spec.local)
     every = config.train.checkpoint_every
 
     def on_epoch_end(stats: EpochStats, evaluation: Evaluation | None, snapshot) -> None:
         metrics = {"epoch": stats.epoch, **stats.metrics(), **(evaluation.metrics if evaluation else {})}
+        if notes:
+            metrics["warnings"] = "; ".join(notes)
+            if recorder is not None:
+                recorder.set_tags({"warnings": metrics["warnings"]})
+            notes.clear()
         if env.is_main and every and (stats.epoch % every == 0 or stats.epoch == config.train.epochs):
             save_checkpoint(snapshot(), epoch_dir(spec.checkpoint_dir, stats.epoch) / CHECKPOINT_FILE)
             prune_checkpoints(spec.checkpoint_dir, KEEP_CHECKPOINTS)
         report(metrics)
-        if tracker is not None:
-            tracker.log_metrics(spec.run_id, metrics, step=stats.epoch)
+        if recorder is not None:
+            if stats.untrained:
+                recorder.log_metrics({f"untrained/{k}": v for k, v in stats.untrained.items()}, step=0)
+            recorder.log_metrics({k: v for k, v in metrics.items() if k != "warnings"}, step=stats.epoch)
         _maybe_fail(spec, env.rank, stats.epoch)
+        while spec.pause_file and Path(spec.pause_file).exists():
+            time.sleep(0.2)
 
-    if tracker is not None and resume is not None:
-        tracker.set_tags(spec.run_id, {"resumed_from_epoch": str(resume.epochs_done)})
+    if recorder is not None:
+        attempts = _count_attempt(Path(spec.checkpoint_dir).parent)
+        tags = {"attempts": str(attempts)}
+        if resume is not None:
+            tags["resumed_from_epoch"] = str(resume.epochs_done)
+        recorder.set_tags(tags)
     try:
         result = fit(config, dataset, env=env, on_epoch_end=on_epoch_end, resume=resume, log=print)
     except TrainingDiverged as error:
         # Deterministic: a retry with the same seed diverges again. Record it and end normally.
-        if tracker is not None:
-            tracker.set_tags(spec.run_id, {"diverged": "true", "failure": str(error)})
+        if recorder is not None:
+            recorder.set_tags({"diverged": "true", "failure": str(error)})
+            (Path(spec.checkpoint_dir).parent / DIVERGED_FILE).write_text(str(error))
         report({"diverged": 1.0})
         return
-    if tracker is None:
+    if recorder is None:
         return
-    if result.untrained is not None:
-        tracker.log_metrics(spec.run_id, {f"untrained/{k}": v for k, v in result.untrained.items()}, step=0)
     if result.evaluation is not None:
         if not result.history:  # resumed after the last epoch: nothing was reported yet
-            tracker.log_metrics(spec.run_id, result.evaluation.metrics, step=config.train.epochs)
+            recorder.log_metrics(result.evaluation.metrics, step=config.train.epochs)
             report({"epoch": config.train.epochs, **result.evaluation.metrics})
-        _log_final(spec, config, tracker, result.evaluation, result.model)
+        _log_final(spec, recorder, result.evaluation, result.model)
+        done = {"epoch": config.train.epochs, **result.evaluation.metrics}
+        (Path(spec.checkpoint_dir).parent / DONE_FILE).write_text(json.dumps(done))
 
 
-def _log_final(
-    spec: WorkerSpec, config: ExperimentConfig, tracker, evaluation: Evaluation, model: torch.nn.Module
-) -> None:
+def _count_attempt(folder: Path) -> int:
+    """How many times this trial's training has started (restarts included)."""
+    counter = folder / "attempts"
+    attempts = int(counter.read_text()) + 1 if counter.is_file() else 1
+    counter.parent.mkdir(parents=True, exist_ok=True)
+    counter.write_text(str(attempts))
+    return attempts
+
+
+def _log_final(spec: WorkerSpec, recorder, evaluation: Evaluation, model: torch.nn.Module) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cmc = Path(tmp) / "cmc.csv"
         ranks = np.arange(1, len(evaluation.cmc) + 1)
@@ -157,11 +185,11 @@ def _log_final(
             header="rank,rate",
             comments="",
         )
-        tracker.log_artifact(spec.run_id, cmc)
+        recorder.log_artifact(cmc)
         if spec.log_checkpoint:
             weights = Path(tmp) / "model.pt"
             torch.save({"model": model.state_dict(), "config": spec.experiment}, weights)
-            tracker.log_artifact(spec.run_id, weights, "checkpoint")
+            recorder.log_artifact(weights, "checkpoint")
     if spec.features_path:
         save_features(evaluation, spec.features_path)
 

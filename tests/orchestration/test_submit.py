@@ -27,7 +27,11 @@ def _free_port() -> int:
 @pytest.fixture
 def head(tmp_path):
     """A Ray head on 127.0.0.1 with the project's virtualenv on PATH, stopped afterwards."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "MGN_CACHE": str(tmp_path / "cache")}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "MGN_CACHE": str(tmp_path / "cache"),
+    }
     gcs, dashboard = _free_port(), _free_port()
     subprocess.run(
         [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
