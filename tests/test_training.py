@@ -126,3 +126,12 @@ def test_community_optimizer_and_warmup():
         and lr_factor(warm, 5) == pytest.approx(0.55)
         and lr_factor(warm, 10) == 1
     )
+
+
+def test_divergence_stops_training_with_a_clear_message(dataset):
+    from mgn.training import TrainingDiverged
+
+    config = tiny_config()
+    config = replace(config, optimizer=replace(config.optimizer, lr=1e12, warmup_epochs=0))
+    with pytest.raises(TrainingDiverged, match="diverged in epoch 1 .*lower optimizer.lr"):
+        fit(config, dataset)

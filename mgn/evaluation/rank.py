@@ -211,14 +211,19 @@ class _ThresholdSearch:
             position = torch.searchsorted(
                 torch.from_numpy(self.keys), torch.from_numpy(keys), right=True
             ).numpy()
-            return position, self.keys[np.maximum(position - 1, 0)] == keys
-        row_thresholds = torch.from_numpy(np.ascontiguousarray(self.padded[rows]))  # (Nc, M+1)
-        bucket = (
-            torch.searchsorted(row_thresholds, torch.from_numpy(values)[:, None], right=True)
-            .squeeze(1)
-            .numpy()
-        )
-        return rows * (self.width + 1) + bucket, self.padded[rows, np.maximum(bucket - 1, 0)] == values
+            tied = self.keys[np.maximum(position - 1, 0)] == keys
+            bucket = position - rows * (self.width + 1)
+        else:
+            row_thresholds = torch.from_numpy(np.ascontiguousarray(self.padded[rows]))  # (Nc, M+1)
+            bucket = (
+                torch.searchsorted(row_thresholds, torch.from_numpy(values)[:, None], right=True)
+                .squeeze(1)
+                .numpy()
+            )
+            tied = self.padded[rows, np.maximum(bucket - 1, 0)] == values
+        # An entry at +inf, when the hardest match is at +inf, passes the +inf pad as well: it still
+        # only follows every match (and ties with one, which sends its row to the exact path).
+        return rows * (self.width + 1) + np.minimum(bucket, self.width), tied
 
 
 def _row_ranks_by_sort(

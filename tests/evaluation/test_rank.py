@@ -122,3 +122,11 @@ def test_bad_input():
         evaluate_rank(np.full((1, 6), np.nan), np.array([1]), G_PIDS, np.array([3]), G_CAMS)
     with pytest.raises(ValueError, match="step' or 'trapezoid"):
         evaluate_rank(np.zeros((1, 6)), np.array([1]), G_PIDS, np.array([3]), G_CAMS, ap="interpolated")
+
+
+def test_infinite_distances_rank_last():
+    dist = np.array([[np.inf, 0.2, 0.3, np.inf, 0.5, 0.1]], dtype=np.float32)
+    for dtype in (np.float32, np.float64):
+        result = evaluate_rank(dist.astype(dtype), np.array([1]), G_PIDS, np.array([3]), G_CAMS, max_rank=10)
+        reference = per_query_reference(dist.astype(dtype), np.array([1]), G_PIDS, np.array([3]), G_CAMS, 10)
+        assert result.mAP == pytest.approx(reference[1]) and result.mINP == pytest.approx(reference[3])

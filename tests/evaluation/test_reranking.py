@@ -40,3 +40,8 @@ def test_equals_the_published_algorithm_fed_euclidean_distances(seed, num_q, num
 def test_dimension_mismatch():
     with pytest.raises(ValueError, match="16-d, gallery features 8-d"):
         re_rank(np.zeros((2, 16)), np.zeros((3, 8)))
+
+
+def test_identical_features_give_finite_distances():
+    features = np.ones((6, 4), dtype=np.float32)  # a collapsed network: every distance is 0
+    assert np.isfinite(re_rank(features[:2], features[2:], k1=3, k2=2)).all()
