@@ -99,3 +99,37 @@ def prune_checkpoints(root: str | Path, keep: int) -> None:
     """Delete all but the ``keep`` newest epoch folders."""
     for folder in checkpoint_dirs(root)[keep:]:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def save_model(model: torch.nn.Module, config: dict[str, Any], path: str | Path) -> Path:
+    """The trained network alone (weights + config as a dict): what ``mgn extract/search/export`` read."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save({"model": model.state_dict(), "config": config, "num_classes": int(model.num_classes)}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_model(path: str | Path):
+    """An ``MGN`` in eval mode and its ``ExperimentConfig``, from ``save_model``'s file or a training
+    checkpoint. ImageNet weights are not needed: the file holds the trained ones."""
+    from dataclasses import replace
+
+    from mgn.config import ExperimentConfig, Init
+    from mgn.config_io import from_dict
+    from mgn.model import MGN
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        config = from_dict(ExperimentConfig, data["config"])
+        weights = data["model"]
+        num_classes = int(data.get("num_classes") or weights["branches.0.classifiers.0.weight"].shape[0])
+    except Exception as error:
+        raise CorruptCheckpointError(f"{path} is not an MGN model or checkpoint ({error})") from None
+    model = MGN(replace(config.model, init=Init.RANDOM), num_classes)
+    model.load_state_dict(weights)
+    return model.eval(), config

@@ -18,7 +18,7 @@ from orchestration.ensembles import evaluate_ensembles, feature_rows
 from orchestration.experiment import STATE_FILE, Plan, is_local_plan, record_parent
 from orchestration.progress import ProgressPrinter, trial_name
 from orchestration.spool import replay_grid
-from orchestration.tables import build, write
+from orchestration.tables import publish
 from orchestration.tracking import Tracker, check_reachable, git_commit, redact
 from orchestration.trial import TrialSetup, run_trial
 
@@ -156,9 +156,10 @@ def _run_on_cluster(
         )
         return 1
     evaluate_ensembles(plan, folder, tracker, parent_run_id)
-    table = build(plan.spec, uri, parent_run_id, command)
-    paths = write(table, args.results_dir, plan.spec.key)
+    table, paths = publish(plan.spec, uri, parent_run_id, command, args.results_dir)
     tracker.log_text(parent_run_id, table.markdown, f"{plan.spec.key}.md")
+    for figure in (p for p in paths if p.suffix == ".png"):
+        tracker.log_artifact(parent_run_id, figure, "figures")
     tracker.finish(parent_run_id, failed=bool(failed))
     print(table.markdown)
     print(f"wrote {', '.join(str(p) for p in paths)}")

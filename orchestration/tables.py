@@ -110,6 +110,7 @@ def child_runs(tracking_uri: str, experiment_id: str, parent_run_id: str) -> pd.
 class BuiltTable:
     frame: pd.DataFrame  # one row per table row: "<column>" mean, "<column> std", "<column> paper"
     markdown: str
+    runs: pd.DataFrame  # the child runs it was built from
 
 
 def build(spec: TableSpec, tracking_uri: str, parent_run_id: str, command: str) -> BuiltTable:
@@ -162,7 +163,7 @@ def build(spec: TableSpec, tracking_uri: str, parent_run_id: str, command: str) 
             _epilogue(spec, parent, runs),
         ]
     )
-    return BuiltTable(pd.DataFrame.from_records(records), markdown.rstrip() + "\n")
+    return BuiltTable(pd.DataFrame.from_records(records), markdown.rstrip() + "\n", runs)
 
 
 def _cell_values(
@@ -220,12 +221,22 @@ def _epilogue(spec: TableSpec, parent, runs: pd.DataFrame) -> str:
     return "\n\n".join(lines)
 
 
-def write(table: BuiltTable, results_dir: Path, key: str) -> tuple[Path, Path]:
+def publish(
+    spec: TableSpec, tracking_uri: str, parent_run_id: str, command: str, results_dir: Path
+) -> tuple[BuiltTable, list[Path]]:
+    """Build the table from the store, draw its figures, write ``<key>.md``, ``<key>.csv`` and
+    ``figures/<key>_*.png`` under ``results_dir``."""
+    from orchestration.figures import table_figures
+
+    table = build(spec, tracking_uri, parent_run_id, command)
     results_dir.mkdir(parents=True, exist_ok=True)
-    markdown, csv = results_dir / f"{key}.md", results_dir / f"{key}.csv"
-    markdown.write_text(table.markdown)
-    table.frame.to_csv(csv, index=False, float_format="%.4f")
-    return markdown, csv
+    figures = table_figures(spec, table.frame, table.runs, tracking_uri, results_dir)
+    links = [f"![{p.stem}](figures/{p.name})" for p in figures]
+    markdown = table.markdown + ("\n## Figures\n\n" + "\n\n".join(links) + "\n" if links else "")
+    table = BuiltTable(table.frame, markdown, table.runs)
+    (results_dir / f"{spec.key}.md").write_text(table.markdown)
+    table.frame.to_csv(results_dir / f"{spec.key}.csv", index=False, float_format="%.4f")
+    return table, [results_dir / f"{spec.key}.md", results_dir / f"{spec.key}.csv", *figures]
 
 
 def latest_parent(tracking_uri: str, spec: TableSpec) -> str:
@@ -272,10 +283,10 @@ def main(argv: list[str] | None = None) -> int:
         .get_run(parent)
         .data.tags.get(f"{TAG_PREFIX}command", f"python -m orchestration.tables {spec.key}")
     )
-    table = build(spec, uri, parent, command)
-    for path in write(table, args.results_dir, spec.key):
-        print(f"wrote {path}")
+    table, paths = publish(spec, uri, parent, command, args.results_dir)
     print(table.markdown)
+    for path in paths:
+        print(f"wrote {path}")
     return 0
 
 

@@ -118,6 +118,7 @@ def run_trial(params: dict[str, Any]) -> None:
         fail_at_epoch=setup.fail_at_epoch if row == setup.fail_row or not setup.fail_row else 0,
         fail_rank=setup.fail_rank,
         pause_file=f"{setup.pause_file}-{slug(row)}" if setup.pause_file else "",
+        name=f"{row} (seed {seed}, {config.profile.value}, {config.data.dataset.value})",
     )
     trainer = TorchTrainer(
         train_worker,

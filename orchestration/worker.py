@@ -26,6 +26,7 @@ from mgn.checkpoint import (
     latest_good_checkpoint,
     prune_checkpoints,
     save_checkpoint,
+    save_model,
 )
 from mgn.config import ExperimentConfig
 from mgn.config_io import from_dict
@@ -53,6 +54,7 @@ class WorkerSpec:
     fail_at_epoch: int = 0  # fault injection for tests: this rank exits after that epoch, once
     fail_rank: int = 0
     pause_file: str = ""  # tests: after each epoch, wait while this file exists
+    name: str = ""  # the trial, for picture titles
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -159,7 +161,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         if not result.history:  # resumed after the last epoch: nothing was reported yet
             recorder.log_metrics(result.evaluation.metrics, step=config.train.epochs)
             report({"epoch": config.train.epochs, **result.evaluation.metrics})
-        _log_final(spec, recorder, result.evaluation, result.model)
+        _log_final(spec, recorder, result.evaluation, result.model, dataset, config)
         done = {"epoch": config.train.epochs, **result.evaluation.metrics}
         (Path(spec.checkpoint_dir).parent / DONE_FILE).write_text(json.dumps(done))
 
@@ -173,7 +175,11 @@ def _count_attempt(folder: Path) -> int:
     return attempts
 
 
-def _log_final(spec: WorkerSpec, recorder, evaluation: Evaluation, model: torch.nn.Module) -> None:
+def _log_final(
+    spec: WorkerSpec, recorder, evaluation: Evaluation, model, dataset, config: ExperimentConfig
+) -> None:
+    from orchestration.figures import trial_pictures
+
     with tempfile.TemporaryDirectory() as tmp:
         cmc = Path(tmp) / "cmc.csv"
         ranks = np.arange(1, len(evaluation.cmc) + 1)
@@ -186,10 +192,10 @@ def _log_final(spec: WorkerSpec, recorder, evaluation: Evaluation, model: torch.
             comments="",
         )
         recorder.log_artifact(cmc)
+        for picture in trial_pictures(model, dataset, evaluation, config, Path(tmp), spec.name):
+            recorder.log_artifact(picture)
         if spec.log_checkpoint:
-            weights = Path(tmp) / "model.pt"
-            torch.save({"model": model.state_dict(), "config": spec.experiment}, weights)
-            recorder.log_artifact(weights, "checkpoint")
+            recorder.log_artifact(save_model(model, spec.experiment, Path(tmp) / "model.pt"), "checkpoint")
     if spec.features_path:
         save_features(evaluation, spec.features_path)
 

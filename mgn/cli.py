@@ -1,0 +1,256 @@
+"""``mgn``: extract features, search a gallery, evaluate, export to ONNX.
+
+    mgn extract model.pt data/Market-1501-v15.09.15/query --out query.npz
+    mgn extract model.pt data/Market-1501-v15.09.15/bounding_box_test --out gallery.npz
+    mgn eval query.npz gallery.npz --rerank
+    mgn search model.pt person.jpg gallery.npz --top-k 10 --png ranks.png
+    mgn export model.pt mgn.onnx --check
+
+A model file is what ``mgn.checkpoint.save_model`` writes (and what a grid logs with
+``--log-checkpoint``); training checkpoints work too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mgn.checkpoint import CorruptCheckpointError, load_model
+from mgn.config import Metric
+from mgn.data.folders import IMAGE_SUFFIXES, parse_name
+from mgn.data.images import CorruptImageError, ImageDataset
+from mgn.data.records import ImageRecord
+from mgn.data.transforms import test_transform
+
+UNLABELLED = -2  # images whose names do not follow <pid>_c<camera>
+
+
+class UsageError(ValueError):
+    """Bad input to a command; printed as one line."""
+
+
+def _records(folder: Path) -> list[ImageRecord]:
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder of images")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise UsageError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    records = []
+    for path in paths:
+        parsed = parse_name(path.name)
+        pid, camid = parsed if parsed else (UNLABELLED, UNLABELLED)
+        records.append(ImageRecord(str(path), pid, camid))
+    return records
+
+
+def _embed(
+    model, config, records: list[ImageRecord], batch_size: int, flip: bool, device: torch.device
+) -> torch.Tensor:
+    from mgn.evaluation.features import extract_features
+
+    loader = torch.utils.data.DataLoader(
+        ImageDataset(records, test_transform(config.data)), batch_size=batch_size
+    )
+    return extract_features(model.to(device), loader, device, flip=flip).features
+
+
+def _load_features(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise UsageError(f"features file {path} does not exist (make it with `mgn extract`)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            features = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{path} is not a features file from `mgn extract` ({error})") from None
+    missing = {"features", "pids", "camids", "paths"} - set(features)
+    if missing:
+        raise UsageError(
+            f"{path} is not a features file from `mgn extract`: it has no {', '.join(sorted(missing))}"
+        )
+    return features
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: this machine has no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def extract(args: argparse.Namespace) -> int:
+    model, config = load_model(args.checkpoint)
+    records = _records(args.folder)
+    features = _embed(model, config, records, args.batch_size, not args.no_flip, _device(args.device))
+    unlabelled = sum(r.pid == UNLABELLED for r in records)
+    np.savez(
+        args.out,
+        features=features.numpy(),
+        pids=np.array([r.pid for r in records]),
+        camids=np.array([r.camid for r in records]),
+        paths=np.array([r.path for r in records]),
+        input_size=np.array([config.data.height, config.data.width]),
+    )
+    print(f"wrote {args.out}: {len(records)} images x {features.shape[1]}-d features"
+          + (f" ({unlabelled} without <pid>_c<camera> names: unlabelled)" if unlabelled else ""))  # fmt: skip
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from mgn.evaluation import FeatureSet, evaluate_features, evaluate_rank, re_rank
+
+    query, gallery = _load_features(args.query), _load_features(args.gallery)
+    if query["features"].shape[1] != gallery["features"].shape[1]:
+        raise UsageError(
+            f"query features are {query['features'].shape[1]}-d, gallery {gallery['features'].shape[1]}-d: extract both with one model"
+        )
+    if (query["pids"] == UNLABELLED).any() or (gallery["pids"] == UNLABELLED).any():
+        raise UsageError(
+            "evaluation needs identities and cameras in the file names (<pid>_c<camera>...); some images have none"
+        )
+    q = FeatureSet(torch.from_numpy(query["features"]), query["pids"], query["camids"])
+    g = FeatureSet(torch.from_numpy(gallery["features"]), gallery["pids"], gallery["camids"])
+    if args.normalize:
+        q, g = q.select(normalize=True), g.select(normalize=True)
+    results = {"": evaluate_features(q, g, Metric(args.metric), args.max_rank, args.ap)}
+    if args.rerank:
+        distance = re_rank(q.features, g.features, args.k1, args.k2, args.lambda_value)
+        results["re-ranked "] = evaluate_rank(
+            distance, q.pids, g.pids, q.camids, g.camids, args.max_rank, args.ap
+        )
+    for label, result in results.items():
+        figures = "  ".join(f"{k} {v:.2f}" for k, v in result.summary().items())
+        print(f"{label}{figures}  ({result.num_queries} queries, {result.num_skipped} without a valid match)")
+    return 0
+
+
+def search(args: argparse.Namespace) -> int:
+    from mgn.evaluation import pairwise_distance
+
+    if not args.image.is_file():
+        raise UsageError(f"query image {args.image} does not exist")
+    gallery = _load_features(args.gallery)
+    model, config = load_model(args.checkpoint)
+    parsed = parse_name(args.image.name)
+    query = ImageRecord(str(args.image), *(parsed or (UNLABELLED, UNLABELLED)))
+    feature = _embed(model, config, [query], 1, not args.no_flip, _device(args.device))
+    if feature.shape[1] != gallery["features"].shape[1]:
+        raise UsageError(
+            f"the model gives {feature.shape[1]}-d features, {args.gallery} holds {gallery['features'].shape[1]}-d ones"
+        )
+    distances = pairwise_distance(feature, gallery["features"])[0]
+    order = np.argsort(distances, kind="stable")[: args.top_k]
+    for rank, index in enumerate(order, 1):
+        print(f"{rank:3d}  {distances[index]:8.4f}  {gallery['paths'][index]}")
+    if args.png:
+        from mgn.visualize import rank_list_figure, save
+
+        records = [
+            ImageRecord(str(p), int(i), int(c))
+            for p, i, c in zip(gallery["paths"], gallery["pids"], gallery["camids"], strict=True)
+        ]
+        save(rank_list_figure([query], records, distances[None], top_k=args.top_k), args.png)
+        print(f"wrote {args.png}")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    from mgn.export import EmbeddingNetwork, export_onnx, onnx_max_difference
+
+    model, config = load_model(args.checkpoint)
+    network = EmbeddingNetwork(model, flip=not args.no_flip, normalize=not args.no_normalize)
+    path = export_onnx(network, args.out, config.data.height, config.data.width)
+    print(f"wrote {path}: input 'images' (N, 3, {config.data.height}, {config.data.width}) float RGB in [0, 1], "
+          f"output 'embedding' (N, {model.embedding_dim})")  # fmt: skip
+    if args.check:
+        difference = onnx_max_difference(
+            path, network, torch.rand(5, 3, config.data.height, config.data.width)
+        )
+        print(f"onnxruntime vs PyTorch on 5 images: max |difference| {difference:.2e} (limit 1e-4)")
+        if difference > 1e-4:
+            return 1
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(
+        prog="mgn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = main.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str, example: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=f"{help}\n\nexample:\n  {example}",
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+
+    p = command("extract", "Embed every image of a folder into a features file (.npz).",
+                "mgn extract model.pt Market-1501-v15.09.15/query --out query.npz")  # fmt: skip
+    p.add_argument("checkpoint", type=Path, help="model file (save_model) or training checkpoint")
+    p.add_argument(
+        "folder", type=Path, help="folder of images; <pid>_c<camera>... names give identities and cameras"
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("features.npz"), help="features file to write (default features.npz)"
+    )
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--no-flip", action="store_true", help="do not average with the mirrored image (§4.1)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 (default: cuda when present)")
+    p.set_defaults(run=extract)
+
+    p = command("eval", "CMC, mAP and mINP of query features against gallery features (Market-1501 protocol).",
+                "mgn eval query.npz gallery.npz --rerank")  # fmt: skip
+    p.add_argument("query", type=Path, help="features file of the queries")
+    p.add_argument("gallery", type=Path, help="features file of the gallery")
+    p.add_argument("--metric", choices=[m.value for m in Metric], default="euclidean")
+    p.add_argument("--normalize", action="store_true", help="L2-normalise features first")
+    p.add_argument(
+        "--ap",
+        choices=["step", "trapezoid"],
+        default="step",
+        help="step (torchreid) or trapezoid (MATLAB) AP",
+    )
+    p.add_argument("--max-rank", type=int, default=50)
+    p.add_argument(
+        "--rerank", action="store_true", help="also with k-reciprocal re-ranking (Zhong et al., 2017)"
+    )
+    p.add_argument("--k1", type=int, default=20)
+    p.add_argument("--k2", type=int, default=6)
+    p.add_argument("--lambda-value", type=float, default=0.3)
+    p.set_defaults(run=evaluate)
+
+    p = command("search", "The gallery images nearest to a query image, with distances (and a rank-list PNG).",
+                "mgn search model.pt person.jpg gallery.npz --top-k 10 --png ranks.png")  # fmt: skip
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("image", type=Path, help="the query image")
+    p.add_argument("gallery", type=Path, help="features file of the gallery (mgn extract)")
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--png", type=Path, help="also draw the rank list (green: same identity, red: another)")
+    p.add_argument("--no-flip", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(run=search)
+
+    p = command("export", "Export the embedding network (normalisation inside, dynamic batch) to ONNX.",
+                "mgn export model.pt mgn.onnx --check")  # fmt: skip
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("out", type=Path, help="the .onnx file to write")
+    p.add_argument("--no-flip", action="store_true", help="one pass instead of averaging with the mirror")
+    p.add_argument("--no-normalize", action="store_true", help="return the raw embedding, not L2-normalised")
+    p.add_argument("--check", action="store_true", help="compare onnxruntime with PyTorch on random images")
+    p.set_defaults(run=export)
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (UsageError, FileNotFoundError, CorruptCheckpointError, CorruptImageError) as error:
+        print(f"mgn {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Pictures of a trial (MLflow artifacts) and of a table (``results/figures/``), from the store.
+
+Each trial logs ``rank_list.png`` (four queries and their top-10), ``attention.png`` (its
+branches' activation maps on those queries) and ``attention_maps.npz`` (the raw maps, so that
+tables can put networks side by side). Each table gets ``<table>_cmc.png`` (one curve per row),
+``<table>_rank_list.png`` and ``<table>_attention.png`` (MGN's branches, beside the plain ResNet
+for Table 5), and Table 5 ``table5_bars.png`` (R1 and mAP per row, error bars over seeds).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.tracking import MlflowClient
+
+from mgn.data.loading import eval_loader
+from mgn.data.records import ReidDataset
+from mgn.evaluation import pairwise_distance
+from mgn.evaluation.protocol import Evaluation
+from mgn.model import MGN
+from mgn.visualize import (
+    attention_figure,
+    attention_maps,
+    bar_figure,
+    cmc_figure,
+    denormalize,
+    rank_list_figure,
+    save,
+)
+from orchestration.paper_tables import TableSpec
+from orchestration.tracking import TAG_PREFIX
+
+SHOWN_QUERIES = 4
+
+
+def _shown_queries(dataset: ReidDataset) -> list[int]:
+    """The first queries of distinct identities that have a match in another camera."""
+    chosen, seen = [], set()
+    for index, query in enumerate(dataset.query):
+        has_match = any(g.pid == query.pid and g.camid != query.camid for g in dataset.gallery)
+        if has_match and query.pid not in seen:
+            chosen.append(index)
+            seen.add(query.pid)
+        if len(chosen) == SHOWN_QUERIES:
+            break
+    return chosen
+
+
+def trial_pictures(
+    model: MGN, dataset: ReidDataset, evaluation: Evaluation, config, out: Path, title: str
+) -> list[Path]:
+    """Rank list and attention maps of a trained network; returns the files written in ``out``."""
+    chosen = _shown_queries(dataset)
+    queries = [dataset.query[i] for i in chosen]
+    distances = pairwise_distance(evaluation.query.features[chosen], evaluation.gallery.features)
+    files = [save(rank_list_figure(queries, dataset.gallery, distances, title=title), out / "rank_list.png")]
+    images = torch.cat([batch for batch, _, _ in eval_loader(queries, config.data)])
+    maps = attention_maps(model.cpu(), images)
+    pixels = denormalize(images)
+    files.append(save(attention_figure(pixels, maps, title=title), out / "attention.png"))
+    np.savez(
+        out / "attention_maps.npz",
+        images=pixels,
+        names=np.array(list(maps)),
+        **{f"map_{i}": m for i, m in enumerate(maps.values())},
+    )
+    files.append(out / "attention_maps.npz")
+    return files
+
+
+def _download(client: MlflowClient, run_id: str, name: str, folder: str) -> Path | None:
+    try:
+        return Path(client.download_artifacts(run_id, name, folder))
+    except Exception:  # the artifact is absent (an older run, a failed trial)
+        return None
+
+
+def table_figures(
+    spec: TableSpec, frame: pd.DataFrame, runs: pd.DataFrame, tracking_uri: str, results_dir: Path
+) -> list[Path]:
+    """Figures of a table, from its child runs' artifacts and the built table ``frame``."""
+    client = MlflowClient(tracking_uri)
+    figures = results_dir / "figures"
+    written = []
+    finished = runs[runs["status"] == "FINISHED"] if not runs.empty else runs
+    with tempfile.TemporaryDirectory() as tmp:
+        curves: dict[str, list[np.ndarray]] = {}
+        for _, run in finished.iterrows():
+            path = _download(client, run["run_id"], "cmc.csv", tmp)
+            if path is not None:
+                curves.setdefault(run[f"tags.{TAG_PREFIX}row"], []).append(
+                    np.loadtxt(path, delimiter=",", skiprows=1)[:, 1]
+                )
+                path.unlink()
+        if curves:
+            mean_curves = {row: np.mean(values, axis=0) for row, values in curves.items()}
+            written.append(
+                save(
+                    cmc_figure(mean_curves, f"{spec.title} (CMC, mean over seeds)"),
+                    figures / f"{spec.key}_cmc.png",
+                )
+            )
+        showcase = _showcase_run(finished)
+        if showcase is not None:
+            path = _download(client, showcase, "rank_list.png", tmp)
+            if path is not None:
+                written.append(Path(shutil.copy(path, figures / f"{spec.key}_rank_list.png")))
+            maps = _attention(client, finished, showcase, tmp)
+            if maps is not None:
+                written.append(
+                    save(
+                        attention_figure(*maps, title="activation maps"),
+                        figures / f"{spec.key}_attention.png",
+                    )
+                )
+    if spec.key == "table5":
+        ours = frame[frame["Source"] == "ours"]
+        has = ours["mAP"].notna()
+        values = {m: ours.loc[has, m].tolist() for m in ("R1", "mAP")}
+        errors = {m: ours.loc[has, f"{m} std"].tolist() for m in ("R1", "mAP")}
+        figure = bar_figure(
+            ours.loc[has, "Method"].tolist(), values, errors, f"{spec.title} (mean ± std over seeds)"
+        )
+        written.append(save(figure, figures / "table5_bars.png"))
+    return written
+
+
+def _showcase_run(runs: pd.DataFrame) -> str | None:
+    """The run whose pictures stand for the table: MGN's (seed 0) when there is one."""
+    if runs.empty:
+        return None
+    rows = runs[f"tags.{TAG_PREFIX}row"]
+    mgn = runs[rows.str.startswith("MGN") & ~rows.str.contains("w/o|w/|Part")]
+    chosen = mgn if not mgn.empty else runs
+    return chosen.sort_values(f"tags.{TAG_PREFIX}seed")["run_id"].iloc[0]
+
+
+def _attention(
+    client: MlflowClient, runs: pd.DataFrame, showcase: str, tmp: str
+) -> tuple[np.ndarray, dict] | None:
+    """The showcase run's branch maps, with the plain ResNet's beside them when the table has it."""
+    path = _download(client, showcase, "attention_maps.npz", tmp)
+    if path is None:
+        return None
+    with np.load(path) as data:
+        images = data["images"]
+        maps = {str(n): data[f"map_{i}"] for i, n in enumerate(data["names"])}
+    baseline = runs[runs[f"tags.{TAG_PREFIX}row"] == "ResNet-50"]
+    if not baseline.empty:
+        other = _download(client, baseline["run_id"].iloc[0], "attention_maps.npz", f"{tmp}/baseline")
+        if other is not None:
+            with np.load(other) as data:
+                maps = {"ResNet-50": data["map_0"], **maps}
+    return images, maps

@@ -1,0 +1,118 @@
+"""ONNX export equals PyTorch; the `mgn` command line on the embedded data, through subprocess."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mgn.checkpoint import load_model, save_model
+from mgn.config_io import to_dict
+from mgn.data import load_dataset
+from mgn.data.loading import locate
+from mgn.export import EmbeddingNetwork, export_onnx, onnx_max_difference
+from mgn.training import fit
+from tests.conftest import tiny_config
+
+MGN_BIN = Path(sys.executable).parent / "mgn"
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    config = tiny_config()
+    result = fit(config, load_dataset(config.data))
+    return save_model(result.model, to_dict(config), tmp_path_factory.mktemp("model") / "model.pt")
+
+
+def mgn(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    run = subprocess.run(
+        [sys.executable, "-m", "mgn.cli", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+    if check:
+        assert run.returncode == 0, run.stderr
+    return run
+
+
+def test_model_file_round_trip(model_file):
+    model, config = load_model(model_file)
+    assert not model.training and config.data.height == 64 and model.embedding_dim == 2048
+
+
+@pytest.mark.parametrize(("flip", "normalize"), [(True, True), (False, False)])
+def test_onnx_matches_pytorch(model_file, tmp_path, flip, normalize):
+    model, config = load_model(model_file)
+    network = EmbeddingNetwork(model, flip=flip, normalize=normalize)
+    path = export_onnx(network, tmp_path / "mgn.onnx", config.data.height, config.data.width)
+    torch.manual_seed(0)
+    for batch in (1, 7):  # the batch dimension is dynamic
+        images = torch.rand(batch, 3, config.data.height, config.data.width)
+        assert onnx_max_difference(path, network, images) <= 1e-4
+
+
+def test_cli_extract_eval_search_export(model_file, tmp_path):
+    root = locate(tiny_config().data)
+    query, gallery = tmp_path / "query.npz", tmp_path / "gallery.npz"
+    assert "wrote" in mgn("extract", model_file, root / "query", "--out", query).stdout
+    mgn("extract", model_file, root / "bounding_box_test", "--out", gallery)
+    with np.load(query) as data:
+        assert (
+            data["features"].shape == (len(list((root / "query").iterdir())), 2048) and data["pids"].min() > 0
+        )
+
+    evaluated = mgn("eval", query, gallery, "--rerank").stdout.splitlines()
+    assert (
+        evaluated[0].startswith("R1 ") and "mAP" in evaluated[0] and evaluated[1].startswith("re-ranked R1")
+    )
+
+    image = sorted((root / "query").iterdir())[0]
+    png = tmp_path / "ranks.png"
+    found = mgn("search", model_file, image, gallery, "--top-k", "5", "--png", png).stdout.splitlines()
+    assert len([line for line in found if line.strip()[:1].isdigit()]) == 5 and png.stat().st_size > 10_000
+
+    onnx = tmp_path / "mgn.onnx"
+    exported = mgn("export", model_file, onnx, "--check").stdout
+    assert onnx.is_file() and "max |difference|" in exported
+
+
+@pytest.mark.parametrize("command", ["extract", "eval", "search", "export"])
+def test_every_command_explains_itself(command):
+    text = mgn(command, "--help").stdout
+    assert "example:" in text and f"mgn {command}" in text
+
+
+def test_the_installed_entry_point():
+    if not MGN_BIN.exists():
+        pytest.skip("the package is not installed in this interpreter's environment")
+    run = subprocess.run([str(MGN_BIN), "--help"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "extract" in run.stdout and "export" in run.stdout
+
+
+def test_bad_input_is_one_clear_line(model_file, tmp_path):
+    missing = mgn("extract", tmp_path / "nope.pt", tmp_path, check=False)
+    assert missing.returncode == 2 and "checkpoint" in missing.stderr and "nope.pt" in missing.stderr
+    (tmp_path / "empty").mkdir()
+    empty = mgn("extract", model_file, tmp_path / "empty", check=False)
+    assert empty.returncode == 2 and "holds no images" in empty.stderr
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    assert "is not an MGN model" in mgn("export", junk, tmp_path / "x.onnx", check=False).stderr
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    np.savez(
+        a,
+        features=np.zeros((2, 8)),
+        pids=np.array([1, 2]),
+        camids=np.array([0, 1]),
+        paths=np.array(["x", "y"]),
+    )
+    np.savez(
+        b,
+        features=np.zeros((2, 4)),
+        pids=np.array([1, 2]),
+        camids=np.array([1, 0]),
+        paths=np.array(["x", "y"]),
+    )
+    mismatch = mgn("eval", a, b, check=False)
+    assert mismatch.returncode == 2 and "8-d, gallery 4-d" in mismatch.stderr
+    assert "features file" in mgn("eval", a, tmp_path / "none.npz", check=False).stderr
