@@ -53,7 +53,7 @@ def compare(backbone: Backbone, height: int, width: int, batch_size: int) -> Non
             compiled, out_compiled = rate(lambda x: compiled_net(x).numpy(), batch)
         onnx, out_onnx = rate(lambda x: session.run(None, {"images": x.numpy()})[0], batch)
     print(
-        f"MGN-{backbone.value[6:]} at {height}x{width}, batch {batch_size} (flip-averaged, L2-normalised embedding)"
+        f"MGN-R{backbone.value[6:]} at {height}x{width}, batch {batch_size} (flip-averaged, L2-normalised embedding)"
     )
     engines = (
         ("PyTorch eager", eager, reference),

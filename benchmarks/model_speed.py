@@ -103,7 +103,7 @@ def main() -> None:
         )
         ips_cl, _ = measure(models["MGN-R50"](), size, batch, steps, channels_last=True)
         print(f"  MGN-R50 channels-last: {ips_cl:.1f} img/s ({ips_cl / rates['MGN-R50']:.2f}x contiguous)\n")
-    mgn, r101, r50 = (params(make()) for make in models.values())
+    mgn, r50, r101 = (params(make()) for make in models.values())
     mgn_no_heads = params(MGN(ModelConfig(backbone=Backbone.RESNET50, init=Init.RANDOM), 2))
     print(f"parameters: MGN-R50 {mgn:.1f} M ({mgn_no_heads:.1f} M without the {NUM_CLASSES}-way classifiers), "
           f"ResNet-101 {r101:.1f} M, ResNet-50 {r50:.1f} M (with {NUM_CLASSES}-way heads)")  # fmt: skip

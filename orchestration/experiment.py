@@ -225,7 +225,7 @@ def run(spec: TableSpec, argv: list[str] | None, script: str) -> int:
 
 
 def main(table: str, argv: list[str] | None = None, script: str | None = None) -> int:
-    return run(TABLES[table], argv, script or f"experiments/{table}.py")
+    return run(TABLES[table], argv, script or TABLES[table].script)
 
 
 def parent_tags(plan: Plan, command: str, uri: str) -> dict[str, str]:

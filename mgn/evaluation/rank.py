@@ -159,19 +159,23 @@ def _orderable_keys(values: np.ndarray) -> np.ndarray:
 def _bucket_counts(
     dist: np.ndarray, thresholds: np.ndarray, hardest: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Scan a dense (Qc, N) block of distances in cache-sized row blocks; see ``_bucket_positions``."""
+    """Scan a dense (Qc, N) block of distances in cache-sized row blocks; see ``_ThresholdSearch``."""
     num_q, width = thresholds.shape
     search = _ThresholdSearch(thresholds)
     counts = np.zeros(num_q * (width + 1), np.int64)
     ties = np.zeros(num_q, np.int64)
+    below = np.empty((min(_SCAN_ROWS, num_q), dist.shape[1]), dtype=bool)  # reused: no allocation per block
     for start in range(0, num_q, _SCAN_ROWS):
         block = dist[start : start + _SCAN_ROWS]
-        flat = np.flatnonzero(block <= hardest[start : start + _SCAN_ROWS, None])
+        mask = below[: block.shape[0]]
+        np.less_equal(block, hardest[start : start + _SCAN_ROWS, None], out=mask)
+        flat = np.flatnonzero(mask)
         per_row = np.diff(np.searchsorted(flat, np.arange(block.shape[0] + 1) * block.shape[1]))
         rows = np.repeat(np.arange(start, start + block.shape[0]), per_row)
         position, tied = search(np.take(block, flat), rows)
         counts += np.bincount(position, minlength=counts.size)
-        ties += np.bincount(rows[tied], minlength=num_q)
+        if tied.any():
+            ties += np.bincount(rows[tied], minlength=num_q)
     return counts.reshape(num_q, width + 1), ties
 
 
@@ -207,11 +211,14 @@ class _ThresholdSearch:
 
     def __call__(self, values: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.keys is not None:
-            keys = (rows.astype(np.int64) << 32) | _orderable_keys(values)
+            keys = rows.astype(np.int64, copy=False) << 32
+            keys |= _orderable_keys(values)
             position = torch.searchsorted(
                 torch.from_numpy(self.keys), torch.from_numpy(keys), right=True
             ).numpy()
-            tied = self.keys[np.maximum(position - 1, 0)] == keys
+            tied = (
+                np.take(self.keys, position - 1, mode="clip") == keys
+            )  # position 0 clips to key 0: not equal
             bucket = position - rows * (self.width + 1)
         else:
             row_thresholds = torch.from_numpy(np.ascontiguousarray(self.padded[rows]))  # (Nc, M+1)

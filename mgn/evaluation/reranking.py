@@ -43,6 +43,8 @@ def _nearest(
             .add_(sq[rows, None])
             .clamp_(min=0)
         )
+        # The float path of the published code fed Euclidean distances: it squares them itself.
+        d2.sqrt_().square_()
         # Row-normalised, as the published code; a zero row (all features identical) stays zero.
         d2.div_(d2.amax(dim=1, keepdim=True).clamp_(min=torch.finfo(torch.float32).tiny))
         top_val[rows], top_idx[rows] = torch.topk(d2, cache_size, dim=1, largest=False, sorted=True)
