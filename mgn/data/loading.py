@@ -1,0 +1,104 @@
+"""From ``DataConfig`` to a checked ``ReidDataset`` and its loaders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from mgn.config import DataConfig, DatasetName
+from mgn.data.cuhk03 import RELEASE_LAYOUT, load_cuhk03_release
+from mgn.data.folders import MARKET_LAYOUT, OFFICIAL, load_market_style, resolve_root
+from mgn.data.images import ImageDataset, check_images
+from mgn.data.records import DatasetError, ImageRecord, ReidDataset
+from mgn.data.sampler import PKBatchSampler
+from mgn.data.synthetic import ensure_synthetic
+from mgn.data.transforms import test_transform, train_transform
+
+
+def default_data_root() -> Path:
+    """``$MGN_DATA`` or ``./data``: where real data sets are looked for when ``data.root`` is unset."""
+    return Path(os.environ.get("MGN_DATA", "data")).absolute()
+
+
+def locate(config: DataConfig) -> Path:
+    """The folder a data set is read from (generating the synthetic set on first use)."""
+    if config.dataset is DatasetName.SYNTHETIC:
+        return ensure_synthetic(config.synthetic, config.root)
+    return Path(config.root) if config.root else default_data_root()
+
+
+def read_dataset(config: DataConfig) -> ReidDataset:
+    """Parse the data set's layout (no image decoding)."""
+    root = locate(config)
+    name = config.dataset
+    if name in (DatasetName.CUHK03_LABELED, DatasetName.CUHK03_DETECTED):
+        labeled = name is DatasetName.CUHK03_LABELED
+        market_style = resolve_root(root, name.value)
+        if (market_style / "bounding_box_train").is_dir():
+            return load_market_style(market_style, name.value)
+        if (root / f"images_{'labeled' if labeled else 'detected'}").is_dir():
+            return load_cuhk03_release(root, labeled)
+        raise DatasetError(
+            f"no CUHK03-NP data under {root}. Download it from {OFFICIAL[name.value].download} and either unpack "
+            f"cuhk03-np/ there (Market style:\n{MARKET_LAYOUT.replace('<root>', str(root / 'cuhk03-np/labeled'))})\n"
+            f"or use the original release:\n{RELEASE_LAYOUT.replace('<root>', str(root))}"
+        )
+    key = "synthetic" if name is DatasetName.SYNTHETIC else name.value
+    return load_market_style(root, key)
+
+
+def load_dataset(config: DataConfig) -> ReidDataset:
+    """Read the data set and check its images, before any compute is spent."""
+    dataset = read_dataset(config)
+
+    def checked(records: list[ImageRecord], split: str) -> list[ImageRecord]:
+        kept = check_images(records, config.image_check, config.skip_bad_images, split)
+        if not kept:
+            raise DatasetError(f"{dataset.name}: no readable {split} images remain")
+        return kept
+
+    return ReidDataset(
+        dataset.name,
+        checked(dataset.train, "train"),
+        checked(dataset.query, "query"),
+        checked(dataset.gallery, "gallery"),
+        check_images(dataset.multi_query, config.image_check, config.skip_bad_images, "gt_bbox"),
+    )
+
+
+def train_loader(
+    records: list[ImageRecord], config: DataConfig, *, rank: int = 0, world_size: int = 1, seed: int = 0
+) -> DataLoader:
+    """P x K batches of augmented training images, this rank's share."""
+    sampler = PKBatchSampler(
+        [r.pid for r in records],
+        config.p,
+        config.k,
+        rank=rank,
+        world_size=world_size,
+        seed=seed,
+        with_replacement=config.sample_with_replacement,
+    )
+    generator = torch.Generator().manual_seed(seed * 1000 + rank)  # augmentation randomness per rank
+    return DataLoader(
+        ImageDataset(records, train_transform(config), cache=config.cache_images),
+        batch_sampler=sampler,
+        num_workers=config.loader_workers,
+        persistent_workers=config.loader_workers > 0,
+        generator=generator,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def eval_loader(records: list[ImageRecord], config: DataConfig) -> DataLoader:
+    """Un-augmented images in record order; batches are (images, pids, camids)."""
+    return DataLoader(
+        ImageDataset(records, test_transform(config), cache=config.cache_images),
+        batch_size=config.eval_batch_size,
+        shuffle=False,
+        num_workers=config.loader_workers,
+        pin_memory=torch.cuda.is_available(),
+    )
