@@ -135,9 +135,11 @@ def cmc_figure(curves: Mapping[str, np.ndarray], title: str = "CMC", max_rank: i
     """One curve per name; curves are matching rates in [0, 1] at ranks 1..len."""
     figure = Figure(figsize=(6.5, 4.5))
     axis = figure.subplots()
-    for name, curve in curves.items():
+    for index, (name, curve) in enumerate(curves.items()):
         ranks = np.arange(1, min(max_rank, len(curve)) + 1)
-        axis.plot(ranks, 100 * np.asarray(curve)[: len(ranks)], label=name, linewidth=1.4)
+        # Ten colours, then the same colours dashed: no two curves look alike.
+        style = {"color": f"C{index % 10}", "linestyle": ("-", "--", ":")[index // 10 % 3]}
+        axis.plot(ranks, 100 * np.asarray(curve)[: len(ranks)], label=name, linewidth=1.4, **style)
     axis.set_xlabel("rank")
     axis.set_ylabel("matching rate (%)")
     axis.set_xlim(1, max_rank)

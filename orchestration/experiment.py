@@ -194,11 +194,24 @@ def grid_folder(
 
 
 def networks_tag(plan: Plan) -> str:
-    parts = []
+    """Each row's backbone and branches, and which synthetic set it trained on (a table's
+    smoke stand-ins differ: Duke's has 8 cameras, CUHK03's 2)."""
+    networks, data = [], []
     for row in plan.rows:
-        model = plan.configs[(row, plan.seeds[0])].model
-        parts.append(f"{row}: {model.backbone.value} branches {list(model.branches)}")
-    return "; ".join(parts)
+        config = plan.configs[(row, plan.seeds[0])]
+        networks.append(f"{row}: {config.model.backbone.value} branches {list(config.model.branches)}")
+        synthetic = config.data.synthetic
+        data.append(
+            f"synthetic data ({synthetic.num_cameras} cameras, box jitter {synthetic.bbox_jitter},"
+            f" seed {synthetic.seed})"
+            if config.data.dataset is DatasetName.SYNTHETIC or config.profile is Profile.SMOKE
+            else ""
+        )
+    if len(set(data)) == 1:
+        return "; ".join(networks) + (f"; all on {data[0]}" if data[0] else "")
+    return "; ".join(
+        f"{network} on {where}" if where else network for network, where in zip(networks, data, strict=True)
+    )
 
 
 def run(spec: TableSpec, argv: list[str] | None, script: str) -> int:

@@ -98,7 +98,12 @@ def table_figures(
                 )
                 path.unlink()
         if curves:
-            mean_curves = {row: np.mean(values, axis=0) for row, values in curves.items()}
+            # In the table's row order, so the legend reads like the table.
+            order = {name: i for i, name in enumerate(frame["Method"])} if "Method" in frame else {}
+            mean_curves = {
+                row: np.mean(curves[row], axis=0)
+                for row in sorted(curves, key=lambda r: order.get(r, len(order)))
+            }
             written.append(
                 save(
                     cmc_figure(mean_curves, f"{spec.title} (CMC, mean over seeds)"),

@@ -39,7 +39,13 @@ def read_protocol(path: Path) -> dict[str, np.ndarray]:
         raise DatasetError(f"CUHK03-NP split file {path} is missing. Expected layout:\n{RELEASE_LAYOUT}")
     try:
         mat = scipy.io.loadmat(str(path))
-    except (ValueError, OSError, NotImplementedError, IndexError, TypeError) as error:  # corrupt, v7.3, not MATLAB
+    except (
+        ValueError,
+        OSError,
+        NotImplementedError,
+        IndexError,
+        TypeError,
+    ) as error:  # corrupt, v7.3, not MATLAB
         raise DatasetError(f"CUHK03-NP split file {path} cannot be read as a MATLAB file: {error}") from None
     absent = [f for f in SPLIT_FIELDS if f not in mat]
     if absent:
@@ -60,7 +66,9 @@ def read_protocol(path: Path) -> dict[str, np.ndarray]:
     train_ids = set(fields["labels"][fields["train_idx"]])
     test_ids = set(fields["labels"][fields["query_idx"]]) | set(fields["labels"][fields["gallery_idx"]])
     if train_ids & test_ids:
-        raise DatasetError(f"{path} is malformed: {len(train_ids & test_ids)} identities are in train and test")
+        raise DatasetError(
+            f"{path} is malformed: {len(train_ids & test_ids)} identities are in train and test"
+        )
     return fields
 
 
@@ -80,7 +88,9 @@ def load_cuhk03_release(root: str | Path, labeled: bool, split_file: str | Path 
         )
 
     def records(index: np.ndarray) -> list[ImageRecord]:
-        return [ImageRecord(str(paths[i]), int(fields["labels"][i]), int(fields["camId"][i]) - 1) for i in index]
+        return [
+            ImageRecord(str(paths[i]), int(fields["labels"][i]), int(fields["camId"][i]) - 1) for i in index
+        ]
 
     dataset = ReidDataset(
         f"cuhk03_{kind}",

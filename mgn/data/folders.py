@@ -38,7 +38,9 @@ class OfficialCounts:
 
 
 OFFICIAL = {
-    "market1501": OfficialCounts(12936, 3368, 19732, 751, "http://www.liangzheng.org/Project/project_reid.html"),
+    "market1501": OfficialCounts(
+        12936, 3368, 19732, 751, "http://www.liangzheng.org/Project/project_reid.html"
+    ),
     "dukemtmc": OfficialCounts(16522, 2228, 17661, 702, "https://github.com/layumi/DukeMTMC-reID_evaluation"),
     "cuhk03_labeled": OfficialCounts(
         7368, 1400, 5328, 767, "https://github.com/zhunzhong07/person-re-ranking/tree/master/CUHK03-NP"
@@ -73,7 +75,9 @@ def read_split(folder: Path, *, keep_junk: bool, keep_distractors: bool) -> list
     """Parse every image in ``folder``; names that do not parse are reported together."""
     images = list_images(folder)
     if not images:
-        raise DatasetError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}): is the data set unpacked?")
+        raise DatasetError(
+            f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}): is the data set unpacked?"
+        )
     records, unparsed = [], []
     for path in images:
         parsed = parse_name(path.name)

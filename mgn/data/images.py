@@ -23,7 +23,9 @@ def load_image(path: str) -> Image.Image:
         with Image.open(path) as image:
             return image.convert("RGB")  # convert() forces a full decode, catching truncation
     except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise CorruptImageError(f"cannot read image {path}: {error}. Replace the file, or set data.skip_bad_images=true") from None
+        raise CorruptImageError(
+            f"cannot read image {path}: {error}. Replace the file, or set data.skip_bad_images=true"
+        ) from None
 
 
 def _problem(path: str, check: ImageCheck) -> str | None:
@@ -55,7 +57,10 @@ def check_images(
             f"{len(bad)} of {len(records)} {split} images cannot be read:\n  {shown}\n"
             f"Replace them, or set data.skip_bad_images=true to leave them out (they are then counted)."
         )
-    warnings.warn(f"skipped {len(bad)} unreadable {split} images (data.skip_bad_images=true), e.g. {bad[0]}", stacklevel=2)
+    warnings.warn(
+        f"skipped {len(bad)} unreadable {split} images (data.skip_bad_images=true), e.g. {bad[0]}",
+        stacklevel=2,
+    )
     return [r for r, p in zip(records, problems, strict=True) if p is None]
 
 
@@ -67,7 +72,10 @@ class ImageDataset(torch.utils.data.Dataset):
     """
 
     def __init__(
-        self, records: Sequence[ImageRecord], transform: Callable[[Image.Image], torch.Tensor], cache: bool = False
+        self,
+        records: Sequence[ImageRecord],
+        transform: Callable[[Image.Image], torch.Tensor],
+        cache: bool = False,
     ) -> None:
         self.records = list(records)
         self.transform = transform

@@ -68,7 +68,9 @@ class PKBatchSampler(Sampler[list[int]]):
                     f"data.sample_with_replacement=true"
                 )
         if len(self) == 0:
-            raise DatasetError(f"the training set cannot fill a single {p}x{k} batch per rank: lower data.p or data.k")
+            raise DatasetError(
+                f"the training set cannot fill a single {p}x{k} batch per rank: lower data.p or data.k"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

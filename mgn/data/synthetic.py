@@ -126,7 +126,9 @@ def _background(camera: Camera, rng: np.random.Generator) -> np.ndarray:
     return np.clip(base[None, None, :] + pattern[..., None], 0, 255)
 
 
-def _draw_person(draw: ImageDraw.ImageDraw, who: Identity, camera: Camera, rng: np.random.Generator, jitter: float) -> None:
+def _draw_person(
+    draw: ImageDraw.ImageDraw, who: Identity, camera: Camera, rng: np.random.Generator, jitter: float
+) -> None:
     def color(index: int, spread: float = 12) -> tuple[int, int, int]:
         return tuple(int(v) for v in np.clip(PALETTE[index] + rng.normal(0, spread, 3), 0, 255))
 
@@ -187,13 +189,18 @@ def _draw_person(draw: ImageDraw.ImageDraw, who: Identity, camera: Camera, rng: 
     if who.bag_side != 0:
         side = -who.bag_side if camera.back_view else who.bag_side
         bx = cx + side * (half + 2 * arm)
-        draw.rectangle([bx - 0.5 * half, waist - 0.1 * height, bx + 0.5 * half, waist + 0.1 * height], fill=color(who.bag_color))
+        draw.rectangle(
+            [bx - 0.5 * half, waist - 0.1 * height, bx + 0.5 * half, waist + 0.1 * height],
+            fill=color(who.bag_color),
+        )
     # head and hair
     draw.ellipse([cx - head_r, top, cx + head_r, top + 2 * head_r], fill=skin)
     draw.chord([cx - head_r, top - 1, cx + head_r, top + 1.6 * head_r], 180, 360, fill=color(who.hair, 8))
 
 
-def render(who: Identity | None, camera: Camera, rng: np.random.Generator, jitter: float, fragment: bool = False) -> Image.Image:
+def render(
+    who: Identity | None, camera: Camera, rng: np.random.Generator, jitter: float, fragment: bool = False
+) -> Image.Image:
     """One 128x64 crop of ``who`` (None: background only) seen by ``camera``."""
     canvas = Image.fromarray(_background(camera, rng).astype(np.uint8))
     if who is not None:
@@ -282,7 +289,9 @@ def cache_root() -> Path:
 
 
 def dataset_dir(config: SyntheticConfig, root: str | Path | None = None) -> Path:
-    digest = hashlib.sha256(json.dumps([GENERATOR_VERSION, asdict(config)], sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha256(
+        json.dumps([GENERATOR_VERSION, asdict(config)], sort_keys=True).encode()
+    ).hexdigest()
     return Path(root or cache_root() / "synthetic") / f"synthetic-v{GENERATOR_VERSION}-{digest[:12]}"
 
 

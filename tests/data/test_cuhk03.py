@@ -14,19 +14,31 @@ PROTOCOL = SHARED_DATA / "cuhk03_np_protocol"
 
 
 @pytest.mark.skipif(not PROTOCOL.is_dir(), reason="../shared/data/cuhk03_np_protocol is absent")
-@pytest.mark.parametrize(("kind", "sizes"), [("labeled", (7368, 1400, 5328)), ("detected", (7365, 1400, 5332))])
+@pytest.mark.parametrize(
+    ("kind", "sizes"), [("labeled", (7368, 1400, 5328)), ("detected", (7365, 1400, 5332))]
+)
 def test_real_split_files(kind, sizes):
     fields = read_protocol(PROTOCOL / f"cuhk03_new_protocol_config_{kind}.mat")
     assert tuple(len(fields[k]) for k in ("train_idx", "query_idx", "gallery_idx")) == sizes
     labels = fields["labels"]
-    train, test = set(labels[fields["train_idx"]]), set(labels[fields["query_idx"]]) | set(labels[fields["gallery_idx"]])
+    train, test = (
+        set(labels[fields["train_idx"]]),
+        set(labels[fields["query_idx"]]) | set(labels[fields["gallery_idx"]]),
+    )
     assert (len(train), len(test)) == (767, 700) and not train & test
     assert fields["train_idx"].min() == 0  # converted from MATLAB's 1-based indices
     assert fields["filelist"][0] == "1_001_1_01.png"
 
 
 def _release_tree(root, kind="labeled"):
-    names = ["1_001_1_01.png", "1_001_2_01.png", "1_002_1_01.png", "1_002_2_01.png", "2_003_1_01.png", "2_003_2_01.png"]
+    names = [
+        "1_001_1_01.png",
+        "1_001_2_01.png",
+        "1_002_1_01.png",
+        "1_002_2_01.png",
+        "2_003_1_01.png",
+        "2_003_2_01.png",
+    ]
     (root / f"images_{kind}").mkdir(parents=True)
     for name in names:
         Image.new("RGB", (16, 32)).save(root / f"images_{kind}" / name)
@@ -49,7 +61,9 @@ def test_original_release_with_split_file(tmp_path):
     with pytest.warns(UserWarning, match="cuhk03_labeled"):
         dataset = read_dataset(DataConfig(dataset=DatasetName.CUHK03_LABELED, root=str(tmp_path)))
     assert [r.pid for r in dataset.train] == [0, 0, 1, 1]
-    assert [(r.pid, r.camid) for r in dataset.query] == [(3, 0)] and [(r.pid, r.camid) for r in dataset.gallery] == [(3, 1)]
+    assert [(r.pid, r.camid) for r in dataset.query] == [(3, 0)] and [
+        (r.pid, r.camid) for r in dataset.gallery
+    ] == [(3, 1)]
 
 
 def test_missing_split_file(tmp_path):

@@ -20,8 +20,18 @@ def make_tree(root, splits, suffix=".jpg"):
 
 
 MARKET = {
-    "bounding_box_train": ["0002_c1s1_000451_03", "0002_c2s1_000551_01", "0007_c3s3_077344_04", "0007_c6s4_002452_02"],
-    "bounding_box_test": ["0001_c2s1_000301_01", "0000_c1s1_000401_02", "-1_c3s1_000501_01", "0001_c1s1_000601_01"],
+    "bounding_box_train": [
+        "0002_c1s1_000451_03",
+        "0002_c2s1_000551_01",
+        "0007_c3s3_077344_04",
+        "0007_c6s4_002452_02",
+    ],
+    "bounding_box_test": [
+        "0001_c2s1_000301_01",
+        "0000_c1s1_000401_02",
+        "-1_c3s1_000501_01",
+        "0001_c1s1_000601_01",
+    ],
     "query": ["0001_c1s1_001051_00"],
     "gt_bbox": ["0001_c1s1_001051_00", "0001_c1s1_001101_00", "0001_c2s1_001151_00"],
 }
@@ -60,7 +70,12 @@ def test_custom_data_is_not_count_checked(tmp_path):
 
 def test_duke_layout(tmp_path):
     splits = {
-        "bounding_box_train": ["0001_c2_f0046182", "0001_c5_f0051341", "0003_c1_f0044158", "0003_c8_f0044299"],
+        "bounding_box_train": [
+            "0001_c2_f0046182",
+            "0001_c5_f0051341",
+            "0003_c1_f0044158",
+            "0003_c8_f0044299",
+        ],
         "bounding_box_test": ["0002_c1_f0044158", "0002_c3_f0044999"],
         "query": ["0002_c5_f0046182"],
     }
@@ -83,7 +98,9 @@ def test_cuhk03_np_market_style_png(tmp_path):
 
 
 def test_missing_root_says_what_to_download(tmp_path):
-    with pytest.raises(DatasetError, match=r"does not exist\. Download market1501 from .*Market-1501-v15\.09\.15"):
+    with pytest.raises(
+        DatasetError, match=r"does not exist\. Download market1501 from .*Market-1501-v15\.09\.15"
+    ):
         read_dataset(DataConfig(dataset=DatasetName.MARKET1501, root=str(tmp_path / "nowhere")))
 
 
@@ -103,7 +120,9 @@ def test_empty_split(tmp_path):
 def test_unparsable_names_are_listed(tmp_path):
     splits = dict(MARKET, query=["0001_c1s1_001051_00", "holiday", "IMG_2041"])
     make_tree(tmp_path / "mine", splits)
-    with pytest.raises(DatasetError, match=r"2 file names in .*query do not follow .*IMG_2041.jpg, holiday.jpg"):
+    with pytest.raises(
+        DatasetError, match=r"2 file names in .*query do not follow .*IMG_2041.jpg, holiday.jpg"
+    ):
         load_market_style(tmp_path / "mine")
 
 

@@ -18,7 +18,9 @@ def _images(tmp_path):
 
 def test_corrupt_images_fail_before_training_with_their_paths(tmp_path):
     records = _images(tmp_path)
-    with pytest.raises(CorruptImageError, match=r"2 of 3 train images cannot be read:\n.*c2s1.*\n.*0002_c1s1"):
+    with pytest.raises(
+        CorruptImageError, match=r"2 of 3 train images cannot be read:\n.*c2s1.*\n.*0002_c1s1"
+    ):
         check_images(records, ImageCheck.DECODE, skip_bad=False, split="train")
 
 

@@ -57,7 +57,9 @@ def test_most_images_are_seen_each_epoch():
 
 
 def test_p_larger_than_the_data_can_give():
-    with pytest.raises(DatasetError, match=r"P=16 identities per batch, but the training set has 12 identities"):
+    with pytest.raises(
+        DatasetError, match=r"P=16 identities per batch, but the training set has 12 identities"
+    ):
         PKBatchSampler(_pids(), p=16, k=4)
     with pytest.raises(DatasetError, match=r"\(3 per rank with 4 workers\)"):
         PKBatchSampler(_pids(), p=4, k=4, world_size=4)

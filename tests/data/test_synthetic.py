@@ -5,7 +5,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
@@ -46,7 +45,9 @@ def test_market_layout_with_junk_distractors_and_multi_query():
     assert -1 in gallery_pids and 0 in gallery_pids
     assert dataset.num_train_ids == 8 and len(dataset.train) == 8 * 6
     assert not {r.pid for r in dataset.query} & {-1, 0}
-    assert dataset.multi_query and {(r.pid, r.camid) for r in dataset.multi_query} == {(r.pid, r.camid) for r in dataset.query}
+    assert dataset.multi_query and {(r.pid, r.camid) for r in dataset.multi_query} == {
+        (r.pid, r.camid) for r in dataset.query
+    }
     for query in dataset.query:  # every query has a correct match in another camera
         assert any(g.pid == query.pid and g.camid != query.camid for g in dataset.gallery)
     with Image.open(dataset.train[0].path) as image:
@@ -56,7 +57,9 @@ def test_market_layout_with_junk_distractors_and_multi_query():
 def test_generated_once_then_reused():
     first = ensure_synthetic(TINY_SYNTHETIC)
     stamp = (first / "synthetic.json").stat().st_mtime_ns
-    assert ensure_synthetic(TINY_SYNTHETIC) == first and (first / "synthetic.json").stat().st_mtime_ns == stamp
+    assert (
+        ensure_synthetic(TINY_SYNTHETIC) == first and (first / "synthetic.json").stat().st_mtime_ns == stamp
+    )
 
 
 def test_default_size_generates_in_seconds(tmp_path):
@@ -69,7 +72,9 @@ def _histograms(records, box=None, halves=False, bins=4) -> torch.Tensor:
     features = []
     for record in records:
         with Image.open(record.path) as image:
-            pixels = np.asarray(image.convert("RGB").crop(box) if box else image.convert("RGB")) // (256 // bins)
+            pixels = np.asarray(image.convert("RGB").crop(box) if box else image.convert("RGB")) // (
+                256 // bins
+            )
         parts = [pixels[: len(pixels) // 2], pixels[len(pixels) // 2 :]] if halves else [pixels]
         hists = []
         for part in parts:
@@ -82,7 +87,8 @@ def _histograms(records, box=None, halves=False, bins=4) -> torch.Tensor:
 
 def _map(dataset, query: torch.Tensor, gallery: torch.Tensor) -> float:
     return evaluate_features(
-        FeatureSet(query, *pids_and_camids(dataset.query)), FeatureSet(gallery, *pids_and_camids(dataset.gallery))
+        FeatureSet(query, *pids_and_camids(dataset.query)),
+        FeatureSet(gallery, *pids_and_camids(dataset.gallery)),
     ).mAP
 
 
@@ -92,7 +98,10 @@ def test_colour_histograms_are_far_from_perfect_but_identities_are_separable():
     chance = _map(dataset, torch.randn(len(dataset.query), 64, generator=generator),
                   torch.randn(len(dataset.gallery), 64, generator=generator))  # fmt: skip
     whole = _map(dataset, _histograms(dataset.query), _histograms(dataset.gallery))
-    person = _map(dataset, *(_histograms(s, box=(20, 30, 44, 100), halves=True) for s in (dataset.query, dataset.gallery)))
+    person = _map(
+        dataset,
+        *(_histograms(s, box=(20, 30, 44, 100), halves=True) for s in (dataset.query, dataset.gallery)),
+    )
     # Camera backgrounds and illumination dominate a global colour histogram: no better than chance.
     assert whole < 0.10
     # The person's own colours (upper and lower halves of the body region) do carry identity, but
