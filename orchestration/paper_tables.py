@@ -86,20 +86,34 @@ def _single(
     return trials
 
 
+# Column names of each table, as the paper prints them.
+_MARKET_COLUMNS = ("SQ R1", "SQ mAP", "MQ R1", "MQ mAP")
+_CUHK03_COLUMNS = ("Labeled R1", "Labeled mAP", "Detected R1", "Detected mAP")
+_ABLATION_COLUMNS = ("R1", "R5", "R10", "mAP")
+_DUKE_COLUMNS = ("R1", "mAP")
+
+
+def _by_column(
+    columns: tuple[str, ...], rows: dict[str, tuple[float | None, ...]]
+) -> dict[str, dict[str, float | None]]:
+    """Published rows written as value tuples in ``columns`` order -> {row: {column: value}}."""
+    return {name: dict(zip(columns, values, strict=True)) for name, values in rows.items()}
+
+
 TABLE2 = TableSpec(
     key="table2",
     script="experiments/market_table2.py",
     title="Table 2: Market-1501, single and multiple query",
     dataset=DatasetName.MARKET1501,
-    columns=("SQ R1", "SQ mAP", "MQ R1", "MQ mAP"),
+    columns=_MARKET_COLUMNS,
     trials=_single({"MGN": _with_dataset(DatasetName.MARKET1501, multi_query=True)}),
     ours_paper={
         "MGN (Ours)": {"SQ R1": 95.7, "SQ mAP": 86.9, "MQ R1": 96.9, "MQ mAP": 90.7},
         "MGN (Ours, RK)": {"SQ R1": 96.6, "SQ mAP": 94.2, "MQ R1": 97.1, "MQ mAP": 95.9},
     },
-    references={
-        name: dict(zip(("SQ R1", "SQ mAP", "MQ R1", "MQ mAP"), values, strict=True))
-        for name, values in {
+    references=_by_column(
+        _MARKET_COLUMNS,
+        {
             "MSCAN [18]": (80.3, 57.5, 86.8, 66.7),
             "DLPA [40]": (81.0, 63.4, None, None),
             "SVDNet [31]": (82.3, 62.1, None, None),
@@ -117,8 +131,8 @@ TABLE2 = TableSpec(
             "TriNet (RK) [14]": (86.7, 81.1, 91.8, 87.2),
             "GP-reid (RK) [2]": (92.2, 90.0, 94.2, 91.2),
             "Aligned-ReID (RK) [37]": (94.0, 91.2, None, None),
-        }.items()
-    },
+        },
+    ),
 )
 
 TABLE3 = TableSpec(
@@ -126,12 +140,12 @@ TABLE3 = TableSpec(
     script="experiments/duke_table3.py",
     title="Table 3: DukeMTMC-reID",
     dataset=DatasetName.DUKEMTMC,
-    columns=("R1", "mAP"),
+    columns=_DUKE_COLUMNS,
     trials=_single({"MGN": _with_dataset(DatasetName.DUKEMTMC, {"num_cameras": 8, "seed": 1})}),
     ours_paper={"MGN (Ours)": {"R1": 88.7, "mAP": 78.4}},
-    references={
-        name: {"R1": r1, "mAP": m}
-        for name, (r1, m) in {
+    references=_by_column(
+        _DUKE_COLUMNS,
+        {
             "PAN [43]": (71.6, 51.5),
             "FMN [9]": (74.5, 56.9),
             "SVDNet [31]": (76.7, 56.8),
@@ -140,8 +154,8 @@ TABLE3 = TableSpec(
             "Deep-Person [3]": (80.9, 64.8),
             "PCB [32]": (83.3, 69.2),
             "GP-reid [2]": (85.2, 72.8),
-        }.items()
-    },
+        },
+    ),
 )
 
 TABLE4 = TableSpec(
@@ -149,7 +163,7 @@ TABLE4 = TableSpec(
     script="experiments/cuhk03_table4.py",
     title="Table 4: CUHK03-NP (767/700), labeled and detected",
     dataset=DatasetName.CUHK03_LABELED,
-    columns=("Labeled R1", "Labeled mAP", "Detected R1", "Detected mAP"),
+    columns=_CUHK03_COLUMNS,
     trials=_single(
         {
             "MGN (labeled)": _with_dataset(
@@ -163,9 +177,9 @@ TABLE4 = TableSpec(
     ours_paper={
         "MGN (Ours)": {"Labeled R1": 68.0, "Labeled mAP": 67.4, "Detected R1": 66.8, "Detected mAP": 66.0}
     },
-    references={
-        name: dict(zip(("Labeled R1", "Labeled mAP", "Detected R1", "Detected mAP"), values, strict=True))
-        for name, values in {
+    references=_by_column(
+        _CUHK03_COLUMNS,
+        {
             "BOW+XQDA [41]": (7.9, 7.3, 6.4, 6.4),
             "LOMO+XQDA [22]": (14.8, 13.6, 12.8, 11.5),
             "IDE [42]": (22.2, 21.0, 21.3, 19.7),
@@ -175,8 +189,8 @@ TABLE4 = TableSpec(
             "MLFN [4]": (54.7, 49.2, 52.8, 47.8),
             "PCB [32]": (None, None, 61.3, 54.2),
             "PCB+RPP [32]": (None, None, 63.7, 57.5),
-        }.items()
-    },
+        },
+    ),
 )
 
 TABLE5 = TableSpec(
@@ -184,11 +198,11 @@ TABLE5 = TableSpec(
     script="experiments/ablation_table5.py",
     title="Table 5: ablations on Market-1501",
     dataset=DatasetName.MARKET1501,
-    columns=("R1", "R5", "R10", "mAP"),
+    columns=_ABLATION_COLUMNS,
     trials=_table5_trials,
-    ours_paper={
-        name: dict(zip(("R1", "R5", "R10", "mAP"), values, strict=True))
-        for name, values in {
+    ours_paper=_by_column(
+        _ABLATION_COLUMNS,
+        {
             "ResNet-50": (87.5, 94.9, 96.7, 71.4),
             "ResNet-101": (90.4, 95.7, 97.2, 78.0),
             "ResNet-50+TP": (88.7, 96.0, 97.2, 75.0),
@@ -204,8 +218,8 @@ TABLE5 = TableSpec(
             "MGN (Part3+4)": (95.0, 98.1, 98.8, 86.1),
             "MGN w/o TP": (95.3, 97.9, 98.7, 86.2),
             "MGN": (95.7, 98.3, 99.0, 86.9),
-        }.items()
-    },
+        },
+    ),
     references={},
 )
 
