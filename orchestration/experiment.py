@@ -204,7 +204,7 @@ def networks_tag(plan: Plan) -> str:
         data.append(
             f"synthetic data ({synthetic.num_cameras} cameras, box jitter {synthetic.bbox_jitter},"
             f" seed {synthetic.seed})"
-            if config.data.dataset is DatasetName.SYNTHETIC or config.profile is Profile.SMOKE
+            if config.data.dataset is DatasetName.SYNTHETIC
             else ""
         )
     if len(set(data)) == 1:

@@ -20,7 +20,7 @@ from orchestration.progress import ProgressPrinter, trial_name
 from orchestration.spool import replay_grid
 from orchestration.tables import publish
 from orchestration.tracking import Tracker, check_reachable, git_commit, redact
-from orchestration.trial import TrialSetup, run_trial
+from orchestration.trial import TrialSetup, run_trial, slug
 
 _DEPTH = {"resnet18": 1.0, "resnet34": 2.0, "resnet50": 2.3, "resnet101": 4.0}
 
@@ -123,9 +123,7 @@ def _run_on_cluster(
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=resources.concurrency,
                 trial_dirname_creator=lambda t: (
-                    f"{t.trial_id}-{t.config['trial']['row']}-seed{t.config['trial']['seed']}".replace(
-                        " ", "_"
-                    ).replace("/", "_")
+                    f"{t.trial_id}-{slug(t.config['trial']['row'])}-seed{t.config['trial']['seed']}"
                 ),
             ),
             run_config=tune.RunConfig(

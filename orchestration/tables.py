@@ -210,10 +210,12 @@ def _epilogue(spec: TableSpec, parent, runs: pd.DataFrame) -> str:
     lines = ["Metrics are percentages. \"ours\" rows are this project's runs; \"paper\" columns and \"published\" rows "
              "are the numbers printed in Wang et al. (2018)."]  # fmt: skip
     if tags.get(f"{TAG_PREFIX}profile") == "smoke":
+        synthetic = tags.get(f"{TAG_PREFIX}dataset") == "synthetic"
         lines.append(
-            "Smoke profile: the embedded synthetic data set, ResNet-18 from random weights at 96x32 (rows named "
-            "ResNet-50 use ResNet-18, ResNet-101 uses ResNet-34), a few epochs on CPU. It checks the whole pipeline "
-            "and shows differences between rows on synthetic data; it is not a reproduction of the paper's numbers."
+            f"Smoke profile: {'the embedded synthetic data set' if synthetic else 'the real data set'}, ResNet-18 "
+            "from random weights at 96x32 (rows named ResNet-50 use ResNet-18, ResNet-101 uses ResNet-34), a few "
+            "epochs on CPU. It checks the whole pipeline and shows differences between rows"
+            f"{' on synthetic data' if synthetic else ''}; it is not a reproduction of the paper's numbers."
         )
     networks = tags.get(f"{TAG_PREFIX}networks")
     if networks:

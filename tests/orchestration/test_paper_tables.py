@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mgn.config import DatasetName
 from orchestration.experiment import make_plan, networks_tag, parser
 from orchestration.paper_tables import TABLES
 
@@ -43,3 +44,13 @@ def test_networks_tag_names_the_data_each_row_trained_on():
     tag = networks_tag(_plan("table4"))
     assert "MGN (labeled): resnet18 branches [1, 2, 3] on synthetic data (2 cameras, box jitter 0.03" in tag
     assert "MGN (detected): resnet18 branches [1, 2, 3] on synthetic data (2 cameras, box jitter 0.12" in tag
+
+
+def test_smoke_profile_on_real_data_trains_each_row_on_its_own_set(tmp_path):
+    plan = _plan("table4", "--profile", "smoke", "--data-root", str(tmp_path))
+    datasets = {row: plan.configs[(row, 0)].data.dataset for row in plan.rows}
+    assert datasets == {
+        "MGN (labeled)": DatasetName.CUHK03_LABELED,
+        "MGN (detected)": DatasetName.CUHK03_DETECTED,
+    }
+    assert "synthetic" not in networks_tag(plan)
