@@ -62,10 +62,10 @@ class OptimizerKind(StrEnum):
 
 
 class LRScaling(StrEnum):
-    """How the learning rate follows the global batch (P*K*num_workers)."""
+    """How the learning rate follows the global batch P*K (which does not change with the workers)."""
 
     NONE = "none"  # lr is used as given, whatever the number of workers
-    LINEAR = "linear"  # lr * global_batch / reference_batch_size (Goyal et al., 2017)
+    LINEAR = "linear"  # lr * P*K / reference_batch_size (Goyal et al., 2017)
 
 
 class DatasetName(StrEnum):
@@ -119,6 +119,9 @@ class ModelConfig:
     global_classifier_input: ClassifierInput = ClassifierInput.POOLED
     init: Init = Init.IMAGENET
     pretrained_path: str | None = None
+    # Batch-norm statistics over the whole global batch (all workers) instead of each worker's
+    # share. Off: the paper's per-GPU BN (DataParallel on two GPUs, 32 images each).
+    sync_bn: bool = False
 
     def __post_init__(self) -> None:
         _require(
@@ -218,12 +221,14 @@ class DataConfig:
     root: str | None = None  # None: the synthetic cache, or $MGN_DATA for real sets
     height: int = 384
     width: int = 128
-    p: int = 16  # identities per batch (per worker)
+    p: int = 16  # identities per global batch, split over the workers (P/W each)
     k: int = 4  # images per identity
     sample_with_replacement: bool = True  # ids with fewer than K images are resampled
     random_flip: bool = True  # the paper's only augmentation (§4.1)
     random_erasing: float = 0.0  # probability (Zhong et al., 2020); community recipe 0.5
-    loader_workers: int = 0
+    # Decoding processes per training worker; None: 0 on CPU (they would take the cores training
+    # uses), the worker's CPUs minus one on a GPU (the GPU would otherwise wait on JPEG decoding).
+    loader_workers: int | None = None
     eval_batch_size: int = 128
     image_check: ImageCheck = ImageCheck.DECODE
     skip_bad_images: bool = False  # drop unreadable images (and count them) instead of failing
@@ -240,7 +245,10 @@ class DataConfig:
             0 <= self.random_erasing <= 1,
             f"data.random_erasing={self.random_erasing}: a probability in [0, 1]",
         )
-        _require(self.loader_workers >= 0, "data.loader_workers must be >= 0")
+        _require(
+            self.loader_workers is None or self.loader_workers >= 0,
+            "data.loader_workers must be >= 0 (or null: chosen from the device)",
+        )
         _require(self.eval_batch_size >= 1, "data.eval_batch_size must be >= 1")
         _require(
             self.dataset is not DatasetName.CUSTOM or self.root is not None,
@@ -249,7 +257,7 @@ class DataConfig:
 
     @property
     def batch_size(self) -> int:
-        """Images per batch on one worker: P identities x K images (§4.1)."""
+        """Images per global batch: P identities x K images (§4.1), over all workers together."""
         return self.p * self.k
 
 
@@ -301,10 +309,15 @@ class ScalingConfig:
     num_workers: int = 1
     use_gpu: bool | None = None  # None: use GPUs when the cluster has them
     cpus_per_worker: int = 1
+    # torch.distributed collectives (NCCL / gloo) give up after this long. Every rank extracts its
+    # share of the test features, but rank 0 alone computes the metrics (re-ranking, multiple
+    # query) while the others wait in Ray's report barrier, not in a collective.
+    collective_timeout_s: int = 1800
 
     def __post_init__(self) -> None:
         _require(self.num_workers >= 1, f"scaling.num_workers={self.num_workers}: must be >= 1")
         _require(self.cpus_per_worker >= 1, f"scaling.cpus_per_worker={self.cpus_per_worker}: must be >= 1")
+        _require(self.collective_timeout_s >= 10, "scaling.collective_timeout_s must be >= 10 seconds")
 
 
 # Stride from the input to the Part-N branch feature map (stem /4, res_conv3 /8, res_conv4 /16);
@@ -337,6 +350,13 @@ class ExperimentConfig:
             self.data.height >= GLOBAL_MAP_STRIDE and self.data.width >= GLOBAL_MAP_STRIDE,
             f"data: input {self.data.height}x{self.data.width} is smaller than the network stride {GLOBAL_MAP_STRIDE}",
         )
+        workers = self.scaling.num_workers
+        _require(
+            self.data.p % workers == 0,
+            f"data.p={self.data.p} identities per global batch cannot be split over {workers} workers: "
+            f"each worker takes P/W whole identities, so make data.p a multiple of {workers} "
+            f"(e.g. data.p={max(workers, self.data.p - self.data.p % workers)}) or change --workers",
+        )
         _require(
             self.loss.triplet_weight == 0 or self.data.k >= 2,
             f"data.k={self.data.k}: the triplet loss needs K >= 2 images per identity (or loss.triplet_weight=0)",
@@ -344,7 +364,13 @@ class ExperimentConfig:
 
     @property
     def global_batch_size(self) -> int:
-        return self.data.batch_size * self.scaling.num_workers
+        """P x K: the batch of one optimisation step, however many workers share it."""
+        return self.data.batch_size
+
+    @property
+    def worker_batch_size(self) -> int:
+        """Images each worker computes per step: P/W identities x K."""
+        return self.data.p // self.scaling.num_workers * self.data.k
 
     @property
     def effective_lr(self) -> float:

@@ -8,6 +8,7 @@ through ``TrainingEnv`` and the ``on_epoch_end`` callback. Nothing here imports 
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import time
 from collections.abc import Callable
@@ -23,8 +24,16 @@ from mgn.config import ExperimentConfig
 from mgn.config_io import to_dict
 from mgn.data.loading import load_dataset, train_loader
 from mgn.data.records import ReidDataset
-from mgn.evaluation.protocol import Evaluation, extract_test_features, metrics_of
-from mgn.losses import mgn_loss
+from mgn.distributed import (
+    all_gather_with_grad,
+    broadcast_state,
+    convert_to_cross_rank_bn,
+    gather_shards,
+    mean_over_ranks,
+)
+from mgn.evaluation.features import FeatureSet
+from mgn.evaluation.protocol import Evaluation, TestFeatures, extract_test_features, metrics_of
+from mgn.losses import LossBreakdown, mgn_loss, parameters_without_loss
 from mgn.model import MGN, branch_name
 from mgn.optim import build_optimizer, build_scheduler
 
@@ -34,21 +43,31 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class TrainingEnv:
-    """Where this process trains: its rank among ``world_size`` workers, its device, and how the
-    model and loader are wrapped for data parallelism (identity on one worker; DDP and device
-    placement under Ray Train)."""
+    """Where this process trains: its rank among ``world_size`` workers, its device, its CPUs (for
+    loader workers), and how the model and loader are wrapped for data parallelism (identity on
+    one worker; DDP and device placement under Ray Train, whose process group the collectives of
+    ``mgn.distributed`` use)."""
 
     rank: int = 0
     world_size: int = 1
     device: torch.device = field(default_factory=default_device)
+    cpus: int = field(default_factory=available_cpus)
     wrap_model: Callable[[nn.Module], nn.Module] = lambda model: model
     wrap_loader: Callable[[DataLoader], DataLoader] = lambda loader: loader
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
 
 
 @dataclass(frozen=True)
@@ -58,7 +77,7 @@ class EpochStats:
     loss: float
     softmax: float
     triplet: float
-    images_per_second: float  # this worker's training throughput
+    images_per_second: float  # training throughput of all workers together
     seconds: float
     untrained: dict[str, float] | None = None  # with the first epoch: the network before training
 
@@ -98,33 +117,54 @@ def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContext
     return torch.autocast("cuda", dtype=dtype)
 
 
+def train_step(
+    model: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    config: ExperimentConfig,
+    env: TrainingEnv,
+    scaler: torch.amp.GradScaler | None = None,
+) -> LossBreakdown:
+    """One optimisation step on this rank's share of the global P x K batch (§3.2, §4.1).
+
+    images (B/W, 3, H, W), targets (B/W,). Under DDP the triplet anchors are mined against the
+    gathered global batch and DDP averages the ranks' gradients: the step equals one process's
+    step on the whole batch (with BN over each rank's share, or over all with ``model.sync_bn``).
+    """
+    gather = all_gather_with_grad if env.distributed else None
+    with _autocast(env.device, config.train.amp):
+        outputs = model(images)
+    losses = mgn_loss(outputs, targets, config.loss, gather)  # fp32, whatever the network's precision
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(losses.total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        losses.total.backward()
+        optimizer.step()
+    return losses
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: torch.utils.data.DataLoader,
     optimizer: torch.optim.Optimizer,
     config: ExperimentConfig,
-    device: torch.device,
+    env: TrainingEnv,
     scaler: torch.amp.GradScaler | None = None,
     log: Callable[[str], None] | None = None,
 ) -> tuple[float, float, float, int]:
-    """One pass over ``loader``. Returns (mean loss, mean softmax, mean triplet, images seen)."""
+    """One pass over ``loader``. Returns this rank's (mean loss, mean softmax, mean triplet, images seen)."""
     model.train()
     total = softmax = triplet = 0.0
     images_seen = batches = 0
     memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
     for step, (images, pids, _) in enumerate(loader):
-        images = images.to(device, non_blocking=True, memory_format=memory_format)
-        targets = pids.to(device, non_blocking=True)
-        with _autocast(device, config.train.amp):
-            losses = mgn_loss(model(images), targets, config.loss)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(losses.total).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            losses.total.backward()
-            optimizer.step()
+        images = images.to(env.device, non_blocking=True, memory_format=memory_format)
+        targets = pids.to(env.device, non_blocking=True)
+        losses = train_step(model, images, targets, optimizer, config, env, scaler)
         total += losses.total.item()
         softmax += losses.softmax.item()
         triplet += losses.triplet.item()
@@ -145,15 +185,59 @@ def branch_columns(model: MGN) -> dict[str, list[int]]:
 
 
 def evaluate(
-    model: MGN, dataset: ReidDataset, config: ExperimentConfig, device: torch.device, *, branches: bool = True
-) -> Evaluation:
-    """All metrics of the test protocol, with each branch alone as well when ``branches``."""
-    features = extract_test_features(model, dataset, config.data, config.eval, device, amp=config.train.amp)
+    model: MGN,
+    dataset: ReidDataset,
+    config: ExperimentConfig,
+    env: TrainingEnv | None = None,
+    *,
+    branches: bool = True,
+) -> Evaluation | None:
+    """All metrics of the test protocol, with each branch alone as well when ``branches``.
+
+    Under data parallelism every rank embeds its share of each test split (whole evaluation
+    batches, so each feature is bit-identical to one process's), the shares are gathered on rank
+    0 in record order, and rank 0 alone computes the metrics and returns them; the others get
+    None. Every rank evaluates rank 0's weights and BN statistics.
+    """
+    env = env or TrainingEnv()
+    if env.distributed:
+        broadcast_state(model)
+    features = extract_test_features(
+        model, dataset, config.data, config.eval, env.device, amp=config.train.amp,
+        rank=env.rank, world_size=env.world_size,
+    )  # fmt: skip
+    if env.distributed:
+        features = _gathered(features, dataset, config, env.device)
+        if features is None:
+            return None
     return metrics_of(features, dataset, config.eval, branch_columns(model) if branches else None)
 
 
+def _gathered(
+    local: TestFeatures, dataset: ReidDataset, config: ExperimentConfig, device: torch.device
+) -> TestFeatures | None:
+    """Every rank's shares of the test features, on rank 0, in record order (None elsewhere)."""
+    from mgn.data.records import pids_and_camids
+
+    def gather(part: FeatureSet | None, records: list) -> FeatureSet | None:
+        if part is None:
+            return None
+        rows = gather_shards(part.features, len(records), config.data.eval_batch_size, device)
+        return None if rows is None else FeatureSet(rows, *pids_and_camids(records))
+
+    query, gallery = gather(local.query, dataset.query), gather(local.gallery, dataset.gallery)
+    multi = gather(local.multi_query, dataset.multi_query)
+    return None if query is None else TestFeatures(query, gallery, multi)
+
+
 def build_model(config: ExperimentConfig, num_classes: int, device: torch.device) -> MGN:
+    """The network of ``config`` on ``device``. Parameters no loss term reaches are frozen (they get
+    no gradient in any case; under DDP an unfrozen one would stall the gradient reduction)."""
     model = MGN(config.model, num_classes).to(device)
+    frozen = set(parameters_without_loss(model, config.loss))
+    for name, parameter in model.named_parameters():
+        if name in frozen:
+            parameter.requires_grad_(False)
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -205,19 +289,23 @@ def fit(
         if log:
             log(f"resumed from a checkpoint after epoch {start}")
     untrained = None
-    if config.eval.untrained and start == 0 and env.is_main:
-        untrained = evaluate(model, dataset, replace(config, eval=replace(config.eval, rerank=False)), env.device,
-                             branches=False).metrics  # fmt: skip
-        if log:
+    if config.eval.untrained and start == 0:
+        before = evaluate(model, dataset, replace(config, eval=replace(config.eval, rerank=False)), env,
+                          branches=False)  # fmt: skip
+        untrained = before.metrics if before else None
+        if log and untrained:
             log(f"untrained: R1 {untrained['R1']:.1f} mAP {untrained['mAP']:.1f}")
+    if config.model.sync_bn and env.distributed:
+        model = convert_to_cross_rank_bn(model)  # shares the parameters the optimiser holds
     trained = env.wrap_model(model)
     use_scaler = config.train.amp and env.device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
     loader = env.wrap_loader(
         train_loader(
-            dataset.train, config.data, rank=env.rank, world_size=env.world_size, seed=config.train.seed
+            dataset.train, config.data, rank=env.rank, world_size=env.world_size, seed=config.train.seed,
+            device=env.device, cpus=env.cpus,
         )
-    )
+    )  # fmt: skip
 
     def snapshot() -> TrainingState:
         return TrainingState(
@@ -235,9 +323,11 @@ def fit(
         loader.batch_sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         began = time.perf_counter()
-        loss, softmax, triplet, images = train_one_epoch(
-            trained, loader, optimizer, config, env.device, scaler, log
-        )
+        loss, softmax, triplet, images = train_one_epoch(trained, loader, optimizer, config, env, scaler, log)
+        # The mean over ranks of their mean losses is the global batch's loss (equal shares).
+        if env.distributed:
+            loss, softmax, triplet = mean_over_ranks([loss, softmax, triplet], env.device)
+            images *= env.world_size
         scheduler.step()
         if not weights_finite(model):
             raise TrainingDiverged(
@@ -258,7 +348,7 @@ def fit(
         history.append(stats)
         last = epoch + 1 == config.train.epochs
         due = last or (config.eval.interval and (epoch + 1) % config.eval.interval == 0)
-        evaluation = evaluate(model, dataset, config, env.device) if due and env.is_main else None
+        evaluation = evaluate(model, dataset, config, env) if due else None
         if log:
             shown = (
                 f" | R1 {evaluation.metrics['R1']:.1f} mAP {evaluation.metrics['mAP']:.1f}"
@@ -270,6 +360,6 @@ def fit(
             )
         if on_epoch_end is not None:
             on_epoch_end(stats, evaluation, snapshot)
-    if start >= config.train.epochs and env.is_main:  # resumed after the last epoch: evaluate only
-        evaluation = evaluate(model, dataset, config, env.device)
+    if start >= config.train.epochs:  # resumed after the last epoch: evaluate only
+        evaluation = evaluate(model, dataset, config, env)
     return FitResult(model, history, evaluation, untrained)

@@ -73,7 +73,7 @@ def run_trial(params: dict[str, Any]) -> None:
     """Tune function trainable: ``params = {"setup": TrialSetup dict, "trial": {"row", "seed"}}``."""
     import ray.train
     from ray import tune
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     setup = TrialSetup(**{**params["setup"], "feature_rows": tuple(params["setup"]["feature_rows"])})
@@ -123,6 +123,8 @@ def run_trial(params: dict[str, Any]) -> None:
     trainer = TorchTrainer(
         train_worker,
         train_loop_config=spec.to_dict(),
+        # gloo on CPU, NCCL on GPU; collectives give up after scaling.collective_timeout_s.
+        torch_config=TorchConfig(timeout_s=config.scaling.collective_timeout_s),
         scaling_config=ray.train.ScalingConfig(
             num_workers=0 if local else config.scaling.num_workers,
             use_gpu=setup.use_gpu,

@@ -72,9 +72,8 @@ def _report_fn(local: bool):
     return ray.train.report
 
 
-def _environment(spec: WorkerSpec, config: ExperimentConfig) -> TrainingEnv:
-    if spec.local:
-        return TrainingEnv(rank=0, world_size=1, device=default_device())
+def ray_environment(cpus: int) -> TrainingEnv:
+    """This Ray Train worker's rank, device and DDP wrapping (its process group is Ray's)."""
     import ray.train
     import ray.train.torch
 
@@ -83,10 +82,19 @@ def _environment(spec: WorkerSpec, config: ExperimentConfig) -> TrainingEnv:
         rank=context.get_world_rank(),
         world_size=context.get_world_size(),
         device=ray.train.torch.get_device(),
+        cpus=cpus,
+        # DDP averages the ranks' gradients; buffers (BN statistics) follow rank 0, as with the
+        # paper's DataParallel. Parameters no loss reaches are frozen in build_model.
         wrap_model=ray.train.torch.prepare_model,
         # Keep our P x K sampler: without add_dist_sampler=False Ray swaps in a DistributedSampler.
         wrap_loader=lambda loader: ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False),
     )
+
+
+def _environment(spec: WorkerSpec) -> TrainingEnv:
+    if spec.local:
+        return TrainingEnv(rank=0, world_size=1, device=default_device(), cpus=spec.cpus)
+    return ray_environment(spec.cpus)
 
 
 def _maybe_fail(spec: WorkerSpec, rank: int, epoch: int) -> None:
@@ -103,7 +111,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     config = from_dict(ExperimentConfig, spec.experiment)
     if not torch.cuda.is_available():
         torch.set_num_threads(spec.cpus)
-    env = _environment(spec, config)
+    env = _environment(spec)
     recorder = None
     if env.is_main:
         from orchestration.spool import SpoolingRecorder

@@ -106,11 +106,19 @@ def test_reduced_classifier_needs_a_reduction():
         ModelConfig(reduction_dim=None, global_classifier_input=ClassifierInput.REDUCED)
 
 
-def test_learning_rate_scaling_is_explicit():
-    base = replace(paper(), scaling=ScalingConfig(num_workers=4))
-    assert base.effective_lr == 0.01  # not scaled unless asked
-    scaled = replace(base, optimizer=replace(base.optimizer, lr_scaling=LRScaling.LINEAR))
-    assert scaled.global_batch_size == 256 and scaled.effective_lr == pytest.approx(0.04)
+def test_the_global_batch_and_learning_rate_do_not_change_with_the_workers():
+    one, four = paper(), replace(paper(), scaling=ScalingConfig(num_workers=4))
+    assert one.global_batch_size == four.global_batch_size == 64  # P=16 x K=4, shared by the workers
+    assert four.worker_batch_size == 16 and one.worker_batch_size == 64
+    linear = replace(four, optimizer=replace(four.optimizer, lr_scaling=LRScaling.LINEAR))
+    assert four.effective_lr == linear.effective_lr == 0.01  # the batch the lr was given for
+    bigger = replace(linear, data=replace(linear.data, p=32))  # a user who changes P x K
+    assert bigger.global_batch_size == 128 and bigger.effective_lr == pytest.approx(0.02)
+
+
+def test_p_must_split_into_whole_identities_per_worker():
+    with pytest.raises(ConfigError, match=r"data.p=16 .* over 3 workers.*multiple of 3 \(e.g. data.p=15\)"):
+        replace(paper(), scaling=ScalingConfig(num_workers=3))
 
 
 def test_flatten_gives_dotted_string_params():

@@ -16,6 +16,7 @@ from mgn.data.records import DatasetError, ImageRecord, ReidDataset
 from mgn.data.sampler import PKBatchSampler
 from mgn.data.synthetic import ensure_synthetic
 from mgn.data.transforms import test_transform, train_transform
+from mgn.distributed import shard_batches
 
 
 def default_data_root() -> Path:
@@ -69,10 +70,26 @@ def load_dataset(config: DataConfig) -> ReidDataset:
     )
 
 
+def loader_workers(config: DataConfig, device: torch.device | str = "cpu", cpus: int = 1) -> int:
+    """``data.loader_workers``, or when unset: none on CPU, where decoding processes would take the
+    cores the training threads use (``benchmarks/loader_speed.py``), and the worker's other CPUs on
+    a GPU, which would otherwise wait on JPEG decoding."""
+    if config.loader_workers is not None:
+        return config.loader_workers
+    return max(1, cpus - 1) if torch.device(device).type == "cuda" else 0
+
+
 def train_loader(
-    records: list[ImageRecord], config: DataConfig, *, rank: int = 0, world_size: int = 1, seed: int = 0
+    records: list[ImageRecord],
+    config: DataConfig,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    cpus: int = 1,
 ) -> DataLoader:
-    """P x K batches of augmented training images, this rank's share."""
+    """This rank's share (P/W identities x K images) of every global P x K batch, augmented."""
     sampler = PKBatchSampler(
         [r.pid for r in records],
         config.p,
@@ -83,22 +100,31 @@ def train_loader(
         with_replacement=config.sample_with_replacement,
     )
     generator = torch.Generator().manual_seed(seed * 1000 + rank)  # augmentation randomness per rank
+    workers = loader_workers(config, device, cpus)
     return DataLoader(
         ImageDataset(records, train_transform(config), cache=config.cache_images),
         batch_sampler=sampler,
-        num_workers=config.loader_workers,
-        persistent_workers=config.loader_workers > 0,
+        num_workers=workers,
+        persistent_workers=workers > 0,
         generator=generator,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=torch.device(device).type == "cuda",
     )
 
 
-def eval_loader(records: list[ImageRecord], config: DataConfig) -> DataLoader:
-    """Un-augmented images in record order; batches are (images, pids, camids)."""
+def eval_loader(
+    records: list[ImageRecord],
+    config: DataConfig,
+    *,
+    device: torch.device | str = "cpu",
+    cpus: int = 1,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
+    """Un-augmented images in record order, batches of ``eval_batch_size``: (images, pids, camids).
+    With ``world_size`` > 1, only this rank's batches (``mgn.distributed.shard_batches``)."""
     return DataLoader(
         ImageDataset(records, test_transform(config), cache=config.cache_images),
-        batch_size=config.eval_batch_size,
-        shuffle=False,
-        num_workers=config.loader_workers,
-        pin_memory=torch.cuda.is_available(),
+        batch_sampler=shard_batches(len(records), config.eval_batch_size, rank, world_size),
+        num_workers=loader_workers(config, device, cpus),
+        pin_memory=torch.device(device).type == "cuda",
     )

@@ -1,12 +1,15 @@
-"""The P x K identity sampler (§4.1): every batch holds P identities with K images each.
+"""The P x K identity sampler (§4.1): every global batch holds P identities with K images each.
 
-Rank-aware without ``DistributedSampler``: each epoch the identities are shuffled with the shared
-seed and dealt round-robin to the ranks, so every rank draws from its own disjoint identities (and
-hence images). Each rank then cuts each of its identities' shuffled images into chunks of K (an
-identity with fewer than K images is resampled with replacement) and fills batches with one chunk
-from each of P distinct identities, until fewer than P identities have chunks left: every image is
-seen about once per epoch. All ranks yield the same number of batches (the smallest share), so the
-collective calls of DDP and ``ray.train.report`` stay matched.
+``p`` and ``k`` describe the *global* batch, whatever the number of workers: the paper trained one
+batch of P=16 x K=4 = 64 images on two GPUs. The batches of an epoch are drawn once, from the
+shared seed alone, exactly as one process draws them: the identities are shuffled, each
+identity's shuffled images are cut into chunks of K (an identity with fewer than K images is
+resampled with replacement), and batches take one chunk from each of P distinct identities until
+fewer than P identities have chunks left, so every image is seen about once per epoch. Then each
+of W ranks takes its P/W whole identities of every batch (rank r the r-th slice of the batch's
+identities). So the union of the ranks' batches at each step is the single-process batch, the
+epoch has the same number of steps for any W, and every rank yields the same number of batches
+(the collective calls of DDP and ``ray.train.report`` stay matched).
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from mgn.data.records import DatasetError
 
 
 class PKBatchSampler(Sampler[list[int]]):
-    """Yields lists of P*K dataset indices; deterministic for (seed, epoch, rank, world_size).
+    """Yields this rank's share (P/W identities x K images) of every global P x K batch.
+
+    Deterministic for (seed, epoch); the global batches do not depend on ``world_size``.
 
     Example::
 
@@ -29,7 +34,7 @@ class PKBatchSampler(Sampler[list[int]]):
         loader = DataLoader(dataset, batch_sampler=sampler)
         for epoch in range(epochs):
             sampler.set_epoch(epoch)
-            for images, pids, camids in loader: ...
+            for images, pids, camids in loader: ...  # (16 / world_size) * 4 images per rank
     """
 
     def __init__(
@@ -45,6 +50,12 @@ class PKBatchSampler(Sampler[list[int]]):
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
+        if p % world_size:
+            raise DatasetError(
+                f"P={p} identities per global batch cannot be split into {world_size} workers' whole "
+                f"identities: make data.p a multiple of the number of workers (e.g. data.p="
+                f"{max(world_size, p - p % world_size)}) or use a number of workers that divides {p}"
+            )
         by_pid: dict[int, list[int]] = defaultdict(list)
         for index, pid in enumerate(pids):
             by_pid[int(pid)].append(index)
@@ -52,12 +63,11 @@ class PKBatchSampler(Sampler[list[int]]):
         self.p, self.k = p, k
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.epoch = 0
-        per_rank = len(self._by_pid) // world_size
-        if per_rank < p:
+        self._drawn: tuple[int, list[list[int]]] | None = None  # (epoch, global batches)
+        if len(self._by_pid) < p:
             raise DatasetError(
-                f"P={p} identities per batch, but the training set has {len(self._by_pid)} identities"
-                + (f" ({per_rank} per rank with {world_size} workers)" if world_size > 1 else "")
-                + f": lower data.p to at most {per_rank}, use fewer workers, or use more data"
+                f"P={p} identities per batch, but the training set has {len(self._by_pid)} identities: "
+                f"lower data.p to at most {len(self._by_pid)}, or use more data"
             )
         if not with_replacement:
             short = [pid for pid, indices in self._by_pid.items() if len(indices) < k]
@@ -68,18 +78,19 @@ class PKBatchSampler(Sampler[list[int]]):
                     f"data.sample_with_replacement=true"
                 )
         if len(self) == 0:
-            raise DatasetError(
-                f"the training set cannot fill a single {p}x{k} batch per rank: lower data.p or data.k"
-            )
+            raise DatasetError(f"the training set cannot fill a single {p}x{k} batch: lower data.p or data.k")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _batches(self, rank: int) -> list[list[int]]:
+    def global_batches(self) -> list[list[int]]:
+        """The epoch's P x K batches as one process draws them (identity by identity, K images each)."""
+        if self._drawn is not None and self._drawn[0] == self.epoch:
+            return self._drawn[1]
         ids = np.random.default_rng([self.seed, self.epoch]).permutation(list(self._by_pid))
-        rng = np.random.default_rng([self.seed, self.epoch, rank])
+        rng = np.random.default_rng([self.seed, self.epoch, 0])
         chunks: dict[int, list[np.ndarray]] = {}
-        for pid in ids[rank :: self.world_size]:
+        for pid in ids:
             indices = self._by_pid[int(pid)]
             if len(indices) < self.k:
                 indices = rng.choice(indices, size=self.k, replace=True)
@@ -92,11 +103,13 @@ class PKBatchSampler(Sampler[list[int]]):
             chosen = [available[i] for i in rng.choice(len(available), size=self.p, replace=False)]
             batches.append([int(i) for pid in chosen for i in chunks[pid].pop()])
             available = [pid for pid in available if chunks[pid]]
+        self._drawn = (self.epoch, batches)
         return batches
 
     def __len__(self) -> int:
-        return min(len(self._batches(r)) for r in range(self.world_size))
+        return len(self.global_batches())
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self._batches(self.rank)
-        yield from batches[: len(self)]
+        share = self.p // self.world_size * self.k  # P/W whole identities of K images each
+        for batch in self.global_batches():
+            yield batch[self.rank * share : (self.rank + 1) * share]

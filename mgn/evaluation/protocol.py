@@ -48,9 +48,16 @@ def extract_test_features(
     config: EvalConfig,
     device: torch.device,
     amp: bool = False,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> TestFeatures:
+    """Features of every test split; with ``world_size`` > 1 only this rank's evaluation batches
+    (``mgn.distributed.shard_batches``), to be gathered by the caller."""
+
     def extract(records: list) -> FeatureSet:
-        return extract_features(model, eval_loader(records, data), device, flip=config.flip, amp=amp)
+        loader = eval_loader(records, data, device=device, rank=rank, world_size=world_size)
+        return extract_features(model, loader, device, flip=config.flip, amp=amp)
 
     multi = extract(dataset.multi_query) if config.multi_query and dataset.multi_query else None
     return TestFeatures(extract(dataset.query), extract(dataset.gallery), multi)

@@ -26,17 +26,30 @@ def test_ids_with_few_images_are_resampled_with_replacement():
     assert batch.count(0) == 4 and batch.count(9) == 4
 
 
-def test_ranks_get_disjoint_identities_and_images_and_equal_lengths():
+@pytest.mark.parametrize("world_size", [2, 3, 6])
+def test_the_ranks_batches_at_each_step_are_the_single_process_batch(world_size):
+    """P x K is the global batch: W ranks split each step's identities, whole, P/W each."""
     pids = _pids(num_ids=20)
-    samplers = [PKBatchSampler(pids, p=3, k=2, rank=r, world_size=3, seed=7) for r in range(3)]
+    single = PKBatchSampler(pids, p=6, k=2, seed=7)
+    ranks = [PKBatchSampler(pids, p=6, k=2, rank=r, world_size=world_size, seed=7) for r in range(world_size)]
     for epoch in range(3):
-        for s in samplers:
-            s.set_epoch(epoch)
-        shares = [[i for batch in s for i in batch] for s in samplers]
-        ids = [{pids[i] for i in share} for share in shares]
-        assert not ids[0] & ids[1] and not ids[1] & ids[2] and not ids[0] & ids[2]
-        assert not set(shares[0]) & set(shares[1])
-        assert len({len(list(s)) for s in samplers}) == 1  # matched collectives under DDP
+        for sampler in (single, *ranks):
+            sampler.set_epoch(epoch)
+        steps = list(zip(*(list(r) for r in ranks), strict=True))  # matched collectives under DDP
+        assert len(steps) == len(single) == len(list(single))  # epoch length independent of W
+        for step, shares in zip(single, steps, strict=True):
+            assert [i for share in shares for i in share] == step  # the union, in rank order
+            ids = [{pids[i] for i in share} for share in shares]
+            assert all(
+                len(share) == 6 // world_size * 2 and len(s) == 6 // world_size
+                for share, s in zip(shares, ids, strict=True)
+            )
+            assert sum(len(s) for s in ids) == len(set().union(*ids))  # whole identities, disjoint ranks
+
+
+def test_p_must_split_into_whole_identities_per_rank():
+    with pytest.raises(DatasetError, match=r"P=4 .* 3 workers' whole identities: make data.p a multiple"):
+        PKBatchSampler(_pids(), p=4, k=2, world_size=3)
 
 
 def test_same_seed_and_epoch_give_the_same_order():
@@ -61,8 +74,7 @@ def test_p_larger_than_the_data_can_give():
         DatasetError, match=r"P=16 identities per batch, but the training set has 12 identities"
     ):
         PKBatchSampler(_pids(), p=16, k=4)
-    with pytest.raises(DatasetError, match=r"\(3 per rank with 4 workers\)"):
-        PKBatchSampler(_pids(), p=4, k=4, world_size=4)
+    PKBatchSampler(_pids(), p=12, k=2, world_size=4)  # 12 ids over 4 ranks: 3 each per step, fine
 
 
 def test_k_larger_than_an_identity_without_replacement():
