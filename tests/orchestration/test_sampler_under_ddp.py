@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from mgn.data.sampler import PKBatchSampler
+
 pytestmark = pytest.mark.integration
 
 
@@ -49,11 +51,11 @@ def test_pk_sampler_survives_prepare_data_loader(tmp_path):
         ray.shutdown()
     records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert all(r["sampler"] == "PKBatchSampler" for r in records)
-    assert records[0]["batches"] == records[1]["batches"] > 0
     pids = [pid for pid in range(16) for _ in range(4)]
-    ids = [{pids[i] for i in r["indices"]} for r in records]
-    assert not ids[0] & ids[1]  # each rank its own identities
-    for record in records:  # every batch P=4 ids x K=2 images
-        for b in range(record["batches"]):
-            batch = record["indices"][b * 8 : (b + 1) * 8]
-            assert len({pids[i] for i in batch}) == 4
+    single = PKBatchSampler(pids, p=4, k=2, seed=0)
+    single.set_epoch(1)
+    assert records[0]["batches"] == records[1]["batches"] == len(single) > 0  # W does not change the epoch
+    for b, batch in enumerate(single):  # each step: P=4 ids x K=2 images over both ranks, 2 ids each
+        shares = [r["indices"][b * 4 : (b + 1) * 4] for r in records]
+        assert shares[0] + shares[1] == batch
+        assert not {pids[i] for i in shares[0]} & {pids[i] for i in shares[1]}
