@@ -233,7 +233,9 @@ def _check_equivalence(out: Path, world: int) -> None:
             )
             difference = _max_difference(recorded["states"][step], states[step])
             relative = abs(recorded["losses"][step] - losses[step]) / abs(losses[step])
-            print(f"{label}, step {step + 1}: loss rel. diff {relative:.1e}, max |weight diff| {difference:.1e}")
+            print(
+                f"{label}, step {step + 1}: loss rel. diff {relative:.1e}, max |weight diff| {difference:.1e}"
+            )
             assert difference <= 1e-5, f"{label}, step {step + 1}: weights differ by {difference:.2e}"
         moved = _max_difference(recorded["states"][-1], recorded["initial"])
         assert moved > 1e-3, f"{label}: the weights did not move ({moved:.1e}): the test would prove nothing"
