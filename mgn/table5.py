@@ -8,6 +8,8 @@ Each row is one of three kinds:
 
 Rows name networks by the paper's ResNet-50/101; ``deeper`` maps the base recipe's backbone to
 the deeper one of its family, so that the smoke profile's ResNet-18 gets a ResNet-34 baseline.
+Each row carries the paper's numbers (R1, R5, R10, mAP on Market-1501, in percent): a new row is
+one entry of ``ROWS`` (``orchestration/paper/table5.py`` lays the table out from it).
 """
 
 from __future__ import annotations
@@ -25,10 +27,14 @@ DEEPER = {
 }
 
 
+Paper = tuple[float, float, float, float]  # R1, R5, R10, mAP as printed in Table 5
+
+
 @dataclass(frozen=True)
 class TrainedRow:
     name: str
     variant: Callable[[ExperimentConfig], ExperimentConfig]
+    paper: Paper
     note: str = ""
 
     def config(self, base: ExperimentConfig) -> ExperimentConfig:
@@ -40,6 +46,7 @@ class BranchRow:
     name: str
     of: str  # a TrainedRow
     branch: int  # the part count of the branch (1 = Global)
+    paper: Paper
     note: str = ""
 
 
@@ -47,6 +54,7 @@ class BranchRow:
 class EnsembleRow:
     name: str
     members: tuple[str, ...]  # TrainedRows whose features are concatenated
+    paper: Paper
     note: str = ""
 
 
@@ -79,26 +87,29 @@ def _without_triplet(base: ExperimentConfig) -> ExperimentConfig:
 
 
 ROWS: tuple[Row, ...] = (
-    TrainedRow("ResNet-50", _baseline(deeper=False), "IDE baseline: pooled feature, softmax only"),
-    TrainedRow("ResNet-101", _baseline(deeper=True), "the deeper backbone of the same family"),
-    TrainedRow("ResNet-50+TP", _branches((1,)), "= Global (Single), as the paper notes"),
-    BranchRow("Global (Branch)", of="MGN", branch=1),
-    TrainedRow("Part-2 (Single)", _branches((2,))),
-    BranchRow("Part-2 (Branch)", of="MGN", branch=2),
-    TrainedRow("Part-3 (Single)", _branches((3,))),
-    BranchRow("Part-3 (Branch)", of="MGN", branch=3),
+    TrainedRow("ResNet-50", _baseline(deeper=False), (87.5, 94.9, 96.7, 71.4),
+               "IDE baseline: pooled feature, softmax only"),
+    TrainedRow("ResNet-101", _baseline(deeper=True), (90.4, 95.7, 97.2, 78.0),
+               "the deeper backbone of the same family"),
+    TrainedRow("ResNet-50+TP", _branches((1,)), (88.7, 96.0, 97.2, 75.0), "= Global (Single), as the paper notes"),
+    BranchRow("Global (Branch)", of="MGN", branch=1, paper=(89.8, 95.8, 97.5, 78.5)),
+    TrainedRow("Part-2 (Single)", _branches((2,)), (92.6, 97.1, 98.0, 80.2)),
+    BranchRow("Part-2 (Branch)", of="MGN", branch=2, paper=(94.4, 97.9, 98.8, 83.9)),
+    TrainedRow("Part-3 (Single)", _branches((3,)), (93.1, 97.6, 98.7, 82.1)),
+    BranchRow("Part-3 (Branch)", of="MGN", branch=3, paper=(94.4, 98.2, 98.8, 84.1)),
     EnsembleRow(
         "G+P2+P3 (Single)",
         members=("ResNet-50+TP", "Part-2 (Single)", "Part-3 (Single)"),
+        paper=(94.4, 97.6, 98.5, 85.2),
         note="three independent networks, as the §4.4 text says (the Table 5 caption names Part-3 (Branch))",
     ),
-    TrainedRow("MGN w/o Part-3", _branches((1, 2))),
-    TrainedRow("MGN w/ Part-4", _branches((1, 2, 3, 4))),
-    TrainedRow("MGN (Part2+4)", _branches((1, 2, 4))),
-    TrainedRow("MGN (Part3+4)", _branches((1, 3, 4))),
-    TrainedRow("MGN w/o TP", _without_triplet),
-    TrainedRow("MGN", _branches((1, 2, 3))),
-)
+    TrainedRow("MGN w/o Part-3", _branches((1, 2)), (94.4, 97.9, 98.7, 85.7)),
+    TrainedRow("MGN w/ Part-4", _branches((1, 2, 3, 4)), (95.1, 98.3, 98.9, 86.1)),
+    TrainedRow("MGN (Part2+4)", _branches((1, 2, 4)), (94.8, 98.2, 98.9, 85.6)),
+    TrainedRow("MGN (Part3+4)", _branches((1, 3, 4)), (95.0, 98.1, 98.8, 86.1)),
+    TrainedRow("MGN w/o TP", _without_triplet, (95.3, 97.9, 98.7, 86.2)),
+    TrainedRow("MGN", _branches((1, 2, 3)), (95.7, 98.3, 99.0, 86.9)),
+)  # fmt: skip
 
 ROWS_BY_NAME: dict[str, Row] = {row.name: row for row in ROWS}
 

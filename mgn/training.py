@@ -31,6 +31,7 @@ from mgn.distributed import (
     gather_shards,
     mean_over_ranks,
 )
+from mgn.evaluation import keys
 from mgn.evaluation.features import FeatureSet
 from mgn.evaluation.protocol import Evaluation, TestFeatures, extract_test_features, metrics_of
 from mgn.losses import LossBreakdown, mgn_loss, parameters_without_loss
@@ -294,7 +295,7 @@ def fit(
                           branches=False)  # fmt: skip
         untrained = before.metrics if before else None
         if log and untrained:
-            log(f"untrained: R1 {untrained['R1']:.1f} mAP {untrained['mAP']:.1f}")
+            log(f"untrained: R1 {untrained[keys.R1]:.1f} mAP {untrained[keys.MAP]:.1f}")
     if config.model.sync_bn and env.distributed:
         model = convert_to_cross_rank_bn(model)  # shares the parameters the optimiser holds
     trained = env.wrap_model(model)
@@ -351,7 +352,7 @@ def fit(
         evaluation = evaluate(model, dataset, config, env) if due else None
         if log:
             shown = (
-                f" | R1 {evaluation.metrics['R1']:.1f} mAP {evaluation.metrics['mAP']:.1f}"
+                f" | R1 {evaluation.metrics[keys.R1]:.1f} mAP {evaluation.metrics[keys.MAP]:.1f}"
                 if evaluation
                 else ""
             )

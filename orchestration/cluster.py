@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import ray
 
 from mgn.config import ExperimentConfig
+from orchestration.faults import ENV as FAULTS_ENV
 
 DRIVER_RESOURCE = "TRAIN_DRIVER"
 LOCAL_DRIVER_SLOTS = 64
@@ -138,7 +139,7 @@ def worker_env() -> dict[str, str]:
         "MLFLOW_HTTP_REQUEST_TIMEOUT": os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "10"),
         "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # the URL may carry credentials
     }
-    for name in ("MGN_CACHE", "MGN_DATA", "TORCH_HOME", "MLFLOW_TRACKING_URI"):
+    for name in ("MGN_CACHE", "MGN_DATA", "TORCH_HOME", "MLFLOW_TRACKING_URI", FAULTS_ENV):
         if name in os.environ:
             env[name] = os.environ[name]
     return env

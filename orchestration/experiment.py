@@ -95,10 +95,6 @@ def parser(spec: TableSpec, script: str) -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     p.add_argument("--log-checkpoint", action="store_true", help="log each trial's final weights to MLflow")
     p.add_argument("--num-cpus", type=int, help=argparse.SUPPRESS)  # size of a local Ray instance (tests)
-    p.add_argument("--fail-at-epoch", type=int, default=0, help=argparse.SUPPRESS)  # fault injection (tests)
-    p.add_argument("--fail-rank", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--fail-row", default="", help=argparse.SUPPRESS)
-    p.add_argument("--pause-file", default="", help=argparse.SUPPRESS)  # workers wait while it exists (tests)
     return p
 
 

@@ -16,11 +16,12 @@ from mgn.config_io import to_dict
 from orchestration.cluster import ClusterError, connect, resolve_gpu, trial_resources, worker_env
 from orchestration.ensembles import evaluate_ensembles, feature_rows
 from orchestration.experiment import STATE_FILE, Plan, is_local_plan, record_parent
+from orchestration.naming import slug
 from orchestration.progress import ProgressPrinter, trial_name
 from orchestration.spool import replay_grid
 from orchestration.tables import publish
 from orchestration.tracking import Tracker, check_reachable, git_commit, redact
-from orchestration.trial import TrialSetup, run_trial, slug
+from orchestration.trial import TrialSetup, run_trial
 
 _DEPTH = {"resnet18": 1.0, "resnet34": 2.0, "resnet50": 2.3, "resnet101": 4.0}
 
@@ -98,10 +99,6 @@ def _run_on_cluster(
         max_failures=args.max_failures,
         log_checkpoint=args.log_checkpoint,
         feature_rows=feature_rows(plan),
-        fail_at_epoch=args.fail_at_epoch,
-        fail_rank=args.fail_rank,
-        fail_row=args.fail_row,
-        pause_file=args.pause_file,
     )
     trials = sorted(
         ({"row": r, "seed": s} for r in plan.rows for s in plan.seeds), key=lambda t: -_cost(plan, t["row"])

@@ -8,6 +8,8 @@ from typing import Any
 
 from ray import tune
 
+from mgn.evaluation import keys
+
 
 def _clock(seconds: float) -> str:
     seconds = max(0, int(seconds))
@@ -75,7 +77,7 @@ class ProgressPrinter(tune.Callback):
         self.epochs_done[name] = int(result.get("epoch", 0))
         self.epoch_seconds.setdefault(name, []).append(float(result.get("epoch_seconds", 0.0)))
         trial_left, grid_left = self.time_left(name)
-        scores = f" | R1 {result['R1']:.1f} mAP {result['mAP']:.1f}" if "mAP" in result else ""
+        scores = f" | R1 {result[keys.R1]:.1f} mAP {result[keys.MAP]:.1f}" if keys.MAP in result else ""
         self.printer(
             f"{self._prefix()} {name}: epoch {self.epochs_done[name]}/{self.plan.get(name, '?')} "
             f"loss {result['loss']:.3f} {result.get('images_per_second', 0):.0f} img/s{scores} "
@@ -87,7 +89,7 @@ class ProgressPrinter(tune.Callback):
         name = self._name(trial)
         self.epochs_done[name] = self.plan.get(name, 0)
         result = trial.last_result or {}
-        scores = f": R1 {result['R1']:.1f} mAP {result['mAP']:.1f}" if "mAP" in result else ""
+        scores = f": R1 {result[keys.R1]:.1f} mAP {result[keys.MAP]:.1f}" if keys.MAP in result else ""
         self.printer(f"{self._prefix()} finished {name}{scores}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -199,7 +199,7 @@ def _preamble(
             f"| seeds | {len(seeds)} ({', '.join(map(str, seeds))}); cells are mean ± std over seeds |",
             f"| trials | {finished} finished of {len(runs)} |",
             f"| git commit | {tags.get(f'{TAG_PREFIX}git_commit', '?')} |",
-            f"| date | {dt.datetime.fromtimestamp(parent.info.start_time / 1000, dt.timezone.utc):%Y-%m-%d %H:%M} UTC |",
+            f"| date | {dt.datetime.fromtimestamp(parent.info.start_time / 1000, dt.UTC):%Y-%m-%d %H:%M} UTC |",
             f"| MLflow | experiment `{spec.experiment_name}`, parent run `{parent.info.run_id}`, store `{redact(tracking_uri)}` |",
         ]
     )

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from mgn.config import ExperimentConfig, Init
 from mgn.config_io import dump_yaml, flatten, from_dict, to_dict
+from orchestration.naming import slug
 from orchestration.paper_tables import TABLES
 from orchestration.spool import SpoolingRecorder
 from orchestration.tracking import Tracker
@@ -38,19 +38,9 @@ class TrialSetup:
     max_failures: int = 2
     log_checkpoint: bool = False
     feature_rows: tuple[str, ...] = ()  # rows whose test features are kept (ensembles)
-    fail_at_epoch: int = 0  # fault injection (tests)
-    fail_rank: int = 0
-    fail_row: str = ""
-    pause_file: str = (
-        ""  # tests: a row's workers wait after each epoch while "<pause_file>-<row slug>" exists
-    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower()
 
 
 def trial_config(table: str, base: ExperimentConfig, row: str, seed: int) -> ExperimentConfig:
@@ -115,9 +105,7 @@ def run_trial(params: dict[str, Any]) -> None:
         images_checked=setup.images_checked,
         features_path=str(folder / "features.pt") if row in setup.feature_rows else None,
         log_checkpoint=setup.log_checkpoint,
-        fail_at_epoch=setup.fail_at_epoch if row == setup.fail_row or not setup.fail_row else 0,
-        fail_rank=setup.fail_rank,
-        pause_file=f"{setup.pause_file}-{slug(row)}" if setup.pause_file else "",
+        row=row,
         name=f"{row} (seed {seed}, {config.profile.value}, {config.data.dataset.value})",
     )
     trainer = TorchTrainer(

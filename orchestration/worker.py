@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,10 @@ from mgn.checkpoint import (
 from mgn.config import ExperimentConfig
 from mgn.config_io import from_dict
 from mgn.data.loading import load_dataset, read_dataset
+from mgn.evaluation import keys
 from mgn.evaluation.protocol import Evaluation
 from mgn.training import EpochStats, TrainingDiverged, TrainingEnv, default_device, fit
+from orchestration.faults import Faults
 
 KEEP_CHECKPOINTS = 2
 DIVERGED_FILE = "diverged.txt"
@@ -51,9 +52,7 @@ class WorkerSpec:
     images_checked: bool = False  # the driver already decoded every image
     features_path: str | None = None  # where to save test features (ensemble members)
     log_checkpoint: bool = False  # the final weights as an MLflow artifact
-    fail_at_epoch: int = 0  # fault injection for tests: this rank exits after that epoch, once
-    fail_rank: int = 0
-    pause_file: str = ""  # tests: after each epoch, wait while this file exists
+    row: str = ""  # the table row this trial trains
     name: str = ""  # the trial, for picture titles
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,15 +96,6 @@ def _environment(spec: WorkerSpec) -> TrainingEnv:
     return ray_environment(spec.cpus)
 
 
-def _maybe_fail(spec: WorkerSpec, rank: int, epoch: int) -> None:
-    """Fault injection: exit the process once, after ``fail_at_epoch`` on ``fail_rank``."""
-    marker = Path(spec.checkpoint_dir) / f".fault-injected-rank{rank}"
-    if spec.fail_at_epoch and rank == spec.fail_rank and epoch == spec.fail_at_epoch and not marker.exists():
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.touch()
-        os._exit(17)  # a hard crash: no cleanup, no exception handling
-
-
 def train_worker(loop_config: dict[str, Any]) -> None:
     spec = WorkerSpec(**loop_config)
     config = from_dict(ExperimentConfig, spec.experiment)
@@ -127,6 +117,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     notes: list[str] = []  # warnings for the person watching the grid: they travel with the first report
     resume = latest_good_checkpoint(spec.checkpoint_dir, warn=notes.append)
     report = _report_fn(spec.local)
+    faults = Faults.from_env()
     every = config.train.checkpoint_every
 
     def on_epoch_end(stats: EpochStats, evaluation: Evaluation | None, snapshot) -> None:
@@ -142,11 +133,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         report(metrics)
         if recorder is not None:
             if stats.untrained:
-                recorder.log_metrics({f"untrained/{k}": v for k, v in stats.untrained.items()}, step=0)
+                recorder.log_metrics(keys.prefixed(stats.untrained, keys.untrained), step=0)
             recorder.log_metrics({k: v for k, v in metrics.items() if k != "warnings"}, step=stats.epoch)
-        _maybe_fail(spec, env.rank, stats.epoch)
-        while spec.pause_file and Path(spec.pause_file).exists():
-            time.sleep(0.2)
+        faults.after_epoch(spec.row, env.rank, stats.epoch, Path(spec.checkpoint_dir).parent)
 
     if recorder is not None:
         attempts = _count_attempt(Path(spec.checkpoint_dir).parent)

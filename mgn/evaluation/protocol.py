@@ -1,8 +1,7 @@
 """From a model and a data set to the figures of the paper's tables, as ``EvalConfig`` asks.
 
-Metric names: ``R1 R5 R10 mAP mINP`` (single query), with prefixes ``rerank/`` (k-reciprocal
-re-ranking), ``mq/`` (Market-1501 multiple query) and ``branch/<name>/`` (one branch of a
-multi-branch network: the "Branch" rows of Table 5). Values are percentages.
+Metric names are those of ``mgn.evaluation.keys``: the summary figures, re-ranked, for Market-1501's
+multiple query and for each branch of a multi-branch network. Values are percentages.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from torch import nn
 from mgn.config import DataConfig, EvalConfig
 from mgn.data.loading import eval_loader
 from mgn.data.records import ReidDataset
+from mgn.evaluation import keys
 from mgn.evaluation.features import FeatureSet, evaluate_features, extract_features, pool_multiple_query
 from mgn.evaluation.rank import RankResult, evaluate_rank
 from mgn.evaluation.reranking import re_rank
@@ -76,7 +76,7 @@ def rank_metrics(
         reranked = evaluate_rank(
             distance, query.pids, gallery.pids, query.camids, gallery.camids, config.max_rank
         )
-        metrics.update({f"rerank/{k}": v for k, v in reranked.summary().items()})
+        metrics.update(keys.prefixed(reranked.summary(), keys.reranked))
     return metrics, plain
 
 
@@ -95,7 +95,7 @@ def metrics_of(
             features.query, dataset.query, features.multi_query, dataset.multi_query, config.query_pooling
         )
         mq, _ = rank_metrics(pooled.select(normalize=config.normalize), gallery, config, rerank=config.rerank)
-        metrics.update({f"mq/{k}": v for k, v in mq.items()})
+        metrics.update(keys.prefixed(mq, keys.multi_query))
     for name, columns in (branches or {}).items():
         branch, _ = rank_metrics(
             features.query.select(columns, config.normalize),
@@ -103,5 +103,5 @@ def metrics_of(
             config,
             rerank=False,
         )
-        metrics.update({f"branch/{name}/{k}": v for k, v in branch.items()})
+        metrics.update(keys.prefixed(branch, lambda key, name=name: keys.branch(name, key)))
     return Evaluation(metrics, plain.cmc, features.query, features.gallery)

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mgn.evaluation import keys
+
 APMode = Literal["step", "trapezoid"]
 
 
@@ -44,13 +46,8 @@ class RankResult:
 
     def summary(self) -> dict[str, float]:
         """The figures the paper's tables report, in percent."""
-        return {
-            "R1": 100 * float(self.cmc[0]),
-            "R5": 100 * float(self.cmc[4]),
-            "R10": 100 * float(self.cmc[9]),
-            "mAP": 100 * self.mAP,
-            "mINP": 100 * self.mINP,
-        }
+        ranks = {key: 100 * float(self.cmc[rank - 1]) for key, rank in keys.CMC_RANKS.items()}
+        return {**ranks, keys.MAP: 100 * self.mAP, keys.MINP: 100 * self.mINP}
 
 
 @dataclass

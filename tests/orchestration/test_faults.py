@@ -3,6 +3,7 @@ a worker dies, the driver dies, the tracking server goes away, a checkpoint is c
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,6 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestration.experiment import main
+from orchestration.faults import ENV as FAULTS_ENV
 from orchestration.spool import SPOOL_FILE
 from orchestration.spool import main as replay
 from tests.orchestration.conftest import grid_args
@@ -76,7 +78,12 @@ class Process:
         return self.process.returncode
 
 
-def test_a_dead_worker_is_replaced_and_the_trial_ends_as_if_uninterrupted(workspace, tmp_path):
+def _faults(**fields: object) -> dict[str, str]:
+    """The environment that injects faults into a grid (orchestration/faults.py)."""
+    return {FAULTS_ENV: json.dumps(fields)}
+
+
+def test_a_dead_worker_is_replaced_and_the_trial_ends_as_if_uninterrupted(workspace, tmp_path, monkeypatch):
     reference = {
         k: str(tmp_path / "reference" / Path(v).name) if k != "uri" else f"sqlite:///{tmp_path / 'ref.db'}"
         for k, v in workspace.items()
@@ -84,23 +91,8 @@ def test_a_dead_worker_is_replaced_and_the_trial_ends_as_if_uninterrupted(worksp
     row = ("ResNet-50+TP",)
     assert main("table5", grid_args(reference, "--workers", "2", *CHECKPOINTING, rows=row)) == 0
     # Rank 1 of the two DDP workers exits hard after epoch 2; Ray Train restarts the worker group.
-    assert (
-        main(
-            "table5",
-            grid_args(
-                workspace,
-                "--workers",
-                "2",
-                *CHECKPOINTING,
-                "--fail-at-epoch",
-                "2",
-                "--fail-rank",
-                "1",
-                rows=row,
-            ),
-        )
-        == 0
-    )
+    monkeypatch.setenv(FAULTS_ENV, _faults(fail_at_epoch=2, fail_rank=1)[FAULTS_ENV])
+    assert main("table5", grid_args(workspace, "--workers", "2", *CHECKPOINTING, rows=row)) == 0
 
     (faulty,), (clean,) = _children(workspace["uri"]), _children(reference["uri"])
     assert faulty.info.status == "FINISHED"
@@ -121,7 +113,7 @@ def test_a_killed_driver_resumes_without_retraining_finished_trials(workspace, t
 
     pause = tmp_path / "pause"
     (tmp_path / "pause-mgn").touch()  # MGN waits after each epoch, ResNet-50+TP runs through
-    driver = Process(grid_args(workspace, *CHECKPOINTING, "--pause-file", str(pause), rows=rows))
+    driver = Process(grid_args(workspace, *CHECKPOINTING, rows=rows), env=_faults(pause_file=str(pause)))
     driver.wait_for(r"finished ResNet-50\+TP seed0")
     driver.wait_for(r"MGN seed0: epoch 1/3")
     driver.kill()
@@ -189,7 +181,9 @@ def test_the_tracking_server_going_away_loses_no_training(workspace, tmp_path):
     workspace = {**workspace, "uri": uri}
     pause = tmp_path / "pause"
     (tmp_path / "pause-resnet-50-tp").touch()
-    driver = Process(grid_args(workspace, *CHECKPOINTING, "--pause-file", str(pause), rows=("ResNet-50+TP",)))
+    driver = Process(
+        grid_args(workspace, *CHECKPOINTING, rows=("ResNet-50+TP",)), env=_faults(pause_file=str(pause))
+    )
     try:
         driver.wait_for(r"ResNet-50\+TP seed0: epoch 1/3")
         _stop(server)  # the server goes away mid-run
