@@ -129,9 +129,10 @@ def trial_resources(
     return TrialResources(driver, concurrency)
 
 
-def worker_env() -> dict[str, str]:
-    """Environment every Ray process of a grid gets."""
+def worker_env(tracking_uri: str) -> dict[str, str]:
+    """Environment every Ray process of a grid gets, the tracking store's URI included."""
     env = {
+        "MLFLOW_TRACKING_URI": tracking_uri,
         "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
         "PYTHONUNBUFFERED": "1",
         # A tracking server that went away costs seconds, not minutes of retries: records are spooled.
@@ -139,7 +140,7 @@ def worker_env() -> dict[str, str]:
         "MLFLOW_HTTP_REQUEST_TIMEOUT": os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "10"),
         "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # the URL may carry credentials
     }
-    for name in ("MGN_CACHE", "MGN_DATA", "TORCH_HOME", "MLFLOW_TRACKING_URI", FAULTS_ENV):
+    for name in ("MGN_CACHE", "MGN_DATA", "TORCH_HOME", FAULTS_ENV):
         if name in os.environ:
             env[name] = os.environ[name]
     return env

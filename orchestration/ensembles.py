@@ -1,5 +1,5 @@
 """Ensemble rows (Table 5's "G+P2+P3 (Single)"): concatenated features of independently trained
-networks, evaluated after their trials finish and recorded on the parent run."""
+networks, evaluated after their trials finish and recorded on the parent run (``keys.ensemble``)."""
 
 from __future__ import annotations
 
@@ -7,18 +7,16 @@ from pathlib import Path
 
 import torch
 
-from mgn.evaluation import FeatureSet, evaluate_features
-from mgn.table5 import ROWS, EnsembleRow
-from orchestration.experiment import Plan
-from orchestration.tables import ensemble_key
+from mgn.evaluation import FeatureSet, evaluate_features, keys
+from orchestration.naming import slug
+from orchestration.paper_table import Ensemble
+from orchestration.planning import Plan, trial_folder
 from orchestration.tracking import Tracker
-from orchestration.trial import trial_folder
 
 
-def _ensembles(plan: Plan) -> list[EnsembleRow]:
-    if plan.spec.key != "table5":
-        return []
-    return [r for r in ROWS if isinstance(r, EnsembleRow) and all(m in plan.rows for m in r.members)]
+def _ensembles(plan: Plan) -> list[Ensemble]:
+    """The table's ensembles whose members this invocation trains."""
+    return [e for e in plan.spec.ensembles if all(m in plan.rows for m in e.members)]
 
 
 def feature_rows(plan: Plan) -> tuple[str, ...]:
@@ -50,7 +48,9 @@ def evaluate_ensembles(plan: Plan, folder: Path, tracker: Tracker, parent_run_id
             query = FeatureSet.concat([q for q, _ in parts]).select(normalize=evaluation.normalize)
             gallery = FeatureSet.concat([g for _, g in parts]).select(normalize=evaluation.normalize)
             result = evaluate_features(query, gallery, evaluation.metric, evaluation.max_rank)
-            metrics = {ensemble_key(row.name, seed, k): v for k, v in result.summary().items()}
+            metrics = keys.prefixed(
+                result.summary(), lambda k, row=row, seed=seed: keys.ensemble(slug(row.name), seed, k)
+            )
             tracker.log_metrics(parent_run_id, metrics, step=0)
-            log(f"{row.name} seed{seed}: R1 {result.summary()['R1']:.1f} mAP {100 * result.mAP:.1f} "
+            log(f"{row.name} seed{seed}: R1 {result.summary()[keys.R1]:.1f} mAP {100 * result.mAP:.1f} "
                 f"({query.features.shape[1]}-d: {' + '.join(row.members)})")  # fmt: skip

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from mlflow.tracking import MlflowClient
 
 from mgn.data.loading import eval_loader
 from mgn.data.records import ReidDataset
@@ -32,8 +31,8 @@ from mgn.visualize import (
     rank_list_figure,
     save,
 )
-from orchestration.paper_tables import TableSpec
-from orchestration.tracking import TAG_PREFIX
+from orchestration.paper_table import PaperTable
+from orchestration.tracking import ChildRun, Tracker
 
 SHOWN_QUERIES = 4
 
@@ -73,29 +72,19 @@ def trial_pictures(
     return files
 
 
-def _download(client: MlflowClient, run_id: str, name: str, folder: str) -> Path | None:
-    try:
-        return Path(client.download_artifacts(run_id, name, folder))
-    except Exception:  # the artifact is absent (an older run, a failed trial)
-        return None
-
-
 def table_figures(
-    spec: TableSpec, frame: pd.DataFrame, runs: pd.DataFrame, tracking_uri: str, results_dir: Path
+    spec: PaperTable, frame: pd.DataFrame, runs: list[ChildRun], tracker: Tracker, results_dir: Path
 ) -> list[Path]:
     """Figures of a table, from its child runs' artifacts and the built table ``frame``."""
-    client = MlflowClient(tracking_uri)
     figures = results_dir / "figures"
     written = []
-    finished = runs[runs["status"] == "FINISHED"] if not runs.empty else runs
+    finished = [run for run in runs if run.finished]
     with tempfile.TemporaryDirectory() as tmp:
         curves: dict[str, list[np.ndarray]] = {}
-        for _, run in finished.iterrows():
-            path = _download(client, run["run_id"], "cmc.csv", tmp)
+        for run in finished:
+            path = tracker.download(run.run_id, "cmc.csv", tmp)
             if path is not None:
-                curves.setdefault(run[f"tags.{TAG_PREFIX}row"], []).append(
-                    np.loadtxt(path, delimiter=",", skiprows=1)[:, 1]
-                )
+                curves.setdefault(run.row, []).append(np.loadtxt(path, delimiter=",", skiprows=1)[:, 1])
                 path.unlink()
         if curves:
             # In the table's row order, so the legend reads like the table.
@@ -110,12 +99,12 @@ def table_figures(
                     figures / f"{spec.key}_cmc.png",
                 )
             )
-        showcase = _showcase_run(finished)
+        showcase = _first_seed(finished, spec.figures.showcase)
         if showcase is not None:
-            path = _download(client, showcase, "rank_list.png", tmp)
+            path = tracker.download(showcase.run_id, "rank_list.png", tmp)
             if path is not None:
                 written.append(Path(shutil.copy(path, figures / f"{spec.key}_rank_list.png")))
-            maps = _attention(client, finished, showcase, tmp)
+            maps = _attention(tracker, finished, showcase, spec.figures.baseline, tmp)
             if maps is not None:
                 written.append(
                     save(
@@ -123,42 +112,38 @@ def table_figures(
                         figures / f"{spec.key}_attention.png",
                     )
                 )
-    if spec.key == "table5":
+    if spec.figures.bars:
         ours = frame[frame["Source"] == "ours"]
-        has = ours["mAP"].notna()
-        values = {m: ours.loc[has, m].tolist() for m in ("R1", "mAP")}
-        errors = {m: ours.loc[has, f"{m} std"].tolist() for m in ("R1", "mAP")}
+        has = ours[spec.figures.bars[-1]].notna()
+        values = {m: ours.loc[has, m].tolist() for m in spec.figures.bars}
+        errors = {m: ours.loc[has, f"{m} std"].tolist() for m in spec.figures.bars}
         figure = bar_figure(
             ours.loc[has, "Method"].tolist(), values, errors, f"{spec.title} (mean ± std over seeds)"
         )
-        written.append(save(figure, figures / "table5_bars.png"))
+        written.append(save(figure, figures / f"{spec.key}_bars.png"))
     return written
 
 
-def _showcase_run(runs: pd.DataFrame) -> str | None:
-    """The run whose pictures stand for the table: MGN's (seed 0) when there is one."""
-    if runs.empty:
-        return None
-    rows = runs[f"tags.{TAG_PREFIX}row"]
-    mgn = runs[rows.str.startswith("MGN") & ~rows.str.contains("w/o|w/|Part")]
-    chosen = mgn if not mgn.empty else runs
-    return chosen.sort_values(f"tags.{TAG_PREFIX}seed")["run_id"].iloc[0]
+def _first_seed(runs: list[ChildRun], row: str) -> ChildRun | None:
+    """The run of ``row`` with the lowest seed (any run when ``row`` has none)."""
+    chosen = [run for run in runs if run.row == row] or runs
+    return min(chosen, key=lambda run: run.seed, default=None)
 
 
 def _attention(
-    client: MlflowClient, runs: pd.DataFrame, showcase: str, tmp: str
+    tracker: Tracker, runs: list[ChildRun], showcase: ChildRun, baseline: str | None, tmp: str
 ) -> tuple[np.ndarray, dict] | None:
-    """The showcase run's branch maps, with the plain ResNet's beside them when the table has it."""
-    path = _download(client, showcase, "attention_maps.npz", tmp)
+    """The showcase run's branch maps, with the baseline network's beside them when the table has it."""
+    path = tracker.download(showcase.run_id, "attention_maps.npz", tmp)
     if path is None:
         return None
     with np.load(path) as data:
         images = data["images"]
         maps = {str(n): data[f"map_{i}"] for i, n in enumerate(data["names"])}
-    baseline = runs[runs[f"tags.{TAG_PREFIX}row"] == "ResNet-50"]
-    if not baseline.empty:
-        other = _download(client, baseline["run_id"].iloc[0], "attention_maps.npz", f"{tmp}/baseline")
-        if other is not None:
-            with np.load(other) as data:
-                maps = {"ResNet-50": data["map_0"], **maps}
+    other = _first_seed([run for run in runs if run.row == baseline], baseline or "") if baseline else None
+    if other is not None:
+        found = tracker.download(other.run_id, "attention_maps.npz", f"{tmp}/baseline")
+        if found is not None:
+            with np.load(found) as data:
+                maps = {baseline: data["map_0"], **maps}
     return images, maps

@@ -1,11 +1,9 @@
-"""The Ray Tune grid: one trial per (row, seed), resumable, then ensembles and the table."""
+"""The Ray Tune grid of a planned table: one trial per (row, seed), resumable, then ensembles and
+the table. ``run_grid`` = connect, build the tuner, run it, report failures, publish."""
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -13,10 +11,17 @@ import ray
 from ray import tune
 
 from mgn.config_io import to_dict
-from orchestration.cluster import ClusterError, connect, resolve_gpu, trial_resources, worker_env
+from orchestration.cluster import (
+    ClusterError,
+    TrialResources,
+    connect,
+    resolve_gpu,
+    trial_resources,
+    worker_env,
+)
 from orchestration.ensembles import evaluate_ensembles, feature_rows
-from orchestration.experiment import STATE_FILE, Plan, is_local_plan, record_parent
 from orchestration.naming import slug
+from orchestration.planning import GridOptions, GridState, Plan, is_local_plan, record_parent
 from orchestration.progress import ProgressPrinter, trial_name
 from orchestration.spool import replay_grid
 from orchestration.tables import publish
@@ -34,70 +39,60 @@ def _cost(plan: Plan, row: str) -> float:
 
 
 def run_grid(
-    plan: Plan, args: argparse.Namespace, uri: str, folder: Path, state: dict | None, command: str
+    plan: Plan, options: GridOptions, uri: str, folder: Path, state: GridState | None, command: str
 ) -> int:
-    os.environ["MLFLOW_TRACKING_URI"] = uri  # reaches trials through the job's env, never its stored config
     tracker = Tracker(uri)
-    experiment_id = state["experiment_id"] if state else tracker.experiment(args.experiment_name)
+    experiment_id = state.experiment_id if state else tracker.experiment(options.experiment_name)
     try:
-        connect(args.address, worker_env(), args.num_cpus)
+        # The tracking URI reaches trials through the job's environment, never their stored config.
+        connect(options.address, worker_env(uri), options.num_cpus)
     except ClusterError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
-        return _run_on_cluster(plan, args, tracker, experiment_id, folder, state, command, uri)
+        use_gpu = resolve_gpu(plan.base.scaling.use_gpu)
+        biggest = max(plan.configs.values(), key=lambda c: c.scaling.num_workers * c.scaling.cpus_per_worker)
+        resources = trial_resources(biggest, use_gpu, is_local_plan(plan, use_gpu), options.max_concurrent)
+    except ClusterError as error:
+        print(f"error: {error}", file=sys.stderr)
+        ray.shutdown()
+        return 2
+    try:
+        if state is None:
+            state = GridState(
+                parent_run_id=record_parent(tracker, plan, experiment_id, command, uri),
+                experiment_id=experiment_id,
+                table=plan.spec.key,
+                command=command,
+                created=dt.datetime.now().isoformat(),
+            )
+        state.write(folder)
+        print(
+            f"grid {folder}\nMLflow: experiment '{options.experiment_name}', parent run {state.parent_run_id}\n"
+            f"{'local mode' if is_local_plan(plan, use_gpu) else 'worker groups'}, {'GPU' if use_gpu else 'CPU'}, "
+            f"{resources.concurrency} trial(s) at a time"
+        )
+        tuner = build_tuner(plan, options, state, folder, use_gpu, resources)
+        failed = report_failures(tuner.fit())
+        return publish_grid(plan, options, tracker, state, folder, command, failed)
     finally:
         ray.shutdown()  # detaches from a cluster given by --address; stops one started here
 
 
-def _run_on_cluster(
-    plan: Plan,
-    args: argparse.Namespace,
-    tracker: Tracker,
-    experiment_id: str,
-    folder: Path,
-    state: dict | None,
-    command: str,
-    uri: str,
-) -> int:
-    try:
-        use_gpu = resolve_gpu(plan.base.scaling.use_gpu)
-        local = is_local_plan(plan, use_gpu)
-        biggest = max(plan.configs.values(), key=lambda c: c.scaling.num_workers * c.scaling.cpus_per_worker)
-        resources = trial_resources(biggest, use_gpu, local, args.max_concurrent)
-    except ClusterError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    parent_run_id = (
-        state["parent_run_id"] if state else record_parent(tracker, plan, experiment_id, command, uri)
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / STATE_FILE).write_text(
-        json.dumps(
-            {
-                "parent_run_id": parent_run_id,
-                "experiment_id": experiment_id,
-                "table": plan.spec.key,
-                "command": command,
-                "created": state["created"] if state else dt.datetime.now().isoformat(),
-            },
-            indent=2,
-        )  # fmt: skip
-    )
-    print(
-        f"grid {folder}\nMLflow: experiment '{args.experiment_name}', parent run {parent_run_id}\n"
-        f"{'local mode' if local else 'worker groups'}, {'GPU' if use_gpu else 'CPU'}, {resources.concurrency} trial(s) at a time"
-    )
+def build_tuner(
+    plan: Plan, options: GridOptions, state: GridState, folder: Path, use_gpu: bool, resources: TrialResources
+) -> tune.Tuner:
+    """A new Tuner over every (row, seed) of the plan, longest first, or the saved one to resume."""
     setup = TrialSetup(
         table=plan.spec.key,
         base=to_dict(plan.base),
-        experiment_id=experiment_id,
-        parent_run_id=parent_run_id,
+        experiment_id=state.experiment_id,
+        parent_run_id=state.parent_run_id,
         storage=str(folder),
         git_commit=git_commit(),
         use_gpu=use_gpu,
-        max_failures=args.max_failures,
-        log_checkpoint=args.log_checkpoint,
+        max_failures=options.max_failures,
+        log_checkpoint=options.log_checkpoint,
         feature_rows=feature_rows(plan),
     )
     trials = sorted(
@@ -109,53 +104,68 @@ def _run_on_cluster(
     )
     trainable = tune.with_resources(run_trial, resources.driver)
     tune_path = folder / "tune"
-    if state and tune.Tuner.can_restore(str(tune_path)):
-        tuner = tune.Tuner.restore(
+    if tune.Tuner.can_restore(str(tune_path)):
+        return tune.Tuner.restore(
             str(tune_path), trainable=trainable, resume_unfinished=True, resume_errored=True
         )
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"setup": setup.to_dict(), "trial": tune.grid_search(trials)},
-            tune_config=tune.TuneConfig(
-                max_concurrent_trials=resources.concurrency,
-                trial_dirname_creator=lambda t: (
-                    f"{t.trial_id}-{slug(t.config['trial']['row'])}-seed{t.config['trial']['seed']}"
-                ),
+    return tune.Tuner(
+        trainable,
+        param_space={"setup": setup.to_dict(), "trial": tune.grid_search(trials)},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=resources.concurrency,
+            trial_dirname_creator=lambda t: (
+                f"{t.trial_id}-{slug(t.config['trial']['row'])}-seed{t.config['trial']['seed']}"
             ),
-            run_config=tune.RunConfig(
-                name=tune_path.name,
-                storage_path=str(folder),
-                verbose=0,
-                callbacks=[progress],
-                failure_config=tune.FailureConfig(max_failures=args.max_failures),
-            ),
-        )
-    results = tuner.fit()
+        ),
+        run_config=tune.RunConfig(
+            name=tune_path.name,
+            storage_path=str(folder),
+            verbose=0,
+            callbacks=[progress],
+            failure_config=tune.FailureConfig(max_failures=options.max_failures),
+        ),
+    )
+
+
+def report_failures(results: tune.ResultGrid) -> bool:
+    """Print each failed trial's last error line; whether any failed."""
     failed = [r for r in results if r.error is not None]
     for result in failed:
         print(
             f"trial {result.config['trial']} failed: {str(result.error).splitlines()[-1][:500]}",
             file=sys.stderr,
         )
+    return bool(failed)
+
+
+def publish_grid(
+    plan: Plan,
+    options: GridOptions,
+    tracker: Tracker,
+    state: GridState,
+    folder: Path,
+    command: str,
+    failed: bool,
+) -> int:
+    """Spooled records to the store, ensembles, the table and its figures; the parent run closed."""
     try:
-        check_reachable(uri)
+        check_reachable(tracker.uri)
         replay_grid(folder, tracker)
     except Exception as error:  # the store went away: the training is done and kept, say how to finish
         print(
-            f"error: the MLflow store {redact(uri)} is unreachable ({error}). Training is done and nothing is "
-            f"lost: checkpoints, features and spooled records are in {folder}. When the store is back, run\n"
+            f"error: the MLflow store {redact(tracker.uri)} is unreachable ({error}). Training is done and nothing "
+            f"is lost: checkpoints, features and spooled records are in {folder}. When the store is back, run\n"
             f"  python -m orchestration.replay {folder} --tracking-uri <uri>\n"
             f"  {command} --resume {folder.name}",
             file=sys.stderr,
         )
         return 1
-    evaluate_ensembles(plan, folder, tracker, parent_run_id)
-    table, paths = publish(plan.spec, uri, parent_run_id, command, args.results_dir)
-    tracker.log_text(parent_run_id, table.markdown, f"{plan.spec.key}.md")
+    evaluate_ensembles(plan, folder, tracker, state.parent_run_id)
+    table, paths = publish(plan.spec, tracker, state.parent_run_id, command, options.results_dir)
+    tracker.log_text(state.parent_run_id, table.markdown, f"{plan.spec.key}.md")
     for figure in (p for p in paths if p.suffix == ".png"):
-        tracker.log_artifact(parent_run_id, figure, "figures")
-    tracker.finish(parent_run_id, failed=bool(failed))
+        tracker.log_artifact(state.parent_run_id, figure, "figures")
+    tracker.finish(state.parent_run_id, failed=failed)
     print(table.markdown)
     print(f"wrote {', '.join(str(p) for p in paths)}")
     return 1 if failed else 0

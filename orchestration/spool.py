@@ -23,9 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, RunTag
-
-from orchestration.tracking import TAG_PREFIX, Tracker, redact, resolve_tracking_uri
+from orchestration.tracking import Tracker, redact, resolve_tracking_uri
 
 SPOOL_FILE = "mlflow-spool.jsonl"
 RETRY_AFTER_SECONDS = 30.0
@@ -87,14 +85,11 @@ def apply(record: dict[str, Any], tracker: Tracker) -> None:
     """Send one record to the store (raises if it does not answer)."""
     run_id = record["run_id"]
     if record["op"] == "metrics":
-        metrics = [Metric(k, v, record["time"], record["step"]) for k, v in record["values"].items()]
-        tracker.client.log_batch(run_id, metrics=metrics)
+        tracker.log_metrics(run_id, record["values"], record["step"], record["time"])
     elif record["op"] == "tags":
-        tracker.client.log_batch(
-            run_id, tags=[RunTag(TAG_PREFIX + k, v) for k, v in record["values"].items()]
-        )
+        tracker.set_tags(run_id, record["values"])
     elif record["op"] == "artifact":
-        tracker.client.log_artifact(run_id, record["path"], record["folder"])
+        tracker.log_artifact(run_id, record["path"], record["folder"])
     elif record["op"] == "terminate":
         tracker.finish(run_id, failed=record["failed"])
     else:

@@ -15,9 +15,10 @@ import subprocess
 import time
 import urllib.parse
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -97,8 +98,34 @@ def git_commit(project_root: Path = PROJECT_ROOT) -> str:
         return "unknown"
 
 
+@dataclass(frozen=True)
+class ChildRun:
+    """One trial's run, as tables and figures read it."""
+
+    run_id: str
+    status: str  # FINISHED, FAILED, RUNNING, KILLED
+    row: str  # the table row (``mgn.row``)
+    seed: int
+    metrics: Mapping[str, float]  # the latest value of each metric
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "FINISHED"
+
+    @classmethod
+    def of(cls, run: Run) -> ChildRun:
+        tags = run.data.tags
+        return cls(
+            run.info.run_id,
+            run.info.status,
+            tags.get(f"{TAG_PREFIX}row", ""),
+            int(tags.get(f"{TAG_PREFIX}seed", 0)),
+            dict(run.data.metrics),
+        )
+
+
 class Tracker:
-    """Thin, explicit wrapper of ``MlflowClient``: every call names its run; no global state."""
+    """The one door to MLflow, reading and writing: every call names its run; no global state."""
 
     def __init__(self, uri: str) -> None:
         # MLflow prints "View run ... at: <tracking URI>" when a run ends: with a server URI that
@@ -162,8 +189,10 @@ class Tracker:
         for start in range(0, len(items), _BATCH):
             self.client.log_batch(run_id, params=items[start : start + _BATCH])
 
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
-        now = int(time.time() * 1000)
+    def log_metrics(
+        self, run_id: str, metrics: Mapping[str, float], step: int, timestamp_ms: int | None = None
+    ) -> None:
+        now = timestamp_ms or int(time.time() * 1000)
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         for start in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[start : start + 1000])
@@ -179,3 +208,44 @@ class Tracker:
 
     def finish(self, run_id: str, failed: bool = False) -> None:
         self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+    # Reading.
+
+    def run(self, run_id: str) -> Run:
+        return self.client.get_run(run_id)
+
+    def child_runs(self, experiment_id: str, parent_id: str) -> list[ChildRun]:
+        """Every trial run of a table invocation (newest first, as MLflow lists them)."""
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", page_token=token
+            )
+            runs += [ChildRun.of(run) for run in page]
+            token = page.token
+            if not token:
+                return runs
+
+    def latest_parent(self, experiment_name: str, table_key: str) -> str:
+        """The most recent finished invocation of a table; ``LookupError`` saying what to run if none."""
+        experiment = self.client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            raise LookupError(
+                f"the store {redact(self.uri)} has no experiment '{experiment_name}': run the table first"
+            )
+        runs = self.client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`{TAG_PREFIX}kind` = 'table' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not runs:
+            raise LookupError(f"no finished run of {table_key} in {redact(self.uri)}: run the table first")
+        return runs[0].info.run_id
+
+    def download(self, run_id: str, artifact: str, folder: str | Path) -> Path | None:
+        """A run's artifact, copied into ``folder``; None when the run has none of that name."""
+        try:
+            return Path(self.client.download_artifacts(run_id, artifact, str(folder)))
+        except Exception:  # absent (an older run, a failed trial)
+            return None

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mgn.config import ExperimentConfig, Init
 from mgn.config_io import dump_yaml, flatten, from_dict, to_dict
-from orchestration.naming import slug
-from orchestration.paper_tables import TABLES
+from orchestration.planning import is_local, trial_config, trial_folder
 from orchestration.spool import SpoolingRecorder
 from orchestration.tracking import Tracker
 from orchestration.worker import DIVERGED_FILE, DONE_FILE, WorkerSpec, train_worker
@@ -41,22 +40,6 @@ class TrialSetup:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def trial_config(table: str, base: ExperimentConfig, row: str, seed: int) -> ExperimentConfig:
-    """The full config of one trial: the row's variant of the base recipe, with its seed."""
-    (trial_row,) = TABLES[table].trials((row,))
-    config = trial_row.make(base)
-    return replace(config, train=replace(config.train, seed=seed))
-
-
-def trial_folder(storage: str | Path, row: str, seed: int) -> Path:
-    """Checkpoints and features of one trial; the same folder when a grid is resumed."""
-    return Path(storage) / "trials" / slug(row) / f"seed{seed}"
-
-
-def is_local(config: ExperimentConfig, use_gpu: bool) -> bool:
-    return config.scaling.num_workers == 1 and not use_gpu
 
 
 def run_trial(params: dict[str, Any]) -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from mgn.config import DatasetName
-from orchestration.experiment import make_plan, networks_tag, parser
+from orchestration.experiment import parser
 from orchestration.paper_tables import TABLES
+from orchestration.planning import make_plan, networks_tag
 
 
 def _plan(key: str, *argv: str):
