@@ -31,7 +31,8 @@ class TrainingState:
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
     epochs_done: int
-    config: dict[str, Any]
+    config: dict[str, Any]  # the ExperimentConfig as a dict: the architecture
+    num_classes: int = 0  # training identities (the classifiers' width); 0 when unknown
 
 
 def save_checkpoint(state: TrainingState, path: str | Path) -> Path:
@@ -46,6 +47,7 @@ def save_checkpoint(state: TrainingState, path: str | Path) -> Path:
             "scheduler": state.scheduler,
             "epochs_done": state.epochs_done,
             "config": state.config,
+            "num_classes": state.num_classes,
         },
         tmp,
     )
@@ -59,8 +61,9 @@ def load_checkpoint(path: str | Path) -> TrainingState:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
         return TrainingState(
-            data["model"], data["optimizer"], data["scheduler"], int(data["epochs_done"]), data["config"]
-        )
+            data["model"], data["optimizer"], data["scheduler"], int(data["epochs_done"]), data["config"],
+            int(data.get("num_classes", 0)),
+        )  # fmt: skip
     except FileNotFoundError:
         raise
     except Exception as error:  # torch raises several types for truncated or foreign files
@@ -126,10 +129,15 @@ def load_model(path: str | Path):
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
         config = from_dict(ExperimentConfig, data["config"])
-        weights = data["model"]
-        num_classes = int(data.get("num_classes") or weights["branches.0.classifiers.0.weight"].shape[0])
+        weights, num_classes = data["model"], int(data.get("num_classes", 0))
     except Exception as error:
         raise CorruptCheckpointError(f"{path} is not an MGN model or checkpoint ({error})") from None
+    if num_classes < 2:
+        raise CorruptCheckpointError(
+            f"{path} does not record its number of training identities (written by an older version): "
+            f"load it with that version and save it again with mgn.checkpoint.save_model"
+        )
+    # The saved config is the architecture: branches, backbone, reduction, pooling.
     model = MGN(replace(config.model, init=Init.RANDOM), num_classes)
     model.load_state_dict(weights)
     return model.eval(), config

@@ -30,9 +30,9 @@ class EmbeddingNetwork(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = (images - self.mean) / self.std
-        embedding = self.model(x)
+        embedding = self.model.embed(x)
         if self.flip:
-            embedding = (embedding + self.model(torch.flip(x, dims=[3]))) / 2
+            embedding = (embedding + self.model.embed(torch.flip(x, dims=[3]))) / 2
         return F.normalize(embedding, dim=1) if self.normalize else embedding
 
 

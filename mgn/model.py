@@ -113,13 +113,17 @@ class Branch(nn.Module):
 
 
 class MGN(nn.Module):
-    """The MGN family. ``forward`` returns ``MGNOutput`` in train mode and the embedding in eval mode.
+    """The MGN family.
+
+    * ``embed(images)``: the test-time feature, every branch's f_g and f_p concatenated (§3.1);
+    * ``feature_maps(images)``: each branch's last feature map, by branch name (Figs. 2 and 5);
+    * ``forward(images)``: ``MGNOutput`` for the losses in train mode; in eval mode ``embed`` (so
+      that wrappers that call the module, DDP, ``torch.onnx``, extract features).
 
     Example::
 
-        model = MGN(ModelConfig(init=Init.RANDOM), num_classes=751)
-        model.eval()
-        embedding = model(torch.randn(2, 3, 384, 128))  # (2, 2048) for MGN
+        model = MGN(ModelConfig(init=Init.RANDOM), num_classes=751).eval()
+        embedding = model.embed(torch.randn(2, 3, 384, 128))  # (2, 2048) for MGN
         part2 = embedding[:, model.branch_columns([1])]  # (2, 768): the Part-2 branch only
     """
 
@@ -166,11 +170,22 @@ class MGN(nn.Module):
         slices = self.branch_slices()
         return [c for i in branch_indices for c in range(slices[i].start, slices[i].stop)]
 
-    def forward(self, images: Tensor) -> MGNOutput | Tensor:
-        """images (B, 3, H, W) -> ``MGNOutput`` (train) or embedding (B, embedding_dim) (eval)."""
+    def embed(self, images: Tensor) -> Tensor:
+        """images (B, 3, H, W) -> (B, embedding_dim). BN as the module's mode: call ``eval()`` first
+        for test features."""
         shared = self.trunk(images)  # (B, C/2, H/16, W/16)
+        return torch.cat([branch.embed(shared) for branch in self.branches], dim=1)
+
+    def feature_maps(self, images: Tensor) -> dict[str, Tensor]:
+        """images (B, 3, H, W) -> {branch name: its last feature map (B, C, h, w)}, in branch order."""
+        shared = self.trunk(images)
+        return {branch_name(branch.parts): branch.layers(shared) for branch in self.branches}
+
+    def forward(self, images: Tensor) -> MGNOutput | Tensor:
+        """images (B, 3, H, W) -> ``MGNOutput`` (train) or ``embed(images)`` (eval)."""
         if not self.training:
-            return torch.cat([branch.embed(shared) for branch in self.branches], dim=1)
+            return self.embed(images)
+        shared = self.trunk(images)  # (B, C/2, H/16, W/16)
         out = MGNOutput([], [], [], [], [])
         for branch in self.branches:
             pooled = branch.pooled(shared)

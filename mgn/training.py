@@ -315,6 +315,7 @@ def fit(
             scheduler.state_dict(),
             scheduler.last_epoch,
             to_dict(config),
+            model.num_classes,
         )
 
     history: list[EpochStats] = []

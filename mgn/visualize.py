@@ -24,7 +24,7 @@ from matplotlib.patches import Rectangle
 from mgn.data.images import load_image
 from mgn.data.records import ImageRecord
 from mgn.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from mgn.model import MGN, branch_name
+from mgn.model import MGN
 
 CORRECT, WRONG = "#1a9850", "#d73027"
 
@@ -95,16 +95,17 @@ def attention_maps(
     """Activation map of each branch, (N, H, W) in [0, 1], for normalised images (N, 3, H, W)."""
     was_training = model.training
     model.eval()
-    shared = model.trunk(images)
     size = size or tuple(images.shape[-2:])
+    feature_maps = model.feature_maps(images)
     maps = {}
-    for branch in model.branches:
-        activation = branch.layers(shared).pow(2).sum(dim=1, keepdim=True)  # (N, 1, h, w)
+    for name, feature_map in feature_maps.items():
+        activation = feature_map.pow(2).sum(dim=1, keepdim=True)  # (N, 1, h, w)
         activation = F.interpolate(activation, size=size, mode="bilinear", align_corners=False)[:, 0]
         low = activation.flatten(1).amin(1)[:, None, None]
         high = activation.flatten(1).amax(1)[:, None, None]
-        name = branch_name(branch.parts) if len(model.branches) > 1 else "Network"
-        maps[name] = ((activation - low) / (high - low).clamp(min=1e-12)).numpy()
+        maps[name if len(feature_maps) > 1 else "Network"] = (
+            (activation - low) / (high - low).clamp(min=1e-12)
+        ).numpy()
     model.train(was_training)
     return maps
 
