@@ -85,7 +85,6 @@ def build_tuner(
     """A new Tuner over every (row, seed) of the plan, longest first, or the saved one to resume."""
     setup = TrialSetup(
         table=plan.spec.key,
-        base=to_dict(plan.base),
         experiment_id=state.experiment_id,
         parent_run_id=state.parent_run_id,
         storage=str(folder),
@@ -96,7 +95,12 @@ def build_tuner(
         feature_rows=feature_rows(plan),
     )
     trials = sorted(
-        ({"row": r, "seed": s} for r in plan.rows for s in plan.seeds), key=lambda t: -_cost(plan, t["row"])
+        (
+            {"row": r, "seed": s, "config": to_dict(plan.configs[(r, s)])}
+            for r in plan.rows
+            for s in plan.seeds
+        ),
+        key=lambda t: -_cost(plan, t["row"]),
     )
     progress = ProgressPrinter(
         {trial_name(t["row"], t["seed"]): plan.configs[(t["row"], t["seed"])].train.epochs for t in trials},
@@ -132,7 +136,8 @@ def report_failures(results: tune.ResultGrid) -> bool:
     failed = [r for r in results if r.error is not None]
     for result in failed:
         print(
-            f"trial {result.config['trial']} failed: {str(result.error).splitlines()[-1][:500]}",
+            f"trial {trial_name(result.config['trial']['row'], result.config['trial']['seed'])} failed: "
+            f"{str(result.error).splitlines()[-1][:500]}",
             file=sys.stderr,
         )
     return bool(failed)

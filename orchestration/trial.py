@@ -16,7 +16,7 @@ from typing import Any
 
 from mgn.config import ExperimentConfig, Init
 from mgn.config_io import dump_yaml, flatten, from_dict, to_dict
-from orchestration.planning import is_local, trial_config, trial_folder
+from orchestration.planning import is_local, trial_folder
 from orchestration.spool import SpoolingRecorder
 from orchestration.tracking import Tracker
 from orchestration.worker import DIVERGED_FILE, DONE_FILE, WorkerSpec, train_worker
@@ -27,7 +27,6 @@ class TrialSetup:
     """What every trial of a grid shares (plain values: Tune stores it with the experiment)."""
 
     table: str
-    base: dict[str, Any]  # the base ExperimentConfig, after profile, --config and --set
     experiment_id: str
     parent_run_id: str
     storage: str  # this grid's folder, on storage every node sees
@@ -43,7 +42,7 @@ class TrialSetup:
 
 
 def run_trial(params: dict[str, Any]) -> None:
-    """Tune function trainable: ``params = {"setup": TrialSetup dict, "trial": {"row", "seed"}}``."""
+    """Tune function trainable: ``params = {"setup": TrialSetup dict, "trial": {"row", "seed", "config"}}``."""
     import ray.train
     from ray import tune
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -51,7 +50,7 @@ def run_trial(params: dict[str, Any]) -> None:
 
     setup = TrialSetup(**{**params["setup"], "feature_rows": tuple(params["setup"]["feature_rows"])})
     row, seed = params["trial"]["row"], int(params["trial"]["seed"])
-    config = trial_config(setup.table, from_dict(ExperimentConfig, setup.base), row, seed)
+    config = from_dict(ExperimentConfig, params["trial"]["config"])  # planned once, by the driver
     folder = trial_folder(setup.storage, row, seed)
     if (folder / DONE_FILE).is_file():
         # Finished before the driver died, after Tune last saved its state: report, do not retrain.
