@@ -6,13 +6,14 @@ cache (``$TORCH_HOME/hub/checkpoints``), where ``torchvision`` itself would have
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
-from mgn.config import Backbone, Init
+from mgn.config import Backbone, ImagenetWeights, Init, ModelConfig
 
 _WEIGHTS = {
     Backbone.RESNET18: torchvision.models.ResNet18_Weights,
@@ -32,8 +33,12 @@ def hub_weight_files(backbone: Backbone) -> list[Path]:
     return [checkpoints / Path(weights.url).name for weights in _WEIGHTS[backbone]]
 
 
-def find_pretrained(backbone: Backbone, path: str | None) -> Path:
-    """The weight file to load, or a ``PretrainedWeightsMissing`` that says where to put it."""
+def find_pretrained(
+    backbone: Backbone, path: str | None, release: ImagenetWeights = ImagenetWeights.V1
+) -> Path:
+    """The weight file to load: ``path`` as given, else the hub-cache file of ``release``; or a
+    ``PretrainedWeightsMissing`` that says where to put it. Another release's file in the cache is
+    not taken silently: the error names it and how to ask for it (which is then recorded)."""
     if path is not None:
         if Path(path).is_file():
             return Path(path)
@@ -41,25 +46,52 @@ def find_pretrained(backbone: Backbone, path: str | None) -> Path:
             f"model.pretrained_path={path} does not exist. Put the ImageNet {backbone.value} weights there "
             f"(e.g. {_WEIGHTS[backbone].IMAGENET1K_V1.url}), or set model.init=random to train from scratch."
         )
-    candidates = hub_weight_files(backbone)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    urls = "\n  ".join(weights.url for weights in _WEIGHTS[backbone])
-    places = "\n  ".join(str(c) for c in candidates)
+    wanted = Path(torch.hub.get_dir()) / "checkpoints" / Path(_WEIGHTS[backbone][release.value].url).name
+    if wanted.is_file():
+        return wanted
+    others = [f for f in hub_weight_files(backbone) if f.is_file()]
+    if others:
+        raise PretrainedWeightsMissing(
+            f"model.imagenet_weights={release.value} asks for {wanted.name}, but the hub cache holds "
+            f"{', '.join(f.name for f in others)} of another release. Put {wanted.name} "
+            f"({_WEIGHTS[backbone][release.value].url}) in {wanted.parent}, or ask for the release you have "
+            f"with --set model.imagenet_weights=... (a deviation, recorded), or pass the file with "
+            f"--set model.pretrained_path=/path/to/file.pth."
+        )
     raise PretrainedWeightsMissing(
         f"ImageNet weights for {backbone.value} were asked for (model.init=imagenet) but are not on disk.\n"
-        f"Download one of\n  {urls}\non a machine with internet access and copy it to\n  {places}\n"
-        f"or pass its path with --set model.pretrained_path=/path/to/file.pth; "
+        f"Download\n  {_WEIGHTS[backbone][release.value].url}\non a machine with internet access and copy it "
+        f"to\n  {wanted}\nor pass its path with --set model.pretrained_path=/path/to/file.pth; "
         f"or train from random initialisation with --set model.init=random (recorded with the run)."
     )
 
 
-def build_resnet(backbone: Backbone, init: Init, pretrained_path: str | None = None) -> nn.Module:
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def pretrained_identity(config: ModelConfig) -> dict[str, str]:
+    """The weight file a run starts from, by name and sha256 (run tags); empty for random init."""
+    if config.init is not Init.IMAGENET:
+        return {}
+    path = find_pretrained(config.backbone, config.pretrained_path, config.imagenet_weights)
+    return {"pretrained_file": path.name, "pretrained_sha256": sha256(path)}
+
+
+def build_resnet(
+    backbone: Backbone,
+    init: Init,
+    pretrained_path: str | None = None,
+    release: ImagenetWeights = ImagenetWeights.V1,
+) -> nn.Module:
     """A torchvision ResNet, randomly initialised or loaded with ImageNet weights from disk."""
     resnet = getattr(torchvision.models, backbone.value)(weights=None)
     if init is Init.IMAGENET:
-        weight_file = find_pretrained(backbone, pretrained_path)
+        weight_file = find_pretrained(backbone, pretrained_path, release)
         state = torch.load(weight_file, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         try:

@@ -49,6 +49,21 @@ class Init(StrEnum):
     RANDOM = "random"  # an explicit choice, recorded with every run
 
 
+class ImagenetWeights(StrEnum):
+    """Which torchvision ImageNet release initialises the backbone."""
+
+    V1 = "IMAGENET1K_V1"  # the original release: the weights of the paper's era
+    V2 = "IMAGENET1K_V2"  # torchvision's 2021 re-training (ResNet-50/101 only): a deviation, recorded
+
+
+class Precision(StrEnum):
+    """Arithmetic of test-feature extraction."""
+
+    FP32 = "fp32"  # the paper's
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
 class Reduction(StrEnum):
     """How the several loss terms of one kind (one per classifier / per global) are combined."""
 
@@ -75,6 +90,13 @@ class DatasetName(StrEnum):
     CUHK03_LABELED = "cuhk03_labeled"
     CUHK03_DETECTED = "cuhk03_detected"
     CUSTOM = "custom"  # a user's own folders in Market-1501 naming
+
+
+class Epoch(StrEnum):
+    """What one training epoch is (the learning-rate milestones count these)."""
+
+    IMAGES = "images"  # every training image about once: ~181 steps of P16K4 on Market-1501 (ours)
+    IDENTITIES = "identities"  # every identity once, K images each: ~47 steps (the public MGN port)
 
 
 class ImageCheck(StrEnum):
@@ -118,7 +140,8 @@ class ModelConfig:
     pooling: Pooling = Pooling.MAX
     global_classifier_input: ClassifierInput = ClassifierInput.POOLED
     init: Init = Init.IMAGENET
-    pretrained_path: str | None = None
+    imagenet_weights: ImagenetWeights = ImagenetWeights.V1
+    pretrained_path: str | None = None  # an explicit weight file: used as given, whatever its release
     # Batch-norm statistics over the whole global batch (all workers) instead of each worker's
     # share. Off: the paper's per-GPU BN (DataParallel on two GPUs, 32 images each).
     sync_bn: bool = False
@@ -135,6 +158,12 @@ class ModelConfig:
         _require(
             self.reduction_dim is None or self.reduction_dim > 0,
             f"model.reduction_dim={self.reduction_dim}: must be positive, or null for no reduction (IDE baseline)",
+        )
+        _require(
+            self.imagenet_weights is ImagenetWeights.V1
+            or self.backbone in (Backbone.RESNET50, Backbone.RESNET101),
+            f"model.imagenet_weights={self.imagenet_weights.value}: torchvision publishes only IMAGENET1K_V1 for "
+            f"{self.backbone.value}",
         )
         _require(
             not (self.reduction_dim is None and self.global_classifier_input is ClassifierInput.REDUCED),
@@ -224,6 +253,7 @@ class DataConfig:
     p: int = 16  # identities per global batch, split over the workers (P/W each)
     k: int = 4  # images per identity
     sample_with_replacement: bool = True  # ids with fewer than K images are resampled
+    epoch: Epoch = Epoch.IMAGES
     random_flip: bool = True  # the paper's only augmentation (§4.1)
     random_erasing: float = 0.0  # probability (Zhong et al., 2020); community recipe 0.5
     # Decoding processes per training worker; None: 0 on CPU (they would take the cores training
@@ -275,6 +305,7 @@ class EvalConfig:
     query_pooling: QueryPooling = QueryPooling.MEAN
     max_rank: int = 50
     untrained: bool = False  # also evaluate the network before training (a baseline to beat)
+    precision: Precision = Precision.FP32  # of feature extraction (bf16/fp16: autocast, a recorded deviation)
 
     def __post_init__(self) -> None:
         _require(self.interval >= 0, f"eval.interval={self.interval}: must be >= 0")
@@ -290,7 +321,7 @@ class EvalConfig:
 class TrainConfig:
     epochs: int = 80
     seed: int = 0
-    amp: bool = True  # mixed precision, used only on CUDA
+    amp: bool = False  # mixed precision on CUDA (bf16, else fp16); the paper trained in fp32
     channels_last: bool = False
     log_every: int = 0  # print a line every N iterations; 0 = once per epoch
     checkpoint_every: int = 1  # epochs between resumable checkpoints (and after the last); 0 = none

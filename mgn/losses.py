@@ -63,7 +63,8 @@ def batch_hard_triplet_loss(
     features = full_precision(features)
     pool = features if pool is None else full_precision(pool)
     pool_targets = targets if pool_targets is None else pool_targets
-    dist = pairwise_euclidean(features, pool)  # (B, M)
+    with torch.autocast(features.device.type, enabled=False):  # distances in fp32 under any autocast
+        dist = pairwise_euclidean(features, pool)  # (B, M)
     same = targets[:, None] == pool_targets[None, :]  # (B, M), True at each anchor's own column
     hardest_positive = dist.masked_fill(~same, float("-inf")).amax(dim=1)  # (B,)
     hardest_negative = dist.masked_fill(same, float("inf")).amin(dim=1)  # (B,)
@@ -93,6 +94,13 @@ def mgn_loss(
     function applies the loss kinds and weights of ``config``. ``gather``: see the module note.
     Call it outside autocast: it computes in fp32 (or the outputs' wider dtype) in any case.
     """
+    with torch.autocast(targets.device.type, enabled=False):  # no reduced precision, whatever the caller's
+        return _mgn_loss(outputs, targets, config, gather)
+
+
+def _mgn_loss(
+    outputs: MGNOutput, targets: Tensor, config: LossConfig, gather: Gather | None
+) -> LossBreakdown:
     zero = full_precision(outputs.global_logits[0]).new_zeros(())
     softmax = triplet = zero
     if config.softmax_weight > 0:

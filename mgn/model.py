@@ -133,7 +133,7 @@ class MGN(nn.Module):
             raise ValueError(f"num_classes={num_classes}: training needs at least 2 identities")
         self.config = config
         self.num_classes = num_classes
-        resnet = build_resnet(config.backbone, config.init, config.pretrained_path)
+        resnet = build_resnet(config.backbone, config.init, config.pretrained_path, config.imagenet_weights)
         channels = feature_channels(resnet)
         # Shared trunk up to and including res_conv4_1 (§3.1).
         self.trunk = nn.Sequential(

@@ -204,9 +204,8 @@ def evaluate(
     if env.distributed:
         broadcast_state(model)
     features = extract_test_features(
-        model, dataset, config.data, config.eval, env.device, amp=config.train.amp,
-        rank=env.rank, world_size=env.world_size,
-    )  # fmt: skip
+        model, dataset, config.data, config.eval, env.device, rank=env.rank, world_size=env.world_size
+    )
     if env.distributed:
         features = _gathered(features, dataset, config, env.device)
         if features is None:

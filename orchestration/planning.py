@@ -16,16 +16,17 @@ import datetime as dt
 import json
 import warnings
 from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
-from mgn.backbone import find_pretrained
-from mgn.config import DatasetName, ExperimentConfig, Init, Profile
+from mgn.backbone import find_pretrained, pretrained_identity
+from mgn.config import DatasetName, ExperimentConfig, Init, ModelConfig, Profile
 from mgn.config_io import apply_overrides, flatten, load_yaml
 from mgn.data.folders import OFFICIAL
 from mgn.data.loading import load_dataset
 from mgn.data.records import DatasetError
 from mgn.data.sampler import PKBatchSampler
-from mgn.recipes import recipe
+from mgn.recipes import deviations, paper, recipe
 from orchestration.naming import slug
 from orchestration.paper_table import PaperTable
 from orchestration.paper_tables import TABLES
@@ -132,7 +133,9 @@ def check_data(plan: Plan, log=print) -> None:
                 log(f"warning: {warning.message}")
             log(f"data: {datasets[data].summary()}")
         if config.model.init is Init.IMAGENET:
-            find_pretrained(config.model.backbone, config.model.pretrained_path)
+            find_pretrained(
+                config.model.backbone, config.model.pretrained_path, config.model.imagenet_weights
+            )
         PKBatchSampler(
             [r.pid for r in datasets[data].train],
             data.p,
@@ -197,6 +200,24 @@ def is_local(config: ExperimentConfig, use_gpu: bool) -> bool:
     return config.scaling.num_workers == 1 and not use_gpu
 
 
+@lru_cache
+def _weights(model: ModelConfig) -> dict[str, str]:
+    return pretrained_identity(model)  # hashing ~100 MB once per file, not per trial
+
+
+def trial_tags(plan: Plan, row: str, seed: int) -> dict[str, str]:
+    """What a trial's run records beyond its row and seed: how it departs from the paper's recipe for
+    the same row (``deviations``), its arithmetic, and the ImageNet file it starts from (name, sha256)."""
+    config = plan.configs[(row, seed)]
+    found = deviations(config, plan.spec.trial(row).make(paper()))
+    return {
+        "deviations": "; ".join(found) or "none",
+        "amp": str(config.train.amp).lower(),
+        "eval_precision": config.eval.precision.value,
+        **_weights(config.model),
+    }
+
+
 def parent_tags(plan: Plan, command: str, uri: str) -> dict[str, str]:
     datasets = sorted({c.data.dataset.value for c in plan.configs.values()})
     return {
@@ -209,6 +230,7 @@ def parent_tags(plan: Plan, command: str, uri: str) -> dict[str, str]:
         "rows": json.dumps(plan.rows),
         "command": command,
         "networks": networks_tag(plan),
+        "deviations": _union_of_deviations(plan),
         "tracking_uri": redact(uri),
     }
 
@@ -222,3 +244,12 @@ def record_parent(tracker: Tracker, plan: Plan, experiment_id: str, command: str
 
 def is_local_plan(plan: Plan, use_gpu: bool) -> bool:
     return all(is_local(c, use_gpu) for c in plan.configs.values())
+
+
+def _union_of_deviations(plan: Plan) -> str:
+    found = dict.fromkeys(
+        item
+        for row, seed in plan.configs
+        for item in deviations(plan.configs[(row, seed)], plan.spec.trial(row).make(paper()))
+    )
+    return "; ".join(found) or "none"

@@ -142,6 +142,11 @@ def _epilogue(parent) -> str:
             "epochs on CPU. It checks the whole pipeline and shows differences between rows"
             f"{' on synthetic data' if synthetic else ''}; it is not a reproduction of the paper's numbers."
         )
+    found = tags.get(f"{TAG_PREFIX}deviations", "none")
+    if tags.get(f"{TAG_PREFIX}profile") != Profile.SMOKE.value and found != "none":
+        lines.append(
+            f"Deviations from the paper's recipe (each run's `mgn.deviations` tag says which are its own): {found}."
+        )
     networks = tags.get(f"{TAG_PREFIX}networks")
     if networks:
         lines.append(f"Networks: {networks}.")

@@ -74,6 +74,7 @@ def run_trial(params: dict[str, Any]) -> None:
             "device": device,
             "pretrained": str(config.model.init is Init.IMAGENET).lower(),
             "tune_trial_id": tune.get_context().get_trial_id(),
+            **params["trial"].get("tags", {}),  # deviations from the paper, precision, ImageNet file
         },
     )
     tracker.log_params(run_id, flatten(config))

@@ -48,6 +48,31 @@ def test_community_recipe():
     assert config.train.epochs == 400 and config.data.random_erasing == 0.5
 
 
+def test_community_recipe_is_the_public_ports_point_by_point():
+    """seathiefwang/MGN-pytorch's best run (demo.sh, option.py, data/)."""
+    from mgn.config import Epoch, OptimizerKind, Pooling, Reduction
+
+    port = {
+        "pooling": Pooling.AVG, "reduction_dim": 256, "global_classifier_input": ClassifierInput.REDUCED,
+        "normalize test features": True, "epoch": Epoch.IDENTITIES, "optimizer": OptimizerKind.ADAM,
+        "amsgrad": True, "lr": 2e-4, "weight_decay": 5e-4, "milestones": (320, 380), "gamma": 0.1,
+        "epochs": 400, "softmax_weight": 1.0, "triplet_weight": 2.0, "reductions": (Reduction.MEAN, Reduction.MEAN),
+        "margin": 1.2, "random_erasing": 0.5, "p": 16, "k": 4, "size": (384, 128), "flip": True, "amp": False,
+    }  # fmt: skip
+    c = community()
+    ours = {
+        "pooling": c.model.pooling, "reduction_dim": c.model.reduction_dim,
+        "global_classifier_input": c.model.global_classifier_input, "normalize test features": c.eval.normalize,
+        "epoch": c.data.epoch, "optimizer": c.optimizer.kind, "amsgrad": c.optimizer.amsgrad, "lr": c.optimizer.lr,
+        "weight_decay": c.optimizer.weight_decay, "milestones": c.optimizer.milestones, "gamma": c.optimizer.gamma,
+        "epochs": c.train.epochs, "softmax_weight": c.loss.softmax_weight, "triplet_weight": c.loss.triplet_weight,
+        "reductions": (c.loss.softmax_reduction, c.loss.triplet_reduction), "margin": c.loss.triplet_margin,
+        "random_erasing": c.data.random_erasing, "p": c.data.p, "k": c.data.k, "size": (c.data.height, c.data.width),
+        "flip": c.data.random_flip, "amp": c.train.amp,
+    }  # fmt: skip
+    assert ours == port
+
+
 def test_configs_are_frozen():
     with pytest.raises(AttributeError):
         paper().train.epochs = 3  # type: ignore[misc]
@@ -137,3 +162,19 @@ def test_unknown_profile():
 def test_optimizer_milestones_must_increase():
     with pytest.raises(ConfigError, match="milestones"):
         OptimizerConfig(milestones=(60, 40))
+
+
+def test_the_paper_recipe_is_fp32_and_deviations_are_named():
+    from mgn.recipes import deviations
+
+    assert paper().train.amp is False and paper().eval.precision.value == "fp32"  # as the paper trained
+    assert deviations(paper(), paper()) == []
+    amp = replace(paper(), train=replace(paper().train, amp=True))
+    assert deviations(amp, paper()) == ["train.amp=True (paper: False)"]
+    where = replace(
+        paper(),
+        data=replace(paper().data, root="/data", loader_workers=8),
+        scaling=ScalingConfig(num_workers=2),
+    )
+    assert deviations(where, paper()) == []  # where and how fast a run goes is not the experiment
+    assert "model.backbone=resnet18 (paper: resnet50)" in deviations(smoke(), paper())

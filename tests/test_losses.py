@@ -106,3 +106,28 @@ def test_parameters_without_loss_are_exactly_those_autograd_never_reaches(name, 
     assert sorted(parameters_without_loss(model, config.loss)) == reached_none
     if name == "MGN, triplet_weight=0":  # the case that crashed multi-worker trials
         assert reached_none and all(".reductions.0." in n for n in reached_none)
+
+
+def test_losses_ignore_an_enclosing_bf16_autocast():
+    """Batch-hard mining on bf16 distances (~3 significant digits) against a margin of 1.2 would be noise."""
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(16, 256, generator=generator) * 3
+    targets = torch.arange(8).repeat_interleave(2)
+    fp32 = batch_hard_triplet_loss(features, targets, 1.2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = batch_hard_triplet_loss(features, targets, 1.2)
+        assert (features @ features.T).dtype == torch.bfloat16  # the autocast is real
+    assert under_autocast.dtype == torch.float32
+    assert abs(under_autocast.item() - fp32.item()) <= 1e-6 * max(1.0, abs(fp32.item()))
+    out = _outputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        total = mgn_loss(out, torch.tensor([0, 0, 1, 1, 2, 2]), LossConfig()).total
+    assert total.item() == pytest.approx(
+        mgn_loss(out, torch.tensor([0, 0, 1, 1, 2, 2]), LossConfig()).total.item(), rel=1e-6
+    )
+
+
+def test_bf16_outputs_are_lifted_to_fp32_before_the_losses():
+    out = _outputs()
+    low = MGNOutput(*([t.detach().bfloat16() for t in getattr(out, f)] for f in out.__dataclass_fields__))
+    assert mgn_loss(low, torch.tensor([0, 0, 1, 1, 2, 2]), LossConfig()).total.dtype == torch.float32

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mgn.backbone import PretrainedWeightsMissing, build_resnet, hub_weight_files
-from mgn.config import Backbone, ClassifierInput, Init, ModelConfig
+from mgn.config import Backbone, ClassifierInput, ConfigError, Init, ModelConfig
 from mgn.losses import mgn_loss
 from mgn.model import MGN, MGNOutput
 from mgn.recipes import smoke
@@ -164,3 +164,40 @@ def test_table5_rows_are_the_papers_fifteen():
         resolve(("MGN v2",))
     deeper = next(r for r in ROWS if r.name == "ResNet-101").config(smoke())
     assert deeper.model.backbone is Backbone.RESNET34 and deeper.loss.triplet_weight == 0
+
+
+def test_the_imagenet_release_asked_for_is_the_one_used_and_recorded(tmp_path, monkeypatch):
+    import hashlib
+
+    from mgn.backbone import pretrained_identity
+    from mgn.config import ImagenetWeights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    v1, v2 = hub_weight_files(Backbone.RESNET50)
+    v2.parent.mkdir(parents=True)
+    torch.save(build_resnet(Backbone.RESNET50, Init.RANDOM).state_dict(), v2)
+    paper_model = ModelConfig(backbone=Backbone.RESNET50, init=Init.IMAGENET)  # asks for V1, the paper's era
+    with pytest.raises(
+        PretrainedWeightsMissing, match=rf"asks for {v1.name}, but the hub cache holds {v2.name}"
+    ):
+        pretrained_identity(paper_model)
+    v2_model = replace(paper_model, imagenet_weights=ImagenetWeights.V2)
+    assert pretrained_identity(v2_model) == {
+        "pretrained_file": v2.name,
+        "pretrained_sha256": hashlib.sha256(v2.read_bytes()).hexdigest(),
+    }
+    explicit = replace(paper_model, pretrained_path=str(v2))  # a file given explicitly is used as given
+    assert pretrained_identity(explicit)["pretrained_file"] == v2.name
+    assert pretrained_identity(replace(paper_model, init=Init.RANDOM)) == {}
+    with pytest.raises(ConfigError, match="only IMAGENET1K_V1 for resnet18"):
+        ModelConfig(backbone=Backbone.RESNET18, imagenet_weights=ImagenetWeights.V2)
+
+
+def test_ide_baselines_pool_by_average_and_mgn_by_max():
+    from mgn.config import Pooling
+    from mgn.recipes import paper
+    from mgn.table5 import ROWS_BY_NAME
+
+    for name in ("ResNet-50", "ResNet-101"):
+        assert ROWS_BY_NAME[name].config(paper()).model.pooling is Pooling.AVG
+    assert ROWS_BY_NAME["MGN"].config(paper()).model.pooling is Pooling.MAX

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from mgn.config import DataConfig, DatasetName
+from mgn.config import DataConfig, DatasetName, Epoch
 from mgn.data.cuhk03 import RELEASE_LAYOUT, load_cuhk03_release
 from mgn.data.folders import MARKET_LAYOUT, OFFICIAL, load_market_style, resolve_root
 from mgn.data.images import ImageDataset, check_images
@@ -98,6 +98,7 @@ def train_loader(
         world_size=world_size,
         seed=seed,
         with_replacement=config.sample_with_replacement,
+        identity_epochs=config.epoch is Epoch.IDENTITIES,
     )
     generator = torch.Generator().manual_seed(seed * 1000 + rank)  # augmentation randomness per rank
     workers = loader_workers(config, device, cpus)

@@ -47,6 +47,7 @@ class PKBatchSampler(Sampler[list[int]]):
         world_size: int = 1,
         seed: int = 0,
         with_replacement: bool = True,
+        identity_epochs: bool = False,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
@@ -62,6 +63,7 @@ class PKBatchSampler(Sampler[list[int]]):
         self._by_pid = {pid: np.asarray(indices) for pid, indices in sorted(by_pid.items())}
         self.p, self.k = p, k
         self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.identity_epochs = identity_epochs
         self.epoch = 0
         self._drawn: tuple[int, list[list[int]]] | None = None  # (epoch, global batches)
         if len(self._by_pid) < p:
@@ -97,6 +99,8 @@ class PKBatchSampler(Sampler[list[int]]):
             else:
                 indices = rng.permutation(indices)
             chunks[int(pid)] = [indices[i : i + self.k] for i in range(0, len(indices) - self.k + 1, self.k)]
+            if self.identity_epochs:
+                chunks[int(pid)] = chunks[int(pid)][:1]
         batches = []
         available = list(chunks)
         while len(available) >= self.p:

@@ -12,10 +12,12 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from mgn.config import Metric, QueryPooling
+from mgn.config import Metric, Precision, QueryPooling
 from mgn.data.records import ImageRecord
 from mgn.evaluation.distance import as_features, distance_block, query_blocks, squared_norms
 from mgn.evaluation.rank import APMode, RankAccumulator, RankResult
+
+_DTYPES = {Precision.FP32: torch.float32, Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 
 
 @dataclass(frozen=True)
@@ -53,18 +55,19 @@ def extract_features(
     device: torch.device | str = "cpu",
     *,
     flip: bool = True,
-    amp: bool = False,
+    precision: Precision = Precision.FP32,
 ) -> FeatureSet:
     """Embed every image of ``loader`` ((images, pids, camids) batches) in eval mode.
 
     With ``flip`` the embedding of the image and of its horizontal mirror are averaged (§4.1).
-    Returns float32 features on the CPU, in loader order.
+    ``precision``: fp32 (the paper's), or bf16 / fp16 autocast on the model's device. Returns
+    float32 features on the CPU, in loader order.
     """
     was_training = model.training
     model.eval()
     device = torch.device(device)
     feats, pids, camids = [], [], []
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=_DTYPES[precision], enabled=precision is not Precision.FP32)
     for images, batch_pids, batch_camids in loader:
         images = images.to(device, non_blocking=True)
         with autocast:

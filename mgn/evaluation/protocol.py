@@ -47,7 +47,6 @@ def extract_test_features(
     data: DataConfig,
     config: EvalConfig,
     device: torch.device,
-    amp: bool = False,
     *,
     rank: int = 0,
     world_size: int = 1,
@@ -57,7 +56,7 @@ def extract_test_features(
 
     def extract(records: list) -> FeatureSet:
         loader = eval_loader(records, data, device=device, rank=rank, world_size=world_size)
-        return extract_features(model, loader, device, flip=config.flip, amp=amp)
+        return extract_features(model, loader, device, flip=config.flip, precision=config.precision)
 
     multi = extract(dataset.multi_query) if config.multi_query and dataset.multi_query else None
     return TestFeatures(extract(dataset.query), extract(dataset.gallery), multi)

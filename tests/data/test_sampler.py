@@ -80,3 +80,14 @@ def test_p_larger_than_the_data_can_give():
 def test_k_larger_than_an_identity_without_replacement():
     with pytest.raises(DatasetError, match="without replacement, but .* identities have fewer"):
         PKBatchSampler(_pids(), p=4, k=4, with_replacement=False)
+
+
+def test_an_identity_epoch_gives_every_identity_one_chunk_of_k():
+    """The public port's epoch: identities / P steps (751 // 16 = 46 on Market-1501) instead of ~all images."""
+    pids = [pid for pid in range(751) for _ in range(17)]
+    sampler = PKBatchSampler(pids, p=16, k=4, identity_epochs=True, seed=0)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 751 // 16
+    seen = [pids[i] for batch in batches for i in batch]
+    assert all(seen.count(pid) == 4 for pid in set(seen)) and len(set(seen)) == 46 * 16
+    assert len(PKBatchSampler(pids, p=16, k=4, seed=0)) > 3 * len(batches)  # the image epoch is longer

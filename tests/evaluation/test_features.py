@@ -99,3 +99,19 @@ def test_ensemble_concatenation_checks_alignment():
     assert both.features.shape == (40, 34)
     with pytest.raises(ValueError, match="same images"):
         FeatureSet.concat([q, FeatureSet(q.features, q.pids[::-1].copy(), q.camids)])
+
+
+def test_extraction_precision_follows_the_config():
+    from mgn.config import Backbone, Init, ModelConfig, Precision
+    from mgn.model import MGN
+
+    torch.manual_seed(0)
+    model = MGN(ModelConfig(backbone=Backbone.RESNET18, init=Init.RANDOM), num_classes=4).eval()
+    images = torch.randn(3, 3, 64, 32)
+    loader = DataLoader(TensorDataset(images, torch.tensor([1, 2, 3]), torch.tensor([0, 1, 0])), batch_size=3)
+    fp32 = extract_features(model, loader, flip=False).features
+    bf16 = extract_features(model, loader, flip=False, precision=Precision.BF16).features
+    with torch.no_grad():
+        assert torch.equal(fp32, model.embed(images))  # the default is the paper's fp32, bit for bit
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)  # bf16 arithmetic when asked
+    assert torch.allclose(bf16, fp32, rtol=0.1, atol=0.1)

@@ -55,3 +55,20 @@ def test_smoke_profile_on_real_data_trains_each_row_on_its_own_set(tmp_path):
         "MGN (detected)": DatasetName.CUHK03_DETECTED,
     }
     assert "synthetic" not in networks_tag(plan)
+
+
+def test_every_trial_records_how_it_departs_from_the_papers_recipe_for_its_row():
+    from orchestration.planning import trial_tags
+
+    plan = _plan("table5", "--profile", "paper", "--set", "model.init=random", "--set", "train.amp=true")
+    tags = trial_tags(plan, "MGN w/o TP", 0)
+    assert tags["deviations"] == "model.init=random (paper: imagenet); train.amp=True (paper: False)"
+    assert tags["amp"] == "true" and tags["eval_precision"] == "fp32" and "pretrained_file" not in tags
+    # A row's own variant is the table's content, not a deviation.
+    assert "triplet" not in tags["deviations"] and "global_classifier_input" not in tags["deviations"]
+    assert (
+        trial_tags(_plan("table5", "--profile", "paper", "--set", "model.init=random"), "MGN", 0)[
+            "deviations"
+        ]
+        == "model.init=random (paper: imagenet)"
+    )
