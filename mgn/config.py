@@ -263,6 +263,9 @@ class DataConfig:
     image_check: ImageCheck = ImageCheck.DECODE
     skip_bad_images: bool = False  # drop unreadable images (and count them) instead of failing
     cache_images: bool = False  # keep decoded images in memory (small data sets)
+    # Decode and resize every training image once into shared uint8 memory, augment batches on the
+    # training device (mgn.data.decoded). None: on a GPU when it takes < 1/4 of the free memory.
+    decoded_cache: bool | None = None
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     def __post_init__(self) -> None:

@@ -12,6 +12,7 @@ anchors, averaged over ranks by DDP, is the one-process loss (``mgn.distributed`
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +30,13 @@ def full_precision(x: Tensor) -> Tensor:
     """fp16 / bf16 -> fp32; other dtypes unchanged. Losses never run in reduced precision: bf16's
     ~3 significant digits would mine triplets on distances rounded to ~0.04 against a margin of 1.2."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _full_precision_region(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast switched off (on devices that have one: not, e.g., "meta" used to count FLOPs)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def pairwise_euclidean(features: Tensor, others: Tensor | None = None) -> Tensor:
@@ -63,7 +71,7 @@ def batch_hard_triplet_loss(
     features = full_precision(features)
     pool = features if pool is None else full_precision(pool)
     pool_targets = targets if pool_targets is None else pool_targets
-    with torch.autocast(features.device.type, enabled=False):  # distances in fp32 under any autocast
+    with _full_precision_region(features.device):  # distances in fp32 under any autocast
         dist = pairwise_euclidean(features, pool)  # (B, M)
     same = targets[:, None] == pool_targets[None, :]  # (B, M), True at each anchor's own column
     hardest_positive = dist.masked_fill(~same, float("-inf")).amax(dim=1)  # (B,)
@@ -94,7 +102,7 @@ def mgn_loss(
     function applies the loss kinds and weights of ``config``. ``gather``: see the module note.
     Call it outside autocast: it computes in fp32 (or the outputs' wider dtype) in any case.
     """
-    with torch.autocast(targets.device.type, enabled=False):  # no reduced precision, whatever the caller's
+    with _full_precision_region(targets.device):  # no reduced precision, whatever the caller's
         return _mgn_loss(outputs, targets, config, gather)
 
 

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 from mgn.checkpoint import TrainingState
 from mgn.config import ExperimentConfig
 from mgn.config_io import to_dict
+from mgn.data.decoded import augment_batch
 from mgn.data.loading import load_dataset, train_loader
 from mgn.data.records import ReidDataset
 from mgn.distributed import (
@@ -163,7 +164,10 @@ def train_one_epoch(
     images_seen = batches = 0
     memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
     for step, (images, pids, _) in enumerate(loader):
-        images = images.to(env.device, non_blocking=True, memory_format=memory_format)
+        images = images.to(env.device, non_blocking=True)
+        if images.dtype == torch.uint8:  # from the decoded cache: flip and erase here, on the device
+            images = augment_batch(images, config.data)
+        images = images.contiguous(memory_format=memory_format)
         targets = pids.to(env.device, non_blocking=True)
         losses = train_step(model, images, targets, optimizer, config, env, scaler)
         total += losses.total.item()

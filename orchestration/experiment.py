@@ -14,7 +14,7 @@ from mgn.config import ConfigError, Profile
 from mgn.data.records import DatasetError
 from orchestration.paper_table import PaperTable
 from orchestration.paper_tables import TABLES
-from orchestration.planning import GridOptions, UsageError, check_data, grid_folder, make_plan
+from orchestration.planning import GridOptions, UsageError, check_data, describe, grid_folder, make_plan
 from orchestration.tracking import (
     PROJECT_ROOT,
     TrackingUnavailable,
@@ -84,7 +84,9 @@ def run(spec: PaperTable, argv: list[str] | None, script: str) -> int:
         print(
             f"{spec.title}: profile {plan.base.profile.value}, {len(plan.rows)} rows x {len(plan.seeds)} seeds = {len(plan.configs)} trials"
         )
-        check_data(plan)
+        shapes = check_data(plan)
+        print("plan (the grid's time left is printed from the measured rate once epochs finish):")
+        print("\n".join(describe(plan, shapes)))
         uri = resolve_tracking_uri(args.tracking_uri)
         check_reachable(uri)
         args.storage_path = Path(args.storage_path).absolute()

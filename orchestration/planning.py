@@ -20,12 +20,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from mgn.backbone import find_pretrained, pretrained_identity
-from mgn.config import DatasetName, ExperimentConfig, Init, ModelConfig, Profile
+from mgn.config import DatasetName, Epoch, ExperimentConfig, Init, ModelConfig, Profile
 from mgn.config_io import apply_overrides, flatten, load_yaml
 from mgn.data.folders import OFFICIAL
 from mgn.data.loading import load_dataset
 from mgn.data.records import DatasetError
 from mgn.data.sampler import PKBatchSampler
+from mgn.flops import training_flops_per_image
 from mgn.recipes import deviations, paper, recipe
 from orchestration.naming import slug
 from orchestration.paper_table import PaperTable
@@ -111,19 +112,27 @@ def make_plan(spec: PaperTable, args: argparse.Namespace) -> Plan:
     return Plan(spec, base, rows, seeds, configs)
 
 
-def check_data(plan: Plan, log=print) -> None:
+@dataclass(frozen=True)
+class TrialShape:
+    """What the data gives a trial: optimisation steps per epoch and training identities."""
+
+    steps_per_epoch: int
+    num_classes: int
+
+
+def check_data(plan: Plan, log=print) -> dict[tuple[str, int], TrialShape]:
     """Read every distinct data set of the plan, decode its images, find the ImageNet weights, and
     check that each trial's P x K sampler can be filled on its number of workers: errors before
     any training."""
-    datasets = {}
-    for config in plan.configs.values():
+    datasets, shapes = {}, {}
+    for key, config in plan.configs.items():
         data = config.data
         if data not in datasets:
             if data.dataset is not DatasetName.SYNTHETIC and data.root is None:
-                key = data.dataset.value
+                name = data.dataset.value
                 raise DatasetError(
-                    f"{plan.spec.title} needs {key}, and no --data-root was given. Download it from "
-                    f"{OFFICIAL.get(key, OFFICIAL['market1501']).download} and pass --data-root /path/to/datasets "
+                    f"{plan.spec.title} needs {name}, and no --data-root was given. Download it from "
+                    f"{OFFICIAL.get(name, OFFICIAL['market1501']).download} and pass --data-root /path/to/datasets "
                     f"(or run without --data-root for the smoke profile on the embedded synthetic data set)."
                 )
             with warnings.catch_warnings(record=True) as caught:
@@ -136,13 +145,38 @@ def check_data(plan: Plan, log=print) -> None:
             find_pretrained(
                 config.model.backbone, config.model.pretrained_path, config.model.imagenet_weights
             )
-        PKBatchSampler(
+        sampler = PKBatchSampler(
             [r.pid for r in datasets[data].train],
             data.p,
             data.k,
             world_size=config.scaling.num_workers,
             with_replacement=data.sample_with_replacement,
+            identity_epochs=data.epoch is Epoch.IDENTITIES,
         )
+        shapes[key] = TrialShape(len(sampler), datasets[data].num_train_ids)
+    return shapes
+
+
+def describe(plan: Plan, shapes: dict[tuple[str, int], TrialShape]) -> list[str]:
+    """The plan before compute: per row its epochs, steps, images and training FLOPs (per seed)."""
+    lines, steps_total, flops_total = [], 0, 0.0
+    for row in plan.rows:
+        config, shape = plan.configs[(row, plan.seeds[0])], shapes[(row, plan.seeds[0])]
+        steps = shape.steps_per_epoch * config.train.epochs
+        images = steps * config.global_batch_size
+        per_image = training_flops_per_image(config.model, config.loss, config.data, shape.num_classes)
+        steps_total += steps * len(plan.seeds)
+        flops_total += images * per_image * len(plan.seeds)
+        lines.append(
+            f"  {row}: {config.train.epochs} epochs x {shape.steps_per_epoch} steps = {steps:,} steps of "
+            f"{config.global_batch_size} images ({images:,} images), {per_image / 1e9:.1f} GFLOP per image = "
+            f"{images * per_image / 1e15:.3g} PFLOP"
+        )
+    seeds = f" x {len(plan.seeds)} seeds" if len(plan.seeds) > 1 else ""
+    lines.append(
+        f"  all {len(plan.configs)} trials{seeds}: {steps_total:,} steps, {flops_total / 1e15:.3g} PFLOP of training"
+    )
+    return lines
 
 
 def _grids(storage: Path, prefix: str) -> list[Path]:

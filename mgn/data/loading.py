@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from mgn.config import DataConfig, DatasetName, Epoch
 from mgn.data.cuhk03 import RELEASE_LAYOUT, load_cuhk03_release
+from mgn.data.decoded import DecodedImages, use_decoded_cache
 from mgn.data.folders import MARKET_LAYOUT, OFFICIAL, load_market_style, resolve_root
 from mgn.data.images import ImageDataset, check_images
 from mgn.data.records import DatasetError, ImageRecord, ReidDataset
@@ -89,7 +90,8 @@ def train_loader(
     device: torch.device | str = "cpu",
     cpus: int = 1,
 ) -> DataLoader:
-    """This rank's share (P/W identities x K images) of every global P x K batch, augmented."""
+    """This rank's share (P/W identities x K images) of every global P x K batch: augmented float
+    images, or uint8 ones from the decoded cache that ``augment_batch`` augments on the device."""
     sampler = PKBatchSampler(
         [r.pid for r in records],
         config.p,
@@ -102,8 +104,12 @@ def train_loader(
     )
     generator = torch.Generator().manual_seed(seed * 1000 + rank)  # augmentation randomness per rank
     workers = loader_workers(config, device, cpus)
+    if use_decoded_cache(config, len(records), device):  # uint8 batches, augmented on the device
+        dataset = DecodedImages(records, config)
+    else:
+        dataset = ImageDataset(records, train_transform(config), cache=config.cache_images)
     return DataLoader(
-        ImageDataset(records, train_transform(config), cache=config.cache_images),
+        dataset,
         batch_sampler=sampler,
         num_workers=workers,
         persistent_workers=workers > 0,

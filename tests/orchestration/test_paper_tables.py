@@ -72,3 +72,16 @@ def test_every_trial_records_how_it_departs_from_the_papers_recipe_for_its_row()
         ]
         == "model.init=random (paper: imagenet)"
     )
+
+
+def test_the_plan_before_compute_counts_steps_images_and_training_flops():
+    from orchestration.planning import TrialShape, describe
+
+    plan = _plan("table5", "--profile", "paper", "--rows", "MGN", "--rows", "ResNet-50", "--seeds", "2")
+    lines = describe(plan, {key: TrialShape(steps_per_epoch=202, num_classes=751) for key in plan.configs})
+    mgn = next(line for line in lines if line.strip().startswith("MGN:"))
+    assert "80 epochs x 202 steps = 16,160 steps of 64 images (1,034,240 images)" in mgn
+    assert "71.1 GFLOP per image" in mgn  # MGN-R50 at 384x128, forward + backward
+    baseline = next(line for line in lines if "ResNet-50:" in line)
+    assert float(baseline.split("GFLOP")[0].split()[-1]) < 71.1 / 2  # one ResNet-50 is far cheaper
+    assert lines[-1].startswith("  all 4 trials x 2 seeds: 64,640 steps")
