@@ -6,7 +6,9 @@ size), batched by the P x K sampler (P=16, K=4), in one process (one core):
 
 * PIL path: decode, resize, augment per image (``ImageDataset`` + ``train_transform``);
 * decoded cache: uint8 images decoded and resized once (``DecodedImages``; the one-time cost is
-  printed), batches augmented as tensors (``augment_batch``; here on the CPU, on a GPU far faster).
+  printed); per image the CPU then only gathers uint8 batches, and ``augment_batch`` (flip,
+  erasing, normalisation as tensor ops) runs on the training device. Both are timed: the loader
+  side (what a GPU node's CPUs do) and the batch ops on this CPU (on a GPU they take microseconds).
 
 Printed beside them: the images/s MGN-R50 trains at on one H100, from its training FLOPs per
 image (71.1 GFLOP, forward + backward at 384x128: ``benchmarks/model_speed.py``) at a stated
@@ -36,13 +38,14 @@ H100_DENSE_TFLOPS = {"bf16": 989.0, "tf32 (fp32 training)": 494.7}  # H100 SXM, 
 UTILISATION = 0.4
 
 
-def rate(config, dataset, min_images: int) -> float:
+def rate(config, dataset, min_images: int, augment_on_cpu: bool = False) -> float:
+    """Images/s of the training loader in one process (uint8 batches augmented here if asked)."""
     loader = train_loader(dataset.train, config, seed=0)
     images, epoch, began = 0, 0, time.perf_counter()
     while images < min_images:
         loader.batch_sampler.set_epoch(epoch)
         for batch, _, _ in loader:
-            if batch.dtype == torch.uint8:
+            if augment_on_cpu and batch.dtype == torch.uint8:
                 batch = augment_batch(batch, config)
             images += len(batch)
         epoch += 1
@@ -61,9 +64,15 @@ def main(min_images: int = 2000) -> None:
     train_loader(dataset.train, cached_config, seed=0)  # decodes and resizes every image once
     build = time.perf_counter() - began
     cached = rate(cached_config, dataset, min_images)
-    print(f"  PIL decoding per image     {pil:8.1f} images/s per core")
-    print(f"  decoded cache + batch ops  {cached:8.1f} images/s per core ({cached / pil:.1f}x; one-time decode "
-          f"{build:.1f} s for {len(dataset.train)} images = {len(dataset.train) / build:.0f} images/s)")  # fmt: skip
+    on_cpu = rate(cached_config, dataset, min_images, augment_on_cpu=True)
+    print(f"  PIL path (decode, resize, augment per image)  {pil:8.1f} images/s per core")
+    print(
+        f"  decoded cache, loader side (uint8 batches)    {cached:8.1f} images/s per core ({cached / pil:.1f}x the PIL path)"
+    )
+    print(
+        f"  decoded cache + batch ops on this CPU         {on_cpu:8.1f} images/s per core (on a GPU the ops run there)"
+    )
+    print(f"  one-time decode: {build:.1f} s for {len(dataset.train)} images = {len(dataset.train) / build:.0f} images/s")  # fmt: skip
     print(
         f"\nMGN-R50 on one H100 at {UTILISATION:.0%} of the dense peak ({TRAIN_GFLOP_PER_IMAGE} GFLOP per training image):"
     )
