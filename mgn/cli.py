@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
-    except (UsageError, FileNotFoundError, CorruptCheckpointError, CorruptImageError) as error:
+    except (UsageError, FileNotFoundError, CorruptCheckpointError, CorruptImageError, ValueError) as error:
         print(f"mgn {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -8,6 +8,8 @@ given and what is accepted. Nothing here mutates a config: every change builds a
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from enum import Enum
@@ -19,6 +21,24 @@ import yaml
 from mgn.config import ConfigError, ExperimentConfig
 
 T = TypeVar("T")
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (the last would win silently)."""
+
+
+def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
+    seen: dict = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise ConfigError(f"key {key!r} is given twice (line {key_node.start_mark.line + 1}): keep one")
+        seen[key] = loader.construct_object(value_node, deep=True)
+    return seen
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
 def to_dict(config: object) -> dict[str, Any]:
@@ -82,8 +102,12 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string; YAML 1.2 and people do not
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: {value!r} is not a finite number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -96,6 +120,9 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build ``cls`` from a nested dict; missing keys keep their defaults, unknown keys are errors."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    not_names = [k for k in data if not isinstance(k, str)]
+    if not_names:
+        raise ConfigError(f"{prefix or 'config'}: keys must be field names, got {not_names[0]!r}")
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ConfigError(
@@ -110,16 +137,47 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
 
 
 def load_yaml(path: str | Path) -> ExperimentConfig:
+    """A config file. Fields it leaves out come from the recipe its ``profile`` names (the paper's
+    when it names none), so a partial ``profile: smoke`` file is a variant of ``smoke()``."""
+    from mgn.recipes import recipe
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_bytes().decode("utf-8"), Loader=_StrictLoader) or {}
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply to be a config") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    except ConfigError as error:
+        raise ConfigError(f"config file {path}: {error}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top level")
-    return from_dict(ExperimentConfig, data)
+    profile = data.get("profile")
+    if profile is None:
+        return from_dict(ExperimentConfig, data)
+    try:
+        base = to_dict(recipe(str(profile)))
+    except ValueError as error:
+        raise ConfigError(f"config file {path}: profile: {error}") from None
+    return from_dict(ExperimentConfig, _merged(base, data))
+
+
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``changes`` over ``base``, section by section."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = (
+            _merged(base[key], value)
+            if isinstance(value, dict) and isinstance(base.get(key), dict)
+            else value
+        )
+    return out
 
 
 def dump_yaml(config: ExperimentConfig, path: str | Path | None = None) -> str:

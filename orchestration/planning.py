@@ -102,12 +102,16 @@ def base_config(spec: PaperTable, args: argparse.Namespace) -> ExperimentConfig:
 def make_plan(spec: PaperTable, args: argparse.Namespace) -> Plan:
     if args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds}: must be >= 1")
+    if args.max_failures < 0:
+        raise UsageError(
+            f"--max-failures {args.max_failures}: must be >= 0 (a deterministic error would be retried forever)"
+        )
     base = base_config(spec, args)
     try:
         rows = [t.name for t in spec.select(tuple(args.rows) if args.rows else None)]
     except ValueError as error:
         raise UsageError(str(error)) from None
-    seeds = list(range(args.seeds))
+    seeds = [base.train.seed + i for i in range(args.seeds)]  # --set train.seed=5 --seeds 3: 5, 6, 7
     configs = {(row, seed): trial_config(spec.key, base, row, seed) for row in rows for seed in seeds}
     return Plan(spec, base, rows, seeds, configs)
 

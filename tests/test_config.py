@@ -178,3 +178,51 @@ def test_the_paper_recipe_is_fp32_and_deviations_are_named():
     )
     assert deviations(where, paper()) == []  # where and how fast a run goes is not the experiment
     assert "model.backbone=resnet18 (paper: resnet50)" in deviations(smoke(), paper())
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [("optimizer.lr=1e-4", 1e-4), ("optimizer.lr=2.5E-3", 2.5e-3), ("optimizer.lr=.01", 0.01)],
+)
+def test_numbers_in_scientific_notation_are_numbers(override, expected):
+    """YAML 1.1 reads 1e-4 (no dot) as a string; people and YAML 1.2 read a number."""
+    assert apply_overrides(paper(), [override]).optimizer.lr == expected
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", "1e999"])
+def test_non_finite_numbers_are_refused(value):
+    with pytest.raises(ConfigError, match="is not a finite number"):
+        apply_overrides(paper(), [f"optimizer.lr={value}"])
+
+
+def _config_file(tmp_path, content: str | bytes):
+    path = tmp_path / "run.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+def test_a_key_given_twice_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"key 'epochs' is given twice \(line 3\)"):
+        load_yaml(_config_file(tmp_path, "train:\n  epochs: 3\n  epochs: 5\n"))
+
+
+def test_a_partial_file_is_a_variant_of_the_profile_it_names(tmp_path):
+    config = load_yaml(_config_file(tmp_path, "profile: smoke\ntrain:\n  epochs: 3\n"))
+    assert config.train.epochs == 3 and config == replace(smoke(), train=replace(smoke().train, epochs=3))
+    assert load_yaml(_config_file(tmp_path, "train:\n  epochs: 3\n")).model.backbone is paper().model.backbone
+    with pytest.raises(ConfigError, match="unknown profile 'tiny'"):
+        load_yaml(_config_file(tmp_path, "profile: tiny\n"))
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("train:\n  1: 3\n", "keys must be field names, got 1"),
+        (b"train:\n  epochs: \xff\xfe\n", "is not UTF-8 text"),
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ],
+    ids=["integer key", "not UTF-8", "deep nesting"],
+)
+def test_malformed_config_files_are_one_clear_error(tmp_path, content, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_yaml(_config_file(tmp_path, content))

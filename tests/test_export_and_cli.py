@@ -116,3 +116,20 @@ def test_bad_input_is_one_clear_line(model_file, tmp_path):
     mismatch = mgn("eval", a, b, check=False)
     assert mismatch.returncode == 2 and "8-d, gallery 4-d" in mismatch.stderr
     assert "features file" in mgn("eval", a, tmp_path / "none.npz", check=False).stderr
+
+
+def test_eval_refuses_non_finite_features_in_one_line(tmp_path, capsys):
+    import numpy as np
+
+    from mgn.cli import main as cli
+
+    rng = np.random.default_rng(0)
+    for name in ("query", "gallery"):
+        features = rng.standard_normal((4, 8)).astype(np.float32)
+        if name == "query":
+            features[1, 2] = np.inf  # used to give exit 0 with metrics
+        np.savez(tmp_path / f"{name}.npz", features=features, pids=np.array([1, 2, 3, 4]),
+                 camids=np.array([0, 0, 0, 0]) if name == "query" else np.ones(4, int), paths=np.array(["a"] * 4))  # fmt: skip
+    assert cli(["eval", str(tmp_path / "query.npz"), str(tmp_path / "gallery.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "query features hold NaN or infinity" in err and len(err.strip().splitlines()) == 1

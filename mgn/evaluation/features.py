@@ -122,6 +122,11 @@ def evaluate_features(
     Memory beyond the features: ``block`` x G distances (32 MiB for Market-1501 at the default).
     """
     q_features, g_features = as_features(query.features), as_features(gallery.features)
+    for split, features in (("query", q_features), ("gallery", g_features)):
+        if not torch.isfinite(features).all():
+            raise ValueError(
+                f"the {split} features hold NaN or infinity: the network diverged or the file is damaged"
+            )
     if q_features.shape[1] != g_features.shape[1]:
         raise ValueError(
             f"query features are {q_features.shape[1]}-d, gallery features {g_features.shape[1]}-d"

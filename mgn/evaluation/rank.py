@@ -72,7 +72,10 @@ class _Gallery:
 def _as_int64(values: np.ndarray | Tensor) -> np.ndarray:
     if isinstance(values, Tensor):
         values = values.cpu().numpy()
-    return np.asarray(values, dtype=np.int64).ravel()
+    values = np.asarray(values)
+    if values.dtype.kind == "f" and not (np.isfinite(values).all() and (values == np.round(values)).all()):
+        raise ValueError("identity and camera labels must be integers; found NaN, infinity or fractions")
+    return values.astype(np.int64).ravel()
 
 
 def _as_numpy(dist: np.ndarray | Tensor) -> np.ndarray:
@@ -115,6 +118,8 @@ def _match_ranks(dist: np.ndarray, q_pids: np.ndarray, q_camids: np.ndarray, gal
     group_dist = np.take_along_axis(dist, group, axis=1)
     if np.isnan(group_dist[good]).any():
         raise ValueError("the distance matrix holds NaN at a correct match: check the features")
+    if np.isnan(dist).any():  # NaN ranks before nothing: a NaN non-match would pass silently as "far"
+        raise ValueError("the distance matrix holds NaN: check the features")
     # A stable sort keeps ascending gallery index among equal distances (MATLAB's order).
     thresholds = np.sort(np.where(good, group_dist, np.inf), axis=1, kind="stable")  # (Qc, M), +inf padded
     n_good = good.sum(1)

@@ -115,3 +115,16 @@ def test_extraction_precision_follows_the_config():
         assert torch.equal(fp32, model.embed(images))  # the default is the paper's fp32, bit for bit
     assert bf16.dtype == torch.float32 and not torch.equal(bf16, fp32)  # bf16 arithmetic when asked
     assert torch.allclose(bf16, fp32, rtol=0.1, atol=0.1)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_features_are_refused(bad):
+    from mgn.evaluation import evaluate_features
+
+    query = torch.randn(3, 4)
+    query[2, 1] = bad
+    pids, cams = np.array([1, 2, 3]), np.array([0, 0, 0])
+    with pytest.raises(ValueError, match="query features hold NaN or infinity"):
+        evaluate_features(
+            FeatureSet(query, pids, cams), FeatureSet(torch.randn(3, 4), pids, np.ones(3)), max_rank=10
+        )

@@ -130,3 +130,13 @@ def test_infinite_distances_rank_last():
         result = evaluate_rank(dist.astype(dtype), np.array([1]), G_PIDS, np.array([3]), G_CAMS, max_rank=10)
         reference = per_query_reference(dist.astype(dtype), np.array([1]), G_PIDS, np.array([3]), G_CAMS, 10)
         assert result.mAP == pytest.approx(reference[1]) and result.mINP == pytest.approx(reference[3])
+
+
+def test_non_finite_inputs_are_refused_not_scored():
+    dist = np.random.default_rng(0).random((1, 6))
+    with pytest.raises(ValueError, match="labels must be integers"):  # used to score R1 100 / mAP 100
+        evaluate_rank(dist, np.array([np.nan]), G_PIDS, np.array([3]), G_CAMS)
+    far = dist.copy()
+    far[0, int(np.flatnonzero(G_PIDS != 1)[0])] = np.nan  # NaN at a non-match used to pass as "far"
+    with pytest.raises(ValueError, match="the distance matrix holds NaN"):
+        evaluate_rank(far, np.array([1]), G_PIDS, np.array([3]), G_CAMS)

@@ -148,3 +148,9 @@ def test_paper_profile_without_imagenet_weights(capsys, workspace, tmp_path, mon
     _fails(
         capsys, "table5", args, "ImageNet weights for resnet50", "resnet50-0676ba61.pth", "model.init=random"
     )
+
+
+def test_negative_max_failures_would_retry_a_deterministic_error_forever(capsys, workspace):
+    _fails(
+        capsys, "table5", grid_args(workspace, "--max-failures", "-1"), "--max-failures -1", "retried forever"
+    )

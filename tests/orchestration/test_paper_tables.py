@@ -85,3 +85,9 @@ def test_the_plan_before_compute_counts_steps_images_and_training_flops():
     baseline = next(line for line in lines if "ResNet-50:" in line)
     assert float(baseline.split("GFLOP")[0].split()[-1]) < 71.1 / 2  # one ResNet-50 is far cheaper
     assert lines[-1].startswith("  all 4 trials x 2 seeds: 64,640 steps")
+
+
+def test_train_seed_is_the_first_seed_not_ignored():
+    plan = _plan("table5", "--rows", "MGN", "--set", "train.seed=5", "--seeds", "3")
+    assert plan.seeds == [5, 6, 7]
+    assert [plan.configs[("MGN", s)].train.seed for s in plan.seeds] == [5, 6, 7]
