@@ -21,9 +21,9 @@ import torch
 
 from mgn.checkpoint import CorruptCheckpointError, load_model
 from mgn.config import Metric
-from mgn.data.folders import IMAGE_SUFFIXES, parse_name
+from mgn.data.folders import IMAGE_SUFFIXES, list_images, parse_name
 from mgn.data.images import CorruptImageError, ImageDataset
-from mgn.data.records import ImageRecord
+from mgn.data.records import DatasetError, ImageRecord
 from mgn.data.transforms import test_transform
 
 UNLABELLED = -2  # images whose names do not follow <pid>_c<camera>
@@ -36,7 +36,10 @@ class UsageError(ValueError):
 def _records(folder: Path) -> list[ImageRecord]:
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder of images")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    try:
+        paths = list_images(folder)
+    except DatasetError as error:
+        raise UsageError(str(error)) from None
     if not paths:
         raise UsageError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     records = []

@@ -105,6 +105,11 @@ def trial_resources(
     if local:  # the trial process trains itself
         driver = {"CPU": float(cpus)}
         fit = int(total.get("CPU", 0) // cpus)
+        if fit < 1:  # Tune would wait forever for a placement that cannot come
+            raise ClusterError(
+                f"a trial needs {cpus} CPUs (--cpus-per-worker), the Ray cluster has {total.get('CPU', 0):g}: "
+                f"use --cpus-per-worker {int(total.get('CPU', 0)) or 1} or fewer, or a bigger cluster"
+            )
     else:
         driver = {DRIVER_RESOURCE: 1.0} if total.get(DRIVER_RESOURCE) else {"CPU": 1.0}
         spare = total.get("CPU", 0) - driver.get("CPU", 0)

@@ -68,7 +68,16 @@ def parse_name(name: str) -> tuple[int, int] | None:
 
 
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    """Image files of ``folder`` by name; something else named like an image (a FIFO, a socket, a
+    device: opening it could block forever) is an error naming it."""
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    odd = [p for p in paths if not p.is_file()]
+    if odd:
+        raise DatasetError(
+            f"{len(odd)} entries of {folder} are named like images but are not regular files "
+            f"(e.g. {odd[0].name}): remove them or move them out"
+        )
+    return paths
 
 
 def read_split(folder: Path, *, keep_junk: bool, keep_distractors: bool) -> list[ImageRecord]:

@@ -22,7 +22,7 @@ def load_image(path: str) -> Image.Image:
     try:
         with Image.open(path) as image:
             return image.convert("RGB")  # convert() forces a full decode, catching truncation
-    except (OSError, UnidentifiedImageError, ValueError) as error:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
         raise CorruptImageError(
             f"cannot read image {path}: {error}. Replace the file, or set data.skip_bad_images=true"
         ) from None
@@ -35,7 +35,7 @@ def _problem(path: str, check: ImageCheck) -> str | None:
         else:
             with Image.open(path) as image:
                 image.verify()
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         return f"{path}: {error}"
     return None
 

@@ -44,3 +44,38 @@ def test_reading_a_corrupt_image_mid_run_names_it(tmp_path):
         load_image(records[2].path)
     dataset = ImageDataset(records[:1], lambda image: image.size, cache=True)
     assert dataset[0] == ((64, 128), 1, 0) and dataset[0][0] == (64, 128)
+
+
+def test_an_image_named_fifo_is_refused_not_waited_on(tmp_path):
+    import os
+    import signal
+
+    from mgn.data.folders import list_images
+    from mgn.data.records import DatasetError
+
+    (tmp_path / "0001_c1s1_000001_01.jpg").write_bytes(b"")
+    os.mkfifo(tmp_path / "0001_c1s1_000002_01.jpg")  # opening it would block forever
+    signal.alarm(20)  # a regression fails this test instead of hanging the suite
+    try:
+        with pytest.raises(DatasetError, match="not regular files .*0001_c1s1_000002_01.jpg"):
+            list_images(tmp_path)
+    finally:
+        signal.alarm(0)
+
+
+def test_a_decompression_bomb_is_a_bad_image_that_can_be_skipped(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from mgn.config import ImageCheck
+    from mgn.data.images import CorruptImageError, check_images
+    from mgn.data.records import ImageRecord
+
+    good, bomb = tmp_path / "good.jpg", tmp_path / "bomb.png"
+    Image.new("RGB", (16, 32)).save(good)
+    Image.new("RGB", (200, 200)).save(bomb)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 200x200 is then a bomb, as 20000x20000 is
+    records = [ImageRecord(str(good), 1, 0), ImageRecord(str(bomb), 1, 1)]
+    with pytest.raises(CorruptImageError, match="bomb.png"):
+        check_images(records, ImageCheck.DECODE, skip_bad=False, split="train")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        assert check_images(records, ImageCheck.DECODE, skip_bad=True, split="train") == records[:1]

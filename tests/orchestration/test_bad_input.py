@@ -154,3 +154,15 @@ def test_negative_max_failures_would_retry_a_deterministic_error_forever(capsys,
     _fails(
         capsys, "table5", grid_args(workspace, "--max-failures", "-1"), "--max-failures -1", "retried forever"
     )
+
+
+@pytest.mark.integration
+def test_a_trial_that_cannot_be_placed_is_refused_not_waited_for(capsys, workspace):
+    """--cpus-per-worker 4 on a 2-CPU local cluster used to wait forever."""
+    import signal
+
+    signal.alarm(180)  # a regression fails this test instead of hanging the suite
+    try:
+        _fails(capsys, "table5", grid_args(workspace, "--cpus-per-worker", "4"), "needs 4 CPUs", "has 2")
+    finally:
+        signal.alarm(0)
