@@ -42,8 +42,12 @@ def _full_precision_region(device: torch.device) -> contextlib.AbstractContextMa
 def pairwise_euclidean(features: Tensor, others: Tensor | None = None) -> Tensor:
     """(B, D), (M, D) -> (B, M) Euclidean distances (others = features when None), with a finite
     gradient at zero distance."""
+    squared = features.pow(2).sum(dim=1)
+    # One norm computation for one tensor: the rounding (and so the training trajectory) of a
+    # single process stays bit-identical to earlier versions.
+    others_squared = squared if others is None or others is features else others.pow(2).sum(dim=1)
     others = features if others is None else others
-    d2 = features.pow(2).sum(dim=1)[:, None] + others.pow(2).sum(dim=1)[None, :] - 2.0 * features @ others.T
+    d2 = squared[:, None] + others_squared[None, :] - 2.0 * features @ others.T
     # clamp before sqrt: the diagonal is 0 up to rounding, and d sqrt(x)/dx is infinite at 0.
     return d2.clamp(min=1e-12).sqrt()
 
