@@ -133,7 +133,8 @@ class CrossRankBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     In eval mode, or in one process, it is the plain batch norm. Statistics are taken in two
     passes (mean, then the mean squared deviation), each one all-reduce of C values, which keeps
-    the variance as accurate as ``nn.BatchNorm`` over the whole batch.
+    the variance as accurate as ``nn.BatchNorm`` over the whole batch. Every rank must pass an
+    equal share of the batch (as the P x K sampler gives them).
     """
 
     def forward(self, x: Tensor) -> Tensor:  # (N, C) or (N, C, H, W)
@@ -141,8 +142,9 @@ class CrossRankBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
-        count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
-        dist.all_reduce(count)  # images x positions over all ranks
+        # Images x positions over all ranks: every rank computes an equal share of the global batch
+        # (the P x K split), so the count is derived, not one more collective per layer and step.
+        count = x.numel() / x.shape[1] * world_size()
         mean = all_reduce_with_grad(x.sum(dims)) / count  # (C,)
         centered = x - mean.view(shape)
         var = all_reduce_with_grad(centered.pow(2).sum(dims)) / count  # biased, as BN normalises
@@ -150,7 +152,7 @@ class CrossRankBatchNorm(nn.modules.batchnorm._BatchNorm):
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                unbiased = var * count / (count - 1).clamp(min=1)
+                unbiased = var * count / max(count - 1, 1)
                 self.running_mean.lerp_(mean.detach(), momentum)
                 self.running_var.lerp_(unbiased.detach(), momentum)
         out = centered * torch.rsqrt(var + self.eps).view(shape)

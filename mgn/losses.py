@@ -104,7 +104,7 @@ def mgn_loss(
 
     Which global feature a classifier sees (z_g or f_g) is fixed by the model config; this
     function applies the loss kinds and weights of ``config``. ``gather``: see the module note.
-    Call it outside autocast: it computes in fp32 (or the outputs' wider dtype) in any case.
+    It computes in fp32 (or the outputs' wider dtype) whatever autocast the caller is under.
     """
     with _full_precision_region(targets.device):  # no reduced precision, whatever the caller's
         return _mgn_loss(outputs, targets, config, gather)

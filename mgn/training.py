@@ -24,7 +24,7 @@ from mgn.config import ExperimentConfig
 from mgn.config_io import to_dict
 from mgn.data.decoded import augment_batch
 from mgn.data.loading import load_dataset, train_loader
-from mgn.data.records import ReidDataset
+from mgn.data.records import ReidDataset, pids_and_camids
 from mgn.distributed import (
     all_gather_with_grad,
     broadcast_state,
@@ -221,7 +221,6 @@ def _gathered(
     local: TestFeatures, dataset: ReidDataset, config: ExperimentConfig, device: torch.device
 ) -> TestFeatures | None:
     """Every rank's shares of the test features, on rank 0, in record order (None elsewhere)."""
-    from mgn.data.records import pids_and_camids
 
     def gather(part: FeatureSet | None, records: list) -> FeatureSet | None:
         if part is None:
