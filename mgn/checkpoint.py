@@ -7,8 +7,6 @@ dict), so it loads without unpickling arbitrary objects.
 from __future__ import annotations
 
 import os
-import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,6 @@ from typing import Any
 import torch
 
 CHECKPOINT_FILE = "checkpoint.pt"
-_EPOCH_DIR = re.compile(r"^epoch-(\d+)$")
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -68,40 +65,8 @@ def load_checkpoint(path: str | Path) -> TrainingState:
         raise
     except Exception as error:  # torch raises several types for truncated or foreign files
         raise CorruptCheckpointError(
-            f"checkpoint {path} is corrupt or not an MGN checkpoint ({error}); delete it"
+            f"checkpoint {path} is corrupt or not an MGN checkpoint ({_reason(error)}); delete it"
         ) from None
-
-
-def epoch_dir(root: str | Path, epochs_done: int) -> Path:
-    return Path(root) / f"epoch-{epochs_done:04d}"
-
-
-def checkpoint_dirs(root: str | Path) -> list[Path]:
-    """Epoch checkpoint folders under ``root``, newest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _EPOCH_DIR.match(p.name)) and p.is_dir()]
-    return [p for _, p in sorted(found, reverse=True)]
-
-
-def latest_good_checkpoint(root: str | Path, warn: Any = print) -> TrainingState | None:
-    """The newest readable checkpoint under ``root``; corrupt ones are reported and skipped."""
-    for folder in checkpoint_dirs(root):
-        file = folder / CHECKPOINT_FILE
-        if not file.is_file():
-            continue
-        try:
-            return load_checkpoint(file)
-        except CorruptCheckpointError as error:
-            warn(f"{error}; falling back to the previous checkpoint")
-    return None
-
-
-def prune_checkpoints(root: str | Path, keep: int) -> None:
-    """Delete all but the ``keep`` newest epoch folders."""
-    for folder in checkpoint_dirs(root)[keep:]:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def save_model(model: torch.nn.Module, config: dict[str, Any], path: str | Path) -> Path:
@@ -131,7 +96,7 @@ def load_model(path: str | Path):
         config = from_dict(ExperimentConfig, data["config"])
         weights, num_classes = data["model"], int(data.get("num_classes", 0))
     except Exception as error:
-        raise CorruptCheckpointError(f"{path} is not an MGN model or checkpoint ({error})") from None
+        raise CorruptCheckpointError(f"{path} is not an MGN model or checkpoint ({_reason(error)})") from None
     if num_classes < 2:
         raise CorruptCheckpointError(
             f"{path} does not record its number of training identities (written by an older version): "
@@ -139,5 +104,20 @@ def load_model(path: str | Path):
         )
     # The saved config is the architecture: branches, backbone, reduction, pooling.
     model = MGN(replace(config.model, init=Init.RANDOM), num_classes)
-    model.load_state_dict(weights)
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:  # missing, unexpected or mis-shaped tensors
+        raise CorruptCheckpointError(
+            f"{path}: its weights do not fit the network its own config describes ({_reason(error)}); "
+            "the file was edited or written by another program"
+        ) from None
     return model.eval(), config
+
+
+def _reason(error: Exception) -> str:
+    """The first line of a loading error, without PyTorch's advice to unpickle untrusted files
+    (``weights_only=False``), which this project never takes."""
+    line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if "weights_only" in line or "Weights only load failed" in line:
+        return "not a file of tensors and plain values"
+    return line[:200]

@@ -1,4 +1,4 @@
-"""``mgn``: extract features, search a gallery, evaluate, export to ONNX.
+"""mgn: extract features, search a gallery, evaluate, export to ONNX.
 
     mgn extract model.pt data/Market-1501-v15.09.15/query --out query.npz
     mgn extract model.pt data/Market-1501-v15.09.15/bounding_box_test --out gallery.npz
@@ -6,14 +6,17 @@
     mgn search model.pt person.jpg gallery.npz --top-k 10 --png ranks.png
     mgn export model.pt mgn.onnx --check
 
-A model file is what ``mgn.checkpoint.save_model`` writes (and what a grid logs with
-``--log-checkpoint``); training checkpoints work too.
+A model file is what mgn.checkpoint.save_model writes (and what a grid logs with
+--log-checkpoint); training checkpoints work too. Features files are .npz: features (N, D),
+pids, camids, paths.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -67,14 +70,30 @@ def _load_features(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             features = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as error:
-        raise UsageError(f"{path} is not a features file from `mgn extract` ({error})") from None
+    except Exception as error:  # empty, truncated (BadZipFile, EOFError), not an .npz, pickled objects
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UsageError(f"{path} is not a features file from `mgn extract` ({reason})") from None
     missing = {"features", "pids", "camids", "paths"} - set(features)
     if missing:
         raise UsageError(
             f"{path} is not a features file from `mgn extract`: it has no {', '.join(sorted(missing))}"
         )
+    if features["features"].ndim != 2 or len(features["features"]) == 0:
+        raise UsageError(
+            f"{path} holds no features (shape {features['features'].shape}): extract a non-empty folder"
+        )
     return features
+
+
+def positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
 
 
 def _device(name: str) -> torch.device:
@@ -125,6 +144,14 @@ def evaluate(args: argparse.Namespace) -> int:
         results["re-ranked "] = evaluate_rank(
             distance, q.pids, g.pids, q.camids, g.camids, args.max_rank, args.ap
         )
+    if args.json:  # for scripts: percentages, as in the tables and MLflow
+        print(json.dumps({
+            (label.strip().replace(" ", "_") or "plain"): {
+                **result.summary(), "queries": result.num_queries, "skipped": result.num_skipped
+            }
+            for label, result in results.items()
+        }))  # fmt: skip
+        return 0
     for label, result in results.items():
         figures = "  ".join(f"{k} {v:.2f}" for k, v in result.summary().items())
         print(f"{label}{figures}  ({result.num_queries} queries, {result.num_skipped} without a valid match)")
@@ -145,20 +172,31 @@ def search(args: argparse.Namespace) -> int:
         raise UsageError(
             f"the model gives {feature.shape[1]}-d features, {args.gallery} holds {gallery['features'].shape[1]}-d ones"
         )
-    distances = pairwise_distance(feature, gallery["features"])[0]
-    order = np.argsort(distances, kind="stable")[: args.top_k]
-    for rank, index in enumerate(order, 1):
+    from mgn.visualize import RANKING_RULE, rank_list_figure, ranked_gallery, save
+
+    distances = np.asarray(pairwise_distance(feature, gallery["features"])[0])
+    records = [
+        ImageRecord(str(p), int(i), int(c))
+        for p, i, c in zip(gallery["paths"], gallery["pids"], gallery["camids"], strict=True)
+    ]
+    print(f"# {RANKING_RULE}")
+    for rank, index in enumerate(ranked_gallery(query, records, distances)[: args.top_k], 1):
         print(f"{rank:3d}  {distances[index]:8.4f}  {gallery['paths'][index]}")
     if args.png:
-        from mgn.visualize import rank_list_figure, save
-
-        records = [
-            ImageRecord(str(p), int(i), int(c))
-            for p, i, c in zip(gallery["paths"], gallery["pids"], gallery["camids"], strict=True)
-        ]
         save(rank_list_figure([query], records, distances[None], top_k=args.top_k), args.png)
         print(f"wrote {args.png}")
     return 0
+
+
+def _check_writable(out: Path) -> None:
+    folder = out.absolute().parent
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"cannot write {out}: {existing} is a file, not a folder")
+    if not folder.exists():
+        raise UsageError(f"cannot write {out}: folder {folder} does not exist")
+    if out.is_dir():
+        raise UsageError(f"cannot write {out}: it is a folder; name the .onnx file")
 
 
 def export(args: argparse.Namespace) -> int:
@@ -166,6 +204,7 @@ def export(args: argparse.Namespace) -> int:
 
     model, config = load_model(args.checkpoint)
     network = EmbeddingNetwork(model, flip=not args.no_flip, normalize=not args.no_normalize)
+    _check_writable(args.out)
     path = export_onnx(network, args.out, config.data.height, config.data.width)
     print(f"wrote {path}: input 'images' (N, 3, {config.data.height}, {config.data.width}) float RGB in [0, 1], "
           f"output 'embedding' (N, {model.embedding_dim})")  # fmt: skip
@@ -183,6 +222,7 @@ def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog="mgn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    main.add_argument("--version", action="version", version=f"mgn {_version()}")
     commands = main.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str, example: str) -> argparse.ArgumentParser:
@@ -198,7 +238,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", type=Path, default=Path("features.npz"), help="features file to write (default features.npz)"
     )
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive, default=64, help="images per forward pass (default 64)")
     p.add_argument("--no-flip", action="store_true", help="do not average with the mirrored image (§4.1)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 (default: cuda when present)")
     p.set_defaults(run=extract)
@@ -207,7 +247,12 @@ def parser() -> argparse.ArgumentParser:
                 "mgn eval query.npz gallery.npz --rerank")  # fmt: skip
     p.add_argument("query", type=Path, help="features file of the queries")
     p.add_argument("gallery", type=Path, help="features file of the gallery")
-    p.add_argument("--metric", choices=[m.value for m in Metric], default="euclidean")
+    p.add_argument(
+        "--metric",
+        choices=[m.value for m in Metric],
+        default="euclidean",
+        help="distance (default euclidean)",
+    )
     p.add_argument("--normalize", action="store_true", help="L2-normalise features first")
     p.add_argument(
         "--ap",
@@ -215,35 +260,46 @@ def parser() -> argparse.ArgumentParser:
         default="step",
         help="step (torchreid) or trapezoid (MATLAB) AP",
     )
-    p.add_argument("--max-rank", type=int, default=50)
+    p.add_argument("--max-rank", type=positive, default=50, help="longest CMC rank reported (default 50)")
     p.add_argument(
         "--rerank", action="store_true", help="also with k-reciprocal re-ranking (Zhong et al., 2017)"
     )
-    p.add_argument("--k1", type=int, default=20)
-    p.add_argument("--k2", type=int, default=6)
-    p.add_argument("--lambda-value", type=float, default=0.3)
+    p.add_argument("--k1", type=positive, default=20, help="re-ranking: k-reciprocal neighbours (default 20)")
+    p.add_argument(
+        "--k2", type=positive, default=6, help="re-ranking: query expansion neighbours (default 6)"
+    )
+    p.add_argument("--lambda-value", type=float, default=0.3,
+                   help="re-ranking: weight of the original distance (default 0.3)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object (percentages)")
     p.set_defaults(run=evaluate)
 
     p = command("search", "The gallery images nearest to a query image, with distances (and a rank-list PNG).",
                 "mgn search model.pt person.jpg gallery.npz --top-k 10 --png ranks.png")  # fmt: skip
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, help="model file (save_model) or training checkpoint")
     p.add_argument("image", type=Path, help="the query image")
     p.add_argument("gallery", type=Path, help="features file of the gallery (mgn extract)")
-    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--top-k", type=positive, default=10, help="how many gallery images to list (default 10)")
     p.add_argument("--png", type=Path, help="also draw the rank list (green: same identity, red: another)")
-    p.add_argument("--no-flip", action="store_true")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--no-flip", action="store_true", help="do not average with the mirrored image (§4.1)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 (default: cuda when present)")
     p.set_defaults(run=search)
 
     p = command("export", "Export the embedding network (normalisation inside, dynamic batch) to ONNX.",
                 "mgn export model.pt mgn.onnx --check")  # fmt: skip
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, help="model file (save_model) or training checkpoint")
     p.add_argument("out", type=Path, help="the .onnx file to write")
     p.add_argument("--no-flip", action="store_true", help="one pass instead of averaging with the mirror")
     p.add_argument("--no-normalize", action="store_true", help="return the raw embedding, not L2-normalised")
     p.add_argument("--check", action="store_true", help="compare onnxruntime with PyTorch on random images")
     p.set_defaults(run=export)
     return main
+
+
+def _version() -> str:
+    try:
+        return metadata.version("mgn-reid")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:

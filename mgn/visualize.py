@@ -37,8 +37,15 @@ def save(figure: Figure, path: str | Path, dpi: int = 110) -> Path:
     return path
 
 
+RANKING_RULE = (
+    "ranked by distance; for a query named <pid>_c<camera>, gallery images of its identity from its own camera "
+    "and distractors (-1) are left out, as evaluation does (Market-1501 protocol)"
+)
+
+
 def ranked_gallery(query: ImageRecord, gallery: Sequence[ImageRecord], distances: np.ndarray) -> list[int]:
-    """Gallery indices by distance (ties by index); for a labelled query, junk removed as in evaluation."""
+    """Gallery indices by distance (ties by index); for a labelled query, junk removed as in
+    evaluation (``RANKING_RULE``)."""
     order = np.argsort(distances, kind="stable")
     if query.pid < 0:  # an unlabelled query (e.g. `mgn search`): nothing is junk
         return list(order)
@@ -85,6 +92,10 @@ def rank_list_figure(
             _show(axis, load_image(match.path), color, f"{col + 1}: {distances[row, ranked[col]]:.2f}")
     if title:
         figure.suptitle(title, fontsize=10)
+    if any(q.pid >= 0 for q in queries):
+        figure.text(
+            0.01, 0.005, f"green frame: same identity, red: another; {RANKING_RULE}", fontsize=6, wrap=True
+        )
     return figure
 
 

@@ -16,6 +16,8 @@ import ray
 
 from mgn.config import ExperimentConfig
 from orchestration.faults import ENV as FAULTS_ENV
+from orchestration.storage import Storage
+from orchestration.tracking import redact, split_credentials
 
 DRIVER_RESOURCE = "TRAIN_DRIVER"
 LOCAL_DRIVER_SLOTS = 64
@@ -47,11 +49,14 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
         ) from None
 
 
-def connect(address: str | None, env_vars: dict[str, str], num_cpus: int | None = None) -> bool:
+def connect(address: str | None, tracking_uri: str, num_cpus: int | None = None) -> None:
     """Join the cluster at ``address``, or start a private one on this machine (dashboard on 127.0.0.1).
 
-    Returns whether this call initialised Ray (and so must shut it down). A Ray already initialised
-    in this process is refused: its job environment (the tracking store) belongs to someone else.
+    Every Ray process gets the tracking URI through the job's runtime environment, which Ray writes
+    to its logs (``runtime_env_agent.log``): so never with credentials in it. A private instance
+    inherits them from this process's environment instead (MLflow's ``MLFLOW_TRACKING_USERNAME``/
+    ``_PASSWORD``/``_TOKEN``); a shared cluster's nodes must have them in theirs. A Ray already
+    initialised in this process is refused: its job environment belongs to someone else.
     """
     if ray.is_initialized():
         raise ClusterError(
@@ -62,20 +67,59 @@ def connect(address: str | None, env_vars: dict[str, str], num_cpus: int | None 
         # The job's runtime env already sets some of the same variables; let ours be merged in.
         os.environ["RAY_OVERRIDE_JOB_RUNTIME_ENV"] = "1"
     check_address(address)
+    bare_uri, credentials = split_credentials(tracking_uri)
+    if credentials and address:
+        raise ClusterError(
+            f"the tracking URI {redact(tracking_uri)} carries credentials, which would be written to Ray's logs on "
+            f"every node. Set {' and '.join(credentials)} in the environment of every node (where `ray start` runs) "
+            f"and pass --tracking-uri {bare_uri}"
+        )
+    os.environ.update(credentials)  # inherited by the private instance started below, never logged
     options = dict(
         log_to_driver=False,
         logging_level="WARNING",
-        runtime_env={"env_vars": env_vars},
+        runtime_env={"env_vars": worker_env(bare_uri)},
         include_dashboard=True,  # its State API keeps Train-inside-Tune from hanging (ray#54305)
     )
     if address:
         ray.init(address=address, **options)
     else:
         ray.init(
+            # "local": always a private instance, even when a `ray start` cluster (or a stale
+            # /tmp/ray/ray_current_cluster file) is on this machine; --address joins one.
+            address="local",
             num_cpus=num_cpus,
             resources={DRIVER_RESOURCE: LOCAL_DRIVER_SLOTS},
             dashboard_host="127.0.0.1",
             **options,
+        )
+
+
+def alive_nodes() -> int:
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
+
+
+def check_stores_reach_every_node(tracking_uri: str, storage: Storage, shared_storage: bool) -> None:
+    """On a cluster of several nodes, refuse stores that only this machine can write: workers on
+    other nodes would fail (or, worse, write to a disk nobody reads) after compute was spent."""
+    nodes = alive_nodes()
+    if nodes < 2:
+        return
+    if tracking_uri.split(":", 1)[0] in ("sqlite", "file") or "://" not in tracking_uri:
+        raise ClusterError(
+            f"the MLflow store {redact(tracking_uri)} is a file on this machine, and the Ray cluster has {nodes} "
+            "nodes: trials on other nodes cannot write it. Run a tracking server that every node reaches, e.g.\n"
+            "  mlflow server --host 0.0.0.0 --port 5000 --backend-store-uri postgresql://USER@DBHOST/mlflow "
+            "--artifacts-destination s3://BUCKET/mlflow\n"
+            "and pass --tracking-uri http://SERVER:5000 (credentials in the environment: MLFLOW_TRACKING_USERNAME, "
+            "MLFLOW_TRACKING_PASSWORD)."
+        )
+    if storage.is_local and not shared_storage:
+        raise ClusterError(
+            f"--storage-path {storage} is a folder on this machine, and the Ray cluster has {nodes} nodes: "
+            "checkpoints written on other nodes would never reach it. Pass an object store every node reaches "
+            "(--storage-path s3://BUCKET/grids, credentials and endpoint in each node's environment), or "
+            "--shared-storage if that folder is a shared filesystem mounted at the same path on every node."
         )
 
 

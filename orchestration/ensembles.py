@@ -3,6 +3,7 @@ networks, evaluated after their trials finish and recorded on the parent run (``
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import torch
@@ -11,7 +12,9 @@ from mgn.evaluation import FeatureSet, evaluate_features, keys
 from orchestration.naming import slug
 from orchestration.paper_table import Ensemble
 from orchestration.planning import Plan, trial_folder
+from orchestration.storage import Storage
 from orchestration.tracking import Tracker
+from orchestration.worker import FEATURES_FILE
 
 
 def _ensembles(plan: Plan) -> list[Ensemble]:
@@ -24,8 +27,9 @@ def feature_rows(plan: Plan) -> tuple[str, ...]:
     return tuple(sorted({m for row in _ensembles(plan) for m in row.members}))
 
 
-def load_features(path: Path) -> tuple[FeatureSet, FeatureSet]:
-    data = torch.load(path, weights_only=True)
+def load_features(stored: Storage) -> tuple[FeatureSet, FeatureSet]:
+    with tempfile.TemporaryDirectory() as folder:
+        data = torch.load(stored.download(Path(folder) / stored.name), weights_only=True)
 
     def split(name: str) -> FeatureSet:
         return FeatureSet(
@@ -35,11 +39,11 @@ def load_features(path: Path) -> tuple[FeatureSet, FeatureSet]:
     return split("query"), split("gallery")
 
 
-def evaluate_ensembles(plan: Plan, folder: Path, tracker: Tracker, parent_run_id: str, log=print) -> None:
+def evaluate_ensembles(plan: Plan, folder: Storage, tracker: Tracker, parent_run_id: str, log=print) -> None:
     for row in _ensembles(plan):
         for seed in plan.seeds:
-            paths = [trial_folder(folder, member, seed) / "features.pt" for member in row.members]
-            missing = [str(p) for p in paths if not p.is_file()]
+            paths = [trial_folder(folder, member, seed) / FEATURES_FILE for member in row.members]
+            missing = [str(p) for p in paths if not p.exists()]
             if missing:
                 log(f"{row.name} seed{seed}: skipped, member features missing ({', '.join(missing)})")
                 continue

@@ -5,6 +5,7 @@ and the grid (``orchestration.grid``). Bad input fails before Ray is imported.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -12,9 +13,13 @@ from pathlib import Path
 from mgn.backbone import PretrainedWeightsMissing
 from mgn.config import ConfigError, Profile
 from mgn.data.records import DatasetError
+from orchestration.driver_lock import GridLocked, acquire, release
+from orchestration.dry_run import rehearse
 from orchestration.paper_table import PaperTable
 from orchestration.paper_tables import TABLES
 from orchestration.planning import GridOptions, UsageError, check_data, describe, grid_folder, make_plan
+from orchestration.resuming import resumed_plan
+from orchestration.storage import Storage, StorageError
 from orchestration.tracking import (
     PROJECT_ROOT,
     TrackingUnavailable,
@@ -54,8 +59,17 @@ def parser(spec: PaperTable, script: str) -> argparse.ArgumentParser:
         help="train on GPUs (default: if the cluster has them)",
     )
     p.add_argument("--address", help="a running Ray cluster (default: start one on this machine)")
-    p.add_argument("--storage-path", type=Path, default=PROJECT_ROOT / "ray_results",
-                   help="where grids, checkpoints and features go; all nodes must see it (NFS, or a URI)")  # fmt: skip
+    p.add_argument(
+        "--storage-path",
+        default=str(PROJECT_ROOT / "ray_results"),
+        metavar="PATH_OR_URI",
+        help="where grids, checkpoints and features go: a local folder (default ./ray_results) or an "
+        "object store every node reaches (s3://bucket/prefix; endpoint and credentials from the "
+        "environment)",
+    )
+    p.add_argument("--shared-storage", action="store_true",
+                   help="the local --storage-path is a shared filesystem (NFS) mounted at the same path on every "
+                        "node; without it a multi-node cluster needs an object-store URI")  # fmt: skip
     p.add_argument(
         "--tracking-uri", help="MLflow store or server (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)"
     )
@@ -70,8 +84,21 @@ def parser(spec: PaperTable, script: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     p.add_argument("--log-checkpoint", action="store_true", help="log each trial's final weights to MLflow")
+    p.add_argument("--dry-run", type=int, nargs="?", const=1, metavar="STEPS",
+                   help="train every row for STEPS steps (default 1) at full shape and embed one test batch, "
+                        "print time and peak memory per row and forecast the grid; no Ray, no MLflow")  # fmt: skip
     p.add_argument("--num-cpus", type=int, help=argparse.SUPPRESS)  # size of a local Ray instance (tests)
     return p
+
+
+def check_results_dir(folder: Path) -> None:
+    """The table is written after all training: a folder it cannot be written to fails now."""
+    folder = folder.absolute()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"--results-dir {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--results-dir {folder}: {existing} is not writable; pass a folder you can write")
 
 
 def run(spec: PaperTable, argv: list[str] | None, script: str) -> int:
@@ -80,18 +107,31 @@ def run(spec: PaperTable, argv: list[str] | None, script: str) -> int:
         ["python", script, *(shlex.quote(redact(a)) for a in (argv if argv is not None else sys.argv[1:]))]
     )
     try:
+        if args.dry_run is not None and args.dry_run < 1:
+            raise UsageError(f"--dry-run {args.dry_run}: give at least one step")
         plan = make_plan(spec, args)
         print(
             f"{spec.title}: profile {plan.base.profile.value}, {len(plan.rows)} rows x {len(plan.seeds)} seeds = {len(plan.configs)} trials"
         )
-        shapes = check_data(plan)
+        storage = Storage.parse(args.storage_path)
+        storage.check()  # an unreachable store or a missing bucket, before the data are decoded
+        folder, state = grid_folder(storage, spec, plan.base, args.resume)
+        if state is not None:
+            plan = resumed_plan(spec, args, plan, folder, state)
+            command = state.command  # the table says how to reproduce the grid, not how it was resumed
+        shapes, datasets = check_data(plan)
         print("plan (the grid's time left is printed from the measured rate once epochs finish):")
         print("\n".join(describe(plan, shapes)))
+        if args.dry_run is not None:
+            return rehearse(plan, shapes, datasets, args.dry_run)
         uri = resolve_tracking_uri(args.tracking_uri)
         check_reachable(uri)
-        args.storage_path = Path(args.storage_path).absolute()
-        folder, state = grid_folder(args.storage_path, spec, plan.base, args.resume)
-    except (ConfigError, DatasetError, PretrainedWeightsMissing, TrackingUnavailable, UsageError) as error:
+        check_results_dir(args.results_dir)
+        lock = acquire(folder)
+    except (
+        ConfigError, DatasetError, GridLocked, PretrainedWeightsMissing, StorageError, TrackingUnavailable,
+        UsageError,
+    ) as error:  # fmt: skip
         print(f"error: {error}", file=sys.stderr)
         return 2
     from orchestration.grid import run_grid  # Ray is imported only once the input is known to be good
@@ -104,8 +144,12 @@ def run(spec: PaperTable, argv: list[str] | None, script: str) -> int:
         max_failures=args.max_failures,
         max_concurrent=args.max_concurrent,
         log_checkpoint=args.log_checkpoint,
+        shared_storage=args.shared_storage,
     )
-    return run_grid(plan, options, uri, folder, state, command)
+    try:
+        return run_grid(plan, options, uri, folder, state, command)
+    finally:
+        release(folder, lock)
 
 
 def main(table: str, argv: list[str] | None = None, script: str | None = None) -> int:

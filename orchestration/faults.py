@@ -5,6 +5,7 @@ before it starts a grid, and it reaches every Ray process with the grid's enviro
 
     MGN_TEST_FAULTS='{"fail_at_epoch": 2, "fail_rank": 1}'      # rank 1 exits hard after epoch 2, once
     MGN_TEST_FAULTS='{"pause_file": "/tmp/pause"}'              # a row waits while /tmp/pause-<row> exists
+    MGN_TEST_FAULTS='{"pause_file": "/tmp/pause", "pause_from_epoch": 2}'   # ... from its second epoch on
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestration.naming import slug
+from orchestration.storage import Storage
 
 ENV = "MGN_TEST_FAULTS"
 
@@ -26,18 +28,22 @@ class Faults:
     fail_rank: int = 0
     fail_row: str = ""  # only this row's trials; "" = every row
     pause_file: str = ""  # after each epoch a row's workers wait while "<pause_file>-<row slug>" exists
+    pause_from_epoch: int = 1  # ... after this epoch and every later one
 
     @classmethod
     def from_env(cls) -> Faults:
         return cls(**json.loads(os.environ.get(ENV) or "{}"))
 
-    def after_epoch(self, row: str, rank: int, epoch: int, trial_folder: Path) -> None:
+    def after_epoch(self, row: str, rank: int, epoch: int, trial: Storage) -> None:
         """Called by every worker after every epoch: crash or pause as asked, else nothing."""
-        marker = trial_folder / f".fault-injected-rank{rank}"
+        marker = trial / f"fault-injected-rank{rank}"  # in grid storage: a replaced node sees it too
         wanted = self.fail_at_epoch and self.fail_row in ("", row)
         if wanted and rank == self.fail_rank and epoch == self.fail_at_epoch and not marker.exists():
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()
+            marker.write_text("")
             os._exit(17)  # a hard crash: no cleanup, no exception handling
-        while self.pause_file and Path(f"{self.pause_file}-{slug(row)}").exists():
+        while (
+            self.pause_file
+            and epoch >= self.pause_from_epoch
+            and Path(f"{self.pause_file}-{slug(row)}").exists()
+        ):
             time.sleep(0.2)

@@ -73,9 +73,15 @@ def trial_pictures(
 
 
 def table_figures(
-    spec: PaperTable, frame: pd.DataFrame, runs: list[ChildRun], tracker: Tracker, results_dir: Path
+    spec: PaperTable,
+    frame: pd.DataFrame,
+    runs: list[ChildRun],
+    tracker: Tracker,
+    results_dir: Path,
+    stem: str,
 ) -> list[Path]:
-    """Figures of a table, from its child runs' artifacts and the built table ``frame``."""
+    """Figures of a table, from its child runs' artifacts and the built table ``frame``, written as
+    ``figures/<stem>_*.png``."""
     figures = results_dir / "figures"
     written = []
     finished = [run for run in runs if run.finished]
@@ -96,20 +102,20 @@ def table_figures(
             written.append(
                 save(
                     cmc_figure(mean_curves, f"{spec.title} (CMC, mean over seeds)"),
-                    figures / f"{spec.key}_cmc.png",
+                    figures / f"{stem}_cmc.png",
                 )
             )
         showcase = _first_seed(finished, spec.figures.showcase)
         if showcase is not None:
             path = tracker.download(showcase.run_id, "rank_list.png", tmp)
             if path is not None:
-                written.append(Path(shutil.copy(path, figures / f"{spec.key}_rank_list.png")))
+                written.append(Path(shutil.copy(path, figures / f"{stem}_rank_list.png")))
             maps = _attention(tracker, finished, showcase, spec.figures.baseline, tmp)
             if maps is not None:
                 written.append(
                     save(
                         attention_figure(*maps, title="activation maps"),
-                        figures / f"{spec.key}_attention.png",
+                        figures / f"{stem}_attention.png",
                     )
                 )
     if spec.figures.bars:
@@ -120,7 +126,7 @@ def table_figures(
         figure = bar_figure(
             ours.loc[has, "Method"].tolist(), values, errors, f"{spec.title} (mean ± std over seeds)"
         )
-        written.append(save(figure, figures / f"{spec.key}_bars.png"))
+        written.append(save(figure, figures / f"{stem}_bars.png"))
     return written
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
-from pathlib import Path
 
 import ray
 from ray import tune
@@ -14,19 +13,21 @@ from mgn.config_io import to_dict
 from orchestration.cluster import (
     ClusterError,
     TrialResources,
+    check_stores_reach_every_node,
     connect,
     resolve_gpu,
     trial_resources,
-    worker_env,
 )
 from orchestration.ensembles import evaluate_ensembles, feature_rows
 from orchestration.naming import slug
-from orchestration.planning import GridOptions, GridState, Plan, is_local_plan, record_parent
+from orchestration.planning import GridOptions, GridState, Plan, is_local_plan, record_parent, trial_folder
 from orchestration.progress import ProgressPrinter, trial_name
 from orchestration.spool import replay_grid
+from orchestration.storage import Storage
 from orchestration.tables import publish
 from orchestration.tracking import Tracker, check_reachable, git_commit, redact
 from orchestration.trial import TrialSetup, run_trial
+from orchestration.worker import DIVERGED_FILE, DONE_FILE, KEEP_CHECKPOINTS
 
 _DEPTH = {"resnet18": 1.0, "resnet34": 2.0, "resnet50": 2.3, "resnet101": 4.0}
 
@@ -39,17 +40,18 @@ def _cost(plan: Plan, row: str) -> float:
 
 
 def run_grid(
-    plan: Plan, options: GridOptions, uri: str, folder: Path, state: GridState | None, command: str
+    plan: Plan, options: GridOptions, uri: str, folder: Storage, state: GridState | None, command: str
 ) -> int:
     tracker = Tracker(uri)
     experiment_id = state.experiment_id if state else tracker.experiment(options.experiment_name)
     try:
         # The tracking URI reaches trials through the job's environment, never their stored config.
-        connect(options.address, worker_env(uri), options.num_cpus)
+        connect(options.address, uri, options.num_cpus)
     except ClusterError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     try:
+        check_stores_reach_every_node(uri, folder, options.shared_storage)
         use_gpu = resolve_gpu(plan.base.scaling.use_gpu)
         biggest = max(plan.configs.values(), key=lambda c: c.scaling.num_workers * c.scaling.cpus_per_worker)
         resources = trial_resources(biggest, use_gpu, is_local_plan(plan, use_gpu), options.max_concurrent)
@@ -65,6 +67,9 @@ def run_grid(
                 table=plan.spec.key,
                 command=command,
                 created=dt.datetime.now().isoformat(),
+                config=to_dict(plan.base),
+                rows=plan.rows,
+                seeds=plan.seeds,
             )
         state.write(folder)
         print(
@@ -73,21 +78,33 @@ def run_grid(
             f"{resources.concurrency} trial(s) at a time"
         )
         tuner = build_tuner(plan, options, state, folder, use_gpu, resources)
-        failed = report_failures(tuner.fit())
+        try:
+            results = tuner.fit()
+        except KeyboardInterrupt:  # a second Ctrl-C, while Tune was stopping
+            results = None
+        unfinished = unfinished_trials(plan, folder, results)
+        if unfinished:
+            return interrupted(tracker, state, folder, command, unfinished)
+        failed = report_failures(results)
         return publish_grid(plan, options, tracker, state, folder, command, failed)
     finally:
         ray.shutdown()  # detaches from a cluster given by --address; stops one started here
 
 
 def build_tuner(
-    plan: Plan, options: GridOptions, state: GridState, folder: Path, use_gpu: bool, resources: TrialResources
+    plan: Plan,
+    options: GridOptions,
+    state: GridState,
+    folder: Storage,
+    use_gpu: bool,
+    resources: TrialResources,
 ) -> tune.Tuner:
     """A new Tuner over every (row, seed) of the plan, longest first, or the saved one to resume."""
     setup = TrialSetup(
         table=plan.spec.key,
         experiment_id=state.experiment_id,
         parent_run_id=state.parent_run_id,
-        storage=str(folder),
+        storage=folder.uri,
         git_commit=git_commit(),
         use_gpu=use_gpu,
         max_failures=options.max_failures,
@@ -108,9 +125,9 @@ def build_tuner(
     )
     trainable = tune.with_resources(run_trial, resources.driver)
     tune_path = folder / "tune"
-    if tune.Tuner.can_restore(str(tune_path)):
+    if tune.Tuner.can_restore(tune_path.uri):
         return tune.Tuner.restore(
-            str(tune_path), trainable=trainable, resume_unfinished=True, resume_errored=True
+            tune_path.uri, trainable=trainable, resume_unfinished=True, resume_errored=True
         )
     return tune.Tuner(
         trainable,
@@ -123,12 +140,46 @@ def build_tuner(
         ),
         run_config=tune.RunConfig(
             name=tune_path.name,
-            storage_path=str(folder),
+            storage_path=folder.uri,  # a local folder or an object store (orchestration/storage.py)
             verbose=0,
             callbacks=[progress],
             failure_config=tune.FailureConfig(max_failures=options.max_failures),
+            # Local-mode trials checkpoint through Tune; keep as many as Train does for worker groups.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
         ),
     )
+
+
+def unfinished_trials(plan: Plan, folder: Storage, results: tune.ResultGrid | None) -> list[str]:
+    """Trials that neither finished, diverged nor failed: Tune stopped them (Ctrl-C, SIGTERM)."""
+    errored = {
+        trial_name(r.config["trial"]["row"], r.config["trial"]["seed"])
+        for r in (results or [])
+        if r.error is not None
+    }
+    return [
+        trial_name(row, seed)
+        for row, seed in plan.configs
+        if trial_name(row, seed) not in errored
+        and not any(
+            (trial_folder(folder, row, seed) / marker).exists() for marker in (DONE_FILE, DIVERGED_FILE)
+        )
+    ]
+
+
+def interrupted(
+    tracker: Tracker, state: GridState, folder: Storage, command: str, unfinished: list[str]
+) -> int:
+    """An interrupted grid publishes nothing: its parent run is KILLED (tables never read it) and
+    the console says how to finish it."""
+    tracker.finish(state.parent_run_id, killed=True)
+    print(
+        f"interrupted: {len(unfinished)} trial(s) unfinished ({', '.join(unfinished)}); no table was written. "
+        f"Finished trials and checkpoints are kept in {folder}. Finish the grid with\n"
+        f"  {command} --resume {folder.name}",
+        file=sys.stderr,
+    )
+    return 130
 
 
 def report_failures(results: tune.ResultGrid) -> bool:
@@ -148,7 +199,7 @@ def publish_grid(
     options: GridOptions,
     tracker: Tracker,
     state: GridState,
-    folder: Path,
+    folder: Storage,
     command: str,
     failed: bool,
 ) -> int:

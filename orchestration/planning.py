@@ -14,23 +14,25 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import secrets
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
 from mgn.backbone import find_pretrained, pretrained_identity
-from mgn.config import DatasetName, Epoch, ExperimentConfig, Init, ModelConfig, Profile
+from mgn.config import DataConfig, DatasetName, Epoch, ExperimentConfig, Init, ModelConfig, Profile
 from mgn.config_io import apply_overrides, flatten, load_yaml
 from mgn.data.folders import OFFICIAL
 from mgn.data.loading import load_dataset
-from mgn.data.records import DatasetError
+from mgn.data.records import DatasetError, ReidDataset
 from mgn.data.sampler import PKBatchSampler
 from mgn.flops import training_flops_per_image
 from mgn.recipes import deviations, paper, recipe
 from orchestration.naming import slug
 from orchestration.paper_table import PaperTable
 from orchestration.paper_tables import TABLES
+from orchestration.storage import Storage
 from orchestration.tracking import Tracker, git_commit, redact
 
 STATE_FILE = "mgn_grid.json"
@@ -51,24 +53,28 @@ class GridOptions:
     max_failures: int = 2
     max_concurrent: int | None = None
     log_checkpoint: bool = False
+    shared_storage: bool = False  # a local storage path that every node mounts (NFS)
 
 
 @dataclass(frozen=True)
 class GridState:
-    """What a grid folder records so that ``--resume`` finds its MLflow runs again."""
+    """What a grid folder records so that ``--resume`` finds its MLflow runs again and continues
+    the same plan (``orchestration.resuming``)."""
 
     parent_run_id: str
     experiment_id: str
     table: str
     command: str
     created: str
+    config: dict = field(default_factory=dict)  # the plan's base config (empty: an older grid)
+    rows: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
 
-    def write(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+    def write(self, folder: Storage) -> None:
         (folder / STATE_FILE).write_text(json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def read(cls, folder: Path) -> GridState:
+    def read(cls, folder: Storage) -> GridState:
         return cls(**json.loads((folder / STATE_FILE).read_text()))
 
 
@@ -124,10 +130,12 @@ class TrialShape:
     num_classes: int
 
 
-def check_data(plan: Plan, log=print) -> dict[tuple[str, int], TrialShape]:
+def check_data(
+    plan: Plan, log=print
+) -> tuple[dict[tuple[str, int], TrialShape], dict[DataConfig, ReidDataset]]:
     """Read every distinct data set of the plan, decode its images, find the ImageNet weights, and
     check that each trial's P x K sampler can be filled on its number of workers: errors before
-    any training."""
+    any training. Returns each trial's shape and the data sets read."""
     datasets, shapes = {}, {}
     for key, config in plan.configs.items():
         data = config.data
@@ -158,7 +166,7 @@ def check_data(plan: Plan, log=print) -> dict[tuple[str, int], TrialShape]:
             identity_epochs=data.epoch is Epoch.IDENTITIES,
         )
         shapes[key] = TrialShape(len(sampler), datasets[data].num_train_ids)
-    return shapes
+    return shapes, datasets
 
 
 def describe(plan: Plan, shapes: dict[tuple[str, int], TrialShape]) -> list[str]:
@@ -183,21 +191,20 @@ def describe(plan: Plan, shapes: dict[tuple[str, int], TrialShape]) -> list[str]
     return lines
 
 
-def _grids(storage: Path, prefix: str) -> list[Path]:
-    return sorted(
-        (p for p in storage.glob(f"{prefix}-*") if (p / STATE_FILE).is_file()), key=lambda p: p.name
-    )
+def _grids(storage: Storage, prefix: str) -> list[Storage]:
+    return [g for g in storage.children() if g.name.startswith(f"{prefix}-") and (g / STATE_FILE).exists()]
 
 
 def grid_folder(
-    storage: Path, spec: PaperTable, base: ExperimentConfig, resume: str | None
-) -> tuple[Path, dict | None]:
-    """A new grid folder, or the one to resume (with its saved state)."""
+    storage: Storage, spec: PaperTable, base: ExperimentConfig, resume: str | None
+) -> tuple[Storage, GridState | None]:
+    """A new grid folder (unique: two grids started in the same second get two), or the one to
+    resume (with its saved state)."""
     prefix = f"{spec.key}-{base.profile.value}-{base.data.dataset.value}"
     if resume is None:
-        return storage / f"{prefix}-{dt.datetime.now():%Y%m%d-%H%M%S}", None
+        return storage / f"{prefix}-{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}", None
     folder = (_grids(storage, prefix) or [None])[-1] if resume == "latest" else storage / resume
-    if folder is None or not (folder / STATE_FILE).is_file():
+    if folder is None or not (folder / STATE_FILE).exists():
         raise UsageError(f"--resume: no grid of {spec.key} ({prefix}-*) to resume in {storage}")
     return folder, GridState.read(folder)
 
@@ -229,9 +236,9 @@ def trial_config(table: str, base: ExperimentConfig, row: str, seed: int) -> Exp
     return replace(config, train=replace(config.train, seed=seed))
 
 
-def trial_folder(storage: str | Path, row: str, seed: int) -> Path:
-    """Checkpoints and features of one trial; the same folder when a grid is resumed."""
-    return Path(storage) / "trials" / slug(row) / f"seed{seed}"
+def trial_folder(grid: Storage, row: str, seed: int) -> Storage:
+    """Done marker, features and spooled records of one trial; the same folder when a grid is resumed."""
+    return grid / "trials" / slug(row) / f"seed{seed}"
 
 
 def is_local(config: ExperimentConfig, use_gpu: bool) -> bool:

@@ -2,12 +2,13 @@
 
 Decision: training never stops because the tracking store is unreachable. A worker's records go
 through ``SpoolingRecorder``: when the store does not answer, each record (metrics with their step
-and time, tags, artifacts, the final status) is appended to ``mlflow-spool.jsonl`` in the trial's
-folder (artifacts copied beside it) and training goes on. At the next record after a quiet period
-the spool is replayed, in order, before anything new; what is still spooled when the grid ends is
-replayed by the driver before it builds the table, or later with::
+and time, tags, artifacts, the final status) is written as one small object to ``mlflow-spool/`` in
+the trial's folder in grid storage (artifacts copied beside it; an object store has no append, and
+the driver that replays may be on another machine) and training goes on. At the next record after a
+quiet period the spool is replayed, in order, before anything new; what is still spooled when the
+grid ends is replayed by the driver before it builds the table, or later with::
 
-    python -m orchestration.replay ray_results/<grid folder>
+    python -m orchestration.replay ray_results/<grid folder>     # or s3://bucket/prefix/<grid folder>
 
 Replay is idempotent per record: a record leaves the spool only once the store accepted it.
 """
@@ -16,16 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from orchestration.storage import Storage, StorageError
 from orchestration.tracking import Tracker, redact, resolve_tracking_uri
 
-SPOOL_FILE = "mlflow-spool.jsonl"
+SPOOL_DIR = "mlflow-spool"
 RETRY_AFTER_SECONDS = 30.0
 
 
@@ -33,14 +36,36 @@ class SpoolingRecorder:
     """One run's records: to the store when it answers, to the spool in ``folder`` when it does not."""
 
     def __init__(
-        self, tracker: Tracker, run_id: str, folder: str | Path, warn: Callable[[str], None] = print
+        self, tracker: Tracker, run_id: str, folder: Storage, warn: Callable[[str], None] = print
     ) -> None:
-        self.tracker, self.run_id, self.folder, self.warn = tracker, run_id, Path(folder), warn
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.spool = self.folder / SPOOL_FILE
+        self.tracker, self.run_id, self.warn = tracker, run_id, warn
+        self.spool = folder / SPOOL_DIR
         self._down_since: float | None = None
+        self._pending = True  # an earlier attempt of this trial may have left records
+        self._logged_through = -1  # metrics at steps up to this one are already recorded
+
+    def resume_steps(self, metric: str) -> int:
+        """Record no metric at a step this run already has, in the store or in the spool.
+
+        A trial resumed from its newest checkpoint re-runs the epochs after it (Ray may also lose
+        the last report of a worker that died right after it): those steps were logged before,
+        with the same values, and are not logged twice. Returns the last step already recorded."""
+        steps = [record["step"] for record in self._spooled_records() if record["op"] == "metrics"]
+        try:
+            steps.append(self.tracker.last_step(self.run_id, metric))
+        except Exception as error:  # the store is down: the spool is all we know
+            self.warn(
+                f"MLflow store {redact(self.tracker.uri)} unreachable ({type(error).__name__}) at resume"
+            )
+        self._logged_through = max(steps, default=-1)
+        return self._logged_through
+
+    def _spooled_records(self) -> list[dict[str, Any]]:
+        return [json.loads(entry.read_text()) for entry in spooled(self.spool)]
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if step <= self._logged_through:
+            return
         now = int(time.time() * 1000)
         self._record(
             {"op": "metrics", "step": step, "time": now, "values": {k: float(v) for k, v in metrics.items()}}
@@ -61,7 +86,9 @@ class SpoolingRecorder:
             self._append(record)
             return
         try:
-            replay_file(self.spool, self.tracker)
+            if self._pending:
+                replay_file(self.spool, self.tracker)
+                self._pending = False
             apply(record, self.tracker)
             self._down_since = None
         except Exception as error:  # the store is unreachable (or failing): keep training
@@ -72,13 +99,14 @@ class SpoolingRecorder:
             self._append(record)
 
     def _append(self, record: dict[str, Any]) -> None:
+        # Names sort in write order; the pid keeps two writers of one trial (driver, rank 0) apart.
+        key = f"{time.time_ns():020d}-{os.getpid()}"
         if record["op"] == "artifact":  # keep a copy: temporary files vanish
-            kept = self.folder / "mlflow-spool-artifacts" / f"{time.time_ns()}" / Path(record["path"]).name
-            kept.parent.mkdir(parents=True)
-            shutil.copy2(record["path"], kept)
-            record = {**record, "path": str(kept)}
-        with self.spool.open("a") as spool:
-            spool.write(json.dumps(record) + "\n")
+            kept = self.spool / f"{key}.artifact" / Path(record["path"]).name
+            kept.upload(record["path"])
+            record = {**record, "stored": kept.uri}
+        (self.spool / f"{key}.json").write_text(json.dumps(record))
+        self._pending = True
 
 
 def apply(record: dict[str, Any], tracker: Tracker) -> None:
@@ -89,48 +117,61 @@ def apply(record: dict[str, Any], tracker: Tracker) -> None:
     elif record["op"] == "tags":
         tracker.set_tags(run_id, record["values"])
     elif record["op"] == "artifact":
-        tracker.log_artifact(run_id, record["path"], record["folder"])
+        if "stored" not in record:
+            tracker.log_artifact(run_id, record["path"], record["folder"])
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            stored = Storage(record["stored"])
+            tracker.log_artifact(run_id, stored.download(Path(folder) / stored.name), record["folder"])
     elif record["op"] == "terminate":
         tracker.finish(run_id, failed=record["failed"])
     else:
         raise ValueError(f"unknown spool record {record['op']!r}")
 
 
-def replay_file(spool: Path, tracker: Tracker) -> int:
-    """Replay a spool in order; records stay spooled until the store takes them. Returns how many went."""
-    if not spool.is_file():
-        return 0
-    records = [json.loads(line) for line in spool.read_text().splitlines() if line.strip()]
-    for done, record in enumerate(records):
-        try:
-            apply(record, tracker)
-        except Exception:
-            spool.write_text("".join(json.dumps(r) + "\n" for r in records[done:]))
-            raise
-    spool.unlink()
-    shutil.rmtree(spool.parent / "mlflow-spool-artifacts", ignore_errors=True)
+def spooled(spool: Storage) -> list[Storage]:
+    """The records of one spool, oldest first."""
+    return [entry for entry in spool.children() if entry.name.endswith(".json")]
+
+
+def replay_file(spool: Storage, tracker: Tracker) -> int:
+    """Replay a spool in order; each record stays spooled until the store takes it. Returns how many went."""
+    records = spooled(spool)
+    for entry in records:
+        record = json.loads(entry.read_text())
+        apply(record, tracker)
+        entry.delete()
+        if "stored" in record:
+            Storage(record["stored"].rsplit("/", 1)[0]).delete()
     return len(records)
 
 
-def replay_grid(folder: Path, tracker: Tracker) -> int:
-    """Replay every trial spool of a grid folder; returns the number of records sent."""
-    return sum(replay_file(spool, tracker) for spool in sorted(Path(folder).rglob(SPOOL_FILE)))
+def spools(grid: Storage) -> list[Storage]:
+    """Every trial spool of a grid that still holds records."""
+    trials = [seed for row in (grid / "trials").children() for seed in row.children()]
+    return [trial / SPOOL_DIR for trial in trials if spooled(trial / SPOOL_DIR)]
 
 
-def pending(folder: Path) -> list[Path]:
-    return sorted(Path(folder).rglob(SPOOL_FILE))
+def replay_grid(grid: Storage, tracker: Tracker) -> int:
+    """Replay every trial spool of a grid; returns the number of records sent."""
+    return sum(replay_file(spool, tracker) for spool in spools(grid))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Send a grid's spooled MLflow records to the store.")
-    parser.add_argument("grid", type=Path, help="the grid folder (under --storage-path)")
+    parser.add_argument("grid", help="the grid folder (under --storage-path): a path or an object-store URI")
     parser.add_argument(
         "--tracking-uri", help="MLflow store or server (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)"
     )
     args = parser.parse_args(argv)
     tracker = Tracker(resolve_tracking_uri(args.tracking_uri))
     try:
-        sent = replay_grid(args.grid, tracker)
+        grid = Storage.parse(args.grid)
+    except StorageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        sent = replay_grid(grid, tracker)
     except Exception as error:
         print(
             f"error: the store {redact(tracker.uri)} still does not take the records: {error}",

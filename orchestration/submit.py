@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from orchestration.tracking import PROJECT_ROOT, redact
+from orchestration.tracking import PROJECT_ROOT, redact, split_credentials
 
 EXCLUDES = [
     ".venv/",
@@ -80,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         command = entrypoint(args.python, script, args.storage_path)
         extra = dict(item.split("=", 1) for item in args.env)
+        if args.tracking_uri and split_credentials(args.tracking_uri)[1]:
+            bare, credentials = split_credentials(args.tracking_uri)
+            raise ValueError(
+                f"--tracking-uri {redact(args.tracking_uri)} carries credentials, which Ray would write to its logs on "
+                f"every node: set {' and '.join(credentials)} where `ray start` runs and pass --tracking-uri {bare}"
+            )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

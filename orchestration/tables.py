@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mgn.config import Profile
+from orchestration.naming import slug
 from orchestration.paper_table import Cell, PaperTable
 from orchestration.paper_tables import TABLES
 from orchestration.tracking import PROJECT_ROOT, TAG_PREFIX, ChildRun, Tracker, redact, resolve_tracking_uri
@@ -153,22 +155,32 @@ def _epilogue(parent) -> str:
     return "\n\n".join(lines)
 
 
+def table_stem(spec: PaperTable, rows: list[str] | None) -> str:
+    """The file name of a table: ``<key>`` when its grid trained every row, else a name of its own,
+    so that a run of a few rows never overwrites the full table beside it."""
+    if rows is None or {t.name for t in spec.trials} <= set(rows):
+        return spec.key
+    return f"{spec.key}-subset-{slug('-'.join(rows))}"[:80]
+
+
 def publish(
     spec: PaperTable, tracker: Tracker, parent_run_id: str, command: str, results_dir: Path
 ) -> tuple[BuiltTable, list[Path]]:
-    """Build the table from the store, draw its figures, write ``<key>.md``, ``<key>.csv`` and
-    ``figures/<key>_*.png`` under ``results_dir``."""
+    """Build the table from the store, draw its figures, write ``<stem>.md``, ``<stem>.csv`` and
+    ``figures/<stem>_*.png`` under ``results_dir`` (``table_stem``: the key, or a subset's name)."""
     from orchestration.figures import table_figures
 
+    rows = tracker.run(parent_run_id).data.tags.get(f"{TAG_PREFIX}rows")
+    stem = table_stem(spec, json.loads(rows) if rows else None)
     table = build(spec, tracker, parent_run_id, command)
     results_dir.mkdir(parents=True, exist_ok=True)
-    figures = table_figures(spec, table.frame, table.runs, tracker, results_dir)
+    figures = table_figures(spec, table.frame, table.runs, tracker, results_dir, stem)
     links = [f"![{p.stem}](figures/{p.name})" for p in figures]
     markdown = table.markdown + ("\n## Figures\n\n" + "\n\n".join(links) + "\n" if links else "")
     table = BuiltTable(table.frame, markdown, table.runs)
-    (results_dir / f"{spec.key}.md").write_text(table.markdown)
-    table.frame.to_csv(results_dir / f"{spec.key}.csv", index=False, float_format="%.4f")
-    return table, [results_dir / f"{spec.key}.md", results_dir / f"{spec.key}.csv", *figures]
+    (results_dir / f"{stem}.md").write_text(table.markdown)
+    table.frame.to_csv(results_dir / f"{stem}.csv", index=False, float_format="%.4f")
+    return table, [results_dir / f"{stem}.md", results_dir / f"{stem}.csv", *figures]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,18 +43,32 @@ def resolve_tracking_uri(flag: str | None = None, project_root: Path = PROJECT_R
 
 
 def redact(uri: str) -> str:
-    """``https://user:secret@host/`` -> ``https://user:***@host/`` (also ``?token=...`` values); others unchanged."""
+    """``https://user:secret@host/`` -> ``https://user:***@host/``; a user part alone (a token) ->
+    ``***@host``; ``?token=...`` values -> ``***``. Others unchanged."""
     parts = urllib.parse.urlsplit(uri)
-    credentials = "@" in parts.netloc and ":" in parts.netloc.split("@", 1)[0]
-    secret_query = re.search(r"(?i)(?:token|password|secret|key)=", parts.query)
-    if not credentials and not secret_query:
-        return uri
     netloc = parts.netloc
-    if credentials:
-        user, host = netloc.split("@", 1)
-        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)  # a raw "@" in the password stays on the left
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}" if ":" in userinfo else f"***@{host}"
     query = re.sub(r"(?i)((?:token|password|secret|key)=)[^&]+", r"\1***", parts.query)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return uri
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def split_credentials(uri: str) -> tuple[str, dict[str, str]]:
+    """A server URI without its user and password, and MLflow's environment variables that carry
+    them instead (``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``, or ``_TOKEN`` for a user part alone)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return uri, {}
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    user, password = urllib.parse.unquote(user), urllib.parse.unquote(password)
+    bare = urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    if ":" not in userinfo:
+        return bare, {"MLFLOW_TRACKING_TOKEN": user}
+    return bare, {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -206,13 +220,17 @@ class Tracker:
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
 
-    def finish(self, run_id: str, failed: bool = False) -> None:
-        self.client.set_terminated(run_id, "FAILED" if failed else "FINISHED")
+    def finish(self, run_id: str, failed: bool = False, killed: bool = False) -> None:
+        self.client.set_terminated(run_id, "KILLED" if killed else "FAILED" if failed else "FINISHED")
 
     # Reading.
 
     def run(self, run_id: str) -> Run:
         return self.client.get_run(run_id)
+
+    def last_step(self, run_id: str, metric: str) -> int:
+        """The highest step at which ``metric`` was logged in the run; -1 if never."""
+        return max((m.step for m in self.client.get_metric_history(run_id, metric)), default=-1)
 
     def child_runs(self, experiment_id: str, parent_id: str) -> list[ChildRun]:
         """Every trial run of a table invocation (newest first, as MLflow lists them)."""

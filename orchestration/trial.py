@@ -11,15 +11,15 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mgn.config import ExperimentConfig, Init
 from mgn.config_io import dump_yaml, flatten, from_dict, to_dict
 from orchestration.planning import is_local, trial_folder
 from orchestration.spool import SpoolingRecorder
+from orchestration.storage import Storage
 from orchestration.tracking import Tracker
-from orchestration.worker import DIVERGED_FILE, DONE_FILE, WorkerSpec, train_worker
+from orchestration.worker import DIVERGED_FILE, DONE_FILE, KEEP_CHECKPOINTS, WorkerSpec, train_worker
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class TrialSetup:
     table: str
     experiment_id: str
     parent_run_id: str
-    storage: str  # this grid's folder, on storage every node sees
+    storage: str  # this grid's folder: a Storage URI every node reaches
     git_commit: str
     use_gpu: bool
     images_checked: bool = True
@@ -51,8 +51,8 @@ def run_trial(params: dict[str, Any]) -> None:
     setup = TrialSetup(**{**params["setup"], "feature_rows": tuple(params["setup"]["feature_rows"])})
     row, seed = params["trial"]["row"], int(params["trial"]["seed"])
     config = from_dict(ExperimentConfig, params["trial"]["config"])  # planned once, by the driver
-    folder = trial_folder(setup.storage, row, seed)
-    if (folder / DONE_FILE).is_file():
+    folder = trial_folder(Storage(setup.storage), row, seed)
+    if (folder / DONE_FILE).exists():
         # Finished before the driver died, after Tune last saved its state: report, do not retrain.
         tune.report(json.loads((folder / DONE_FILE).read_text()))
         return
@@ -82,11 +82,11 @@ def run_trial(params: dict[str, Any]) -> None:
     spec = WorkerSpec(
         experiment=to_dict(config),
         run_id=run_id,
-        checkpoint_dir=str(folder / "checkpoints"),
+        trial_uri=folder.uri,
         local=local,
         cpus=config.scaling.cpus_per_worker,
         images_checked=setup.images_checked,
-        features_path=str(folder / "features.pt") if row in setup.feature_rows else None,
+        keep_features=row in setup.feature_rows,
         log_checkpoint=setup.log_checkpoint,
         row=row,
         name=f"{row} (seed {seed}, {config.profile.value}, {config.data.dataset.value})",
@@ -105,11 +105,13 @@ def run_trial(params: dict[str, Any]) -> None:
             },
         ),
         run_config=ray.train.RunConfig(
-            # Named after the trial, not the row: a re-run with the same name reloads that run.
+            # Named after the trial, not the row: a re-run with the same name reloads that run's
+            # newest checkpoint from storage (a grid resumed after its driver died).
             name=f"train-{tune.get_context().get_trial_id()}",
-            storage_path=str(Path(setup.storage) / "train"),
+            storage_path=(Storage(setup.storage) / "train").uri,
             callbacks=[] if local else [TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=setup.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
         ),
     )
     # From here on the store may come and go: records are spooled rather than lost (spool.py).
@@ -119,4 +121,4 @@ def run_trial(params: dict[str, Any]) -> None:
     except BaseException:
         recorder.finish(failed=True)
         raise
-    recorder.finish(failed=(folder / DIVERGED_FILE).is_file())
+    recorder.finish(failed=(folder / DIVERGED_FILE).exists())

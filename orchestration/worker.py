@@ -4,13 +4,18 @@ Run by ``ray.train.torch.TorchTrainer``, one process per worker (or in the trial
 Train's local mode). Every rank trains; rank 0 alone writes checkpoints, logs to MLflow and saves
 the test features. A step is logged only after ``report`` returns, so a restarted worker group
 does not log it twice.
+
+Checkpoints go through Ray: rank 0 hands each one to ``report`` (``ray.train.report`` in a worker
+group, ``tune.report`` in local mode), Ray copies it to the grid's storage (a local folder or an
+object store, ``RunConfig(storage_path=...)``), keeps the newest ``KEEP_CHECKPOINTS``, and gives the
+newest back to a restarted worker group or trial (``get_checkpoint``). Everything else that must
+outlive this process (done marker, features, spooled records) goes to the trial's ``Storage``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,25 +24,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from mgn.checkpoint import (
-    CHECKPOINT_FILE,
-    epoch_dir,
-    latest_good_checkpoint,
-    prune_checkpoints,
-    save_checkpoint,
-    save_model,
-)
+from mgn.checkpoint import CHECKPOINT_FILE, TrainingState, save_checkpoint, save_model
 from mgn.config import ExperimentConfig
 from mgn.config_io import from_dict
 from mgn.data.loading import load_dataset, read_dataset
 from mgn.evaluation import keys
 from mgn.evaluation.protocol import Evaluation
 from mgn.training import EpochStats, TrainingDiverged, TrainingEnv, default_device, fit
+from orchestration.checkpoints import latest_good_state
 from orchestration.faults import Faults
+from orchestration.storage import Storage
 
-KEEP_CHECKPOINTS = 2
+KEEP_CHECKPOINTS = 2  # Ray keeps this many per trial: the newest, and one to fall back on
 DIVERGED_FILE = "diverged.txt"
 DONE_FILE = "done.json"  # written last: the trial is finished, whatever the Tune state says
+FEATURES_FILE = "features.pt"
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,11 @@ class WorkerSpec:
 
     experiment: dict[str, Any]
     run_id: str
-    checkpoint_dir: str  # on storage every node sees
+    trial_uri: str  # this trial's folder in grid storage (a Storage URI every node reaches)
     local: bool  # Train's local mode: this process is the Tune trial itself
     cpus: int
     images_checked: bool = False  # the driver already decoded every image
-    features_path: str | None = None  # where to save test features (ensemble members)
+    keep_features: bool = False  # save the test features to storage (ensemble members)
     log_checkpoint: bool = False  # the final weights as an MLflow artifact
     row: str = ""  # the table row this trial trains
     name: str = ""  # the trial, for picture titles
@@ -59,16 +60,30 @@ class WorkerSpec:
         return dataclasses.asdict(self)
 
 
-def _report_fn(local: bool):
-    # In local mode the worker *is* the Tune trial and ray.train.report refuses to run inside Tune;
-    # with a worker group, TuneReportCallback forwards rank 0's reports to Tune.
+def _session(local: bool):
+    """``(report, get_checkpoint)`` of this process: Tune's in local mode (the worker *is* the Tune
+    trial, and ray.train.report refuses to run inside Tune), Train's in a worker group (where
+    TuneReportCallback forwards rank 0's reports to Tune)."""
     if local:
         from ray import tune
 
-        return tune.report
+        return tune.report, tune.get_checkpoint
     import ray.train
 
-    return ray.train.report
+    return ray.train.report, ray.train.get_checkpoint
+
+
+def _report_with_checkpoint(report, metrics: dict[str, Any], state: TrainingState | None) -> None:
+    """Every rank reports (a barrier); rank 0 attaches the checkpoint, which Ray copies to storage
+    before ``report`` returns."""
+    if state is None:
+        report(metrics)
+        return
+    from ray.train import Checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="mgn-checkpoint-") as folder:
+        save_checkpoint(state, Path(folder) / CHECKPOINT_FILE)
+        report(metrics, checkpoint=Checkpoint.from_directory(folder))
 
 
 def ray_environment(cpus: int) -> TrainingEnv:
@@ -96,18 +111,43 @@ def _environment(spec: WorkerSpec) -> TrainingEnv:
     return ray_environment(spec.cpus)
 
 
+def _worker_nodes(env: TrainingEnv) -> list[str]:
+    """The Ray node id of every rank, in rank order (a collective: every rank calls it)."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    if env.world_size == 1:
+        return [node]
+    nodes: list[Any] = [None] * env.world_size
+    torch.distributed.all_gather_object(nodes, node)
+    return nodes
+
+
+def _check_same_start(env: TrainingEnv, resume: TrainingState | None) -> None:
+    """Every rank must continue from the same epoch (each read the checkpoint itself); a rank that
+    could not would train other weights in lockstep with the rest, or hang them."""
+    if env.world_size == 1:
+        return
+    starts: list[Any] = [None] * env.world_size
+    torch.distributed.all_gather_object(starts, resume.epochs_done if resume else 0)
+    if len(set(starts)) > 1:
+        raise RuntimeError(f"ranks read different checkpoints (epochs done by rank: {starts}); restarting")
+
+
 def train_worker(loop_config: dict[str, Any]) -> None:
     spec = WorkerSpec(**loop_config)
     config = from_dict(ExperimentConfig, spec.experiment)
+    trial = Storage(spec.trial_uri)
     if not torch.cuda.is_available():
         torch.set_num_threads(spec.cpus)
     env = _environment(spec)
+    nodes = _worker_nodes(env)
     recorder = None
     if env.is_main:
         from orchestration.spool import SpoolingRecorder
         from orchestration.tracking import Tracker
 
-        recorder = SpoolingRecorder(Tracker.from_env(), spec.run_id, Path(spec.checkpoint_dir).parent)
+        recorder = SpoolingRecorder(Tracker.from_env(), spec.run_id, trial)
     # The driver decoded every image already; only dropping bad files needs the check again.
     dataset = (
         load_dataset(config.data)
@@ -115,8 +155,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         else read_dataset(config.data)
     )
     notes: list[str] = []  # warnings for the person watching the grid: they travel with the first report
-    resume = latest_good_checkpoint(spec.checkpoint_dir, warn=notes.append)
-    report = _report_fn(spec.local)
+    report, get_checkpoint = _session(spec.local)
+    resume = latest_good_state(get_checkpoint(), warn=notes.append)
+    _check_same_start(env, resume)
     faults = Faults.from_env()
     every = config.train.checkpoint_every
 
@@ -127,19 +168,18 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             if recorder is not None:
                 recorder.set_tags({"warnings": metrics["warnings"]})
             notes.clear()
-        if env.is_main and every and (stats.epoch % every == 0 or stats.epoch == config.train.epochs):
-            save_checkpoint(snapshot(), epoch_dir(spec.checkpoint_dir, stats.epoch) / CHECKPOINT_FILE)
-            prune_checkpoints(spec.checkpoint_dir, KEEP_CHECKPOINTS)
-        report(metrics)
+        checkpointing = every and (stats.epoch % every == 0 or stats.epoch == config.train.epochs)
+        _report_with_checkpoint(report, metrics, snapshot() if checkpointing and env.is_main else None)
         if recorder is not None:
             if stats.untrained:
                 recorder.log_metrics(keys.prefixed(stats.untrained, keys.untrained), step=0)
             recorder.log_metrics({k: v for k, v in metrics.items() if k != "warnings"}, step=stats.epoch)
-        faults.after_epoch(spec.row, env.rank, stats.epoch, Path(spec.checkpoint_dir).parent)
+        faults.after_epoch(spec.row, env.rank, stats.epoch, trial)
 
     if recorder is not None:
-        attempts = _count_attempt(Path(spec.checkpoint_dir).parent)
-        tags = {"attempts": str(attempts)}
+        recorder.resume_steps("loss")
+        attempts = _count_attempt(trial)
+        tags = {"attempts": str(attempts), "worker_nodes": json.dumps(nodes)}
         if resume is not None:
             tags["resumed_from_epoch"] = str(resume.epochs_done)
         recorder.set_tags(tags)
@@ -149,7 +189,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         # Deterministic: a retry with the same seed diverges again. Record it and end normally.
         if recorder is not None:
             recorder.set_tags({"diverged": "true", "failure": str(error)})
-            (Path(spec.checkpoint_dir).parent / DIVERGED_FILE).write_text(str(error))
+            (trial / DIVERGED_FILE).write_text(str(error))
         report({"diverged": 1.0})
         return
     if recorder is None:
@@ -160,14 +200,13 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             report({"epoch": config.train.epochs, **result.evaluation.metrics})
         _log_final(spec, recorder, result.evaluation, result.model, dataset, config)
         done = {"epoch": config.train.epochs, **result.evaluation.metrics}
-        (Path(spec.checkpoint_dir).parent / DONE_FILE).write_text(json.dumps(done))
+        (trial / DONE_FILE).write_text(json.dumps(done))
 
 
-def _count_attempt(folder: Path) -> int:
+def _count_attempt(trial: Storage) -> int:
     """How many times this trial's training has started (restarts included)."""
-    counter = folder / "attempts"
-    attempts = int(counter.read_text()) + 1 if counter.is_file() else 1
-    counter.parent.mkdir(parents=True, exist_ok=True)
+    counter = trial / "attempts"
+    attempts = int(counter.read_text()) + 1 if counter.exists() else 1
     counter.write_text(str(attempts))
     return attempts
 
@@ -193,19 +232,17 @@ def _log_final(
             recorder.log_artifact(picture)
         if spec.log_checkpoint:
             recorder.log_artifact(save_model(model, spec.experiment, Path(tmp) / "model.pt"), "checkpoint")
-    if spec.features_path:
-        save_features(evaluation, spec.features_path)
+    if spec.keep_features:
+        save_features(evaluation, Storage(spec.trial_uri) / FEATURES_FILE)
 
 
-def save_features(evaluation: Evaluation, path: str | Path) -> None:
+def save_features(evaluation: Evaluation, target: Storage) -> None:
     """Test features of a trained network (plain tensors, loadable with ``weights_only=True``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {}
     for split, features in (("query", evaluation.query), ("gallery", evaluation.gallery)):
         payload[f"{split}/features"] = features.features
         payload[f"{split}/pids"] = torch.as_tensor(features.pids)
         payload[f"{split}/camids"] = torch.as_tensor(features.camids)
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save(payload, Path(folder) / FEATURES_FILE)
+        target.upload(Path(folder) / FEATURES_FILE)

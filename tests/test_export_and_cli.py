@@ -133,3 +133,81 @@ def test_eval_refuses_non_finite_features_in_one_line(tmp_path, capsys):
     assert cli(["eval", str(tmp_path / "query.npz"), str(tmp_path / "gallery.npz")]) == 2
     err = capsys.readouterr().err
     assert "query features hold NaN or infinity" in err and len(err.strip().splitlines()) == 1
+
+
+def _cli(capsys, *args: object) -> tuple[int, str, str]:
+    from mgn.cli import main as cli
+
+    try:
+        code = cli([str(a) for a in args])
+    except SystemExit as exit:  # argparse refusals and --version
+        code = exit.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _features(path: Path, n: int, pids: list[int], camids: list[int], dim: int = 8) -> Path:
+    rng = np.random.default_rng(n)
+    np.savez(path, features=rng.standard_normal((n, dim)).astype(np.float32), pids=np.array(pids),
+             camids=np.array(camids), paths=np.array([f"{p:04d}_c{c + 1}s1_{i}.jpg" for i, (p, c) in enumerate(zip(pids, camids, strict=True))]))  # fmt: skip
+    return path
+
+
+def test_search_prints_the_ranking_its_picture_draws(model_file, tmp_path, capsys):
+    from mgn.visualize import RANKING_RULE
+
+    root = locate(tiny_config().data)
+    gallery = tmp_path / "gallery.npz"
+    assert _cli(capsys, "extract", model_file, root / "bounding_box_test", "--out", gallery)[0] == 0
+    image = sorted((root / "query").iterdir())[0]  # <pid>_c<camera>: a labelled query
+    code, out, _ = _cli(capsys, "search", model_file, image, gallery, "--top-k", "50")
+    assert code == 0 and RANKING_RULE in out
+    listed = [line.split()[-1] for line in out.splitlines() if line.strip()[:1].isdigit()]
+    pid, camera = image.name.split("_")[0], image.name.split("_")[1][:2]
+    same_camera_matches = [p for p in listed if Path(p).name.startswith(f"{pid}_{camera}")]
+    assert listed and same_camera_matches == []  # dropped, as evaluation and the PNG drop them
+
+
+def test_cli_refusals_are_one_clear_line(model_file, tmp_path, capsys):
+    query = _features(tmp_path / "q.npz", 3, [1, 2, 3], [0, 0, 0])
+    gallery = _features(tmp_path / "g.npz", 4, [1, 2, 3, 4], [1, 1, 1, 1])
+    code, _, err = _cli(capsys, "eval", query, gallery, "--max-rank", "0")
+    assert code == 2 and "--max-rank: 0 must be >= 1" in err
+    code, _, err = _cli(capsys, "search", model_file, tmp_path / "x.jpg", gallery, "--top-k", "-3")
+    assert code == 2 and "--top-k: -3 must be >= 1" in err
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(gallery.read_bytes()[:100])
+    no_rows = _features(tmp_path / "none.npz", 0, [], [])
+    for bad in (empty, truncated, no_rows):
+        code, _, err = _cli(capsys, "eval", query, bad)
+        assert code == 2 and str(bad) in err and len(err.strip().splitlines()) == 1, err
+    junk = tmp_path / "junk.pt"
+    torch.save({"model": {"w": torch.ones(1)}, "config": object()}, junk)  # a pickled object inside
+    code, _, err = _cli(capsys, "export", junk, tmp_path / "x.onnx")
+    assert code == 2 and "is not an MGN model" in err and "weights_only" not in err
+    model, config = load_model(model_file)
+    other = tmp_path / "other.pt"
+    torch.save({"model": {"stem.weight": torch.ones(3)}, "config": to_dict(config), "num_classes": 8}, other)
+    code, _, err = _cli(capsys, "export", other, tmp_path / "x.onnx")
+    assert code == 2 and "weights do not fit the network" in err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, _, err = _cli(capsys, "export", model_file, blocker / "mgn.onnx")
+    assert code == 2 and "is a file, not a folder" in err
+
+
+def test_eval_json_and_version(tmp_path, capsys):
+    import json
+
+    query = _features(tmp_path / "q.npz", 3, [1, 2, 3], [0, 0, 0])
+    gallery = _features(tmp_path / "g.npz", 4, [1, 2, 3, 4], [1, 1, 1, 1])
+    code, out, _ = _cli(capsys, "eval", query, gallery, "--json", "--rerank")
+    result = json.loads(out)
+    assert code == 0 and set(result) == {"plain", "re-ranked"} and result["plain"]["queries"] == 3
+    assert 0 <= result["plain"]["mAP"] <= 100
+    code, out, _ = _cli(capsys, "--version")
+    assert code == 0 and out.startswith("mgn ")
+    code, out, _ = _cli(capsys, "--help")
+    assert "``" not in out

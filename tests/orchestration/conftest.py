@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.servers import ObjectStore, mlflow_server, postgres
+from tests.servers import object_store as object_store_server
 
 # The tiny synthetic set of tests/conftest.py, 64x32 input, 4x2 batches, one epoch, no re-ranking.
 TINY_SETS = [
@@ -48,3 +52,28 @@ def grid_args(workspace: dict[str, str], *extra: str, rows: tuple[str, ...] = ("
     for item in TINY_SETS:
         args += ["--set", item]
     return [*args, *extra]
+
+
+@pytest.fixture(scope="session")
+def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStore]:
+    """moto's S3 server on 127.0.0.1 for the whole session; its endpoint and dummy credentials are in
+    this process's environment meanwhile, so that Ray nodes and grid drivers started here inherit
+    them (as cluster nodes get theirs: from their environment, never from a config)."""
+    with object_store_server(tmp_path_factory.mktemp("s3")) as store, pytest.MonkeyPatch.context() as patch:
+        for name, value in store.env.items():
+            patch.setenv(name, value)
+        yield store
+
+
+@pytest.fixture(scope="session")
+def tracking_server(object_store: ObjectStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An MLflow server backed by PostgreSQL, its artifacts in the S3 bucket ``mlflow``: the cluster set-up
+    the README describes, on loopback. Yields its http URI."""
+    object_store.bucket("mlflow")
+    with (
+        postgres() as database,
+        mlflow_server(
+            database, "s3://mlflow/artifacts", object_store.env, tmp_path_factory.mktemp("mlflow")
+        ) as uri,
+    ):
+        yield uri

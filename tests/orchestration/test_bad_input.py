@@ -166,3 +166,74 @@ def test_a_trial_that_cannot_be_placed_is_refused_not_waited_for(capsys, workspa
         _fails(capsys, "table5", grid_args(workspace, "--cpus-per-worker", "4"), "needs 4 CPUs", "has 2")
     finally:
         signal.alarm(0)
+
+
+def _recorded_grid(workspace, table: str, *plan_flags: str) -> str:
+    """A grid folder as a driver leaves it (its state file), without training: returns its name."""
+    from mgn.config_io import to_dict
+    from orchestration.experiment import parser
+    from orchestration.paper_tables import TABLES
+    from orchestration.planning import GridState, grid_folder, make_plan
+    from orchestration.storage import Storage
+
+    spec = TABLES[table]
+    plan = make_plan(spec, parser(spec, spec.script).parse_args(grid_args(workspace, *plan_flags)))
+    folder, _ = grid_folder(Storage.parse(workspace["storage"]), spec, plan.base, None)
+    GridState("parent", "1", table, f"python {spec.script} {' '.join(plan_flags)}", "2026-11-24",
+              to_dict(plan.base), plan.rows, plan.seeds).write(folder)  # fmt: skip
+    return folder.name
+
+
+def test_resume_refuses_a_changed_plan_and_shows_each_difference(capsys, workspace):
+    name = _recorded_grid(workspace, "table5", "--set", "train.epochs=3")
+    _fails(
+        capsys, "table5", grid_args(workspace, "--set", "train.epochs=4", "--seeds", "2", "--resume", name),
+        "plan differs from the grid's", "train.epochs: the grid has 3, this command 4",
+        "seeds: the grid has [0], this command [0, 1]", "leave out --resume to start a new grid",
+    )  # fmt: skip
+
+
+def test_resume_refuses_another_tables_grid(capsys, workspace):
+    name = _recorded_grid(workspace, "table2")
+    _fails(capsys, "table5", grid_args(workspace, "--resume", name), "that grid is table2's, not table5's")
+
+
+def test_a_grid_run_by_a_live_driver_is_refused_naming_its_pid(capsys, workspace):
+    import json
+    import socket
+    import subprocess
+
+    from orchestration.storage import Storage
+
+    name = _recorded_grid(workspace, "table5")
+    holder = subprocess.Popen(["sleep", "60"])  # a live process standing in for the first driver
+    try:
+        lock = {"host": socket.gethostname(), "pid": holder.pid, "started": "2026-11-24T10:00:00"}
+        (Storage.parse(workspace["storage"]) / name / "driver.lock").write_text(json.dumps(lock))
+        _fails(capsys, "table5", grid_args(workspace, "--resume", name), f"is being run by PID {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_two_grids_started_in_the_same_second_get_two_folders(workspace):
+    from mgn.recipes import smoke
+    from orchestration.paper_tables import TABLES
+    from orchestration.planning import grid_folder
+    from orchestration.storage import Storage
+
+    storage = Storage.parse(workspace["storage"])
+    first, _ = grid_folder(storage, TABLES["table5"], smoke(), None)
+    second, _ = grid_folder(storage, TABLES["table5"], smoke(), None)
+    assert first != second  # the names had only the table, profile, data set and second: equal
+
+
+def test_results_dir_that_cannot_be_written_is_refused_before_compute(capsys, workspace, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    _fails(
+        capsys,
+        "table5",
+        grid_args({**workspace, "results": str(blocker / "results")}),
+        "is a file, not a folder",
+    )

@@ -1,16 +1,15 @@
-"""Faults a multi-day grid meets on a shared cluster, each on a local Ray instance with tiny data:
-a worker dies, the driver dies, the tracking server goes away, a checkpoint is corrupt."""
+"""Faults a multi-day grid meets, each on a local Ray instance with tiny data and local storage: the
+driver dies, the tracking server goes away, a checkpoint is corrupt. (A lost node and a driver
+killed on a multi-node cluster with object storage: test_cluster.py.)"""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,89 +17,22 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from orchestration import tables
 from orchestration.experiment import main
-from orchestration.faults import ENV as FAULTS_ENV
-from orchestration.spool import SPOOL_FILE
+from orchestration.paper_tables import TABLES
+from orchestration.spool import SPOOL_DIR
 from orchestration.spool import main as replay
+from orchestration.tables import table_stem
 from tests.orchestration.conftest import grid_args
+from tests.orchestration.driver import Process, children, faults_env
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINTING = ["--set", "train.epochs=3", "--set", "train.checkpoint_every=1"]
 
 
-def _children(uri: str) -> list:
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("MGN Table 5")
-    return [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" in r.data.tags]
-
-
-def _our_rows(results: str) -> pd.DataFrame:
-    frame = pd.read_csv(Path(results) / "table5.csv")
+def _our_rows(results: str, rows: tuple[str, ...]) -> pd.DataFrame:
+    frame = pd.read_csv(Path(results) / f"{table_stem(TABLES['table5'], list(rows))}.csv")
     return frame[frame["Source"] == "ours"].reset_index(drop=True)
-
-
-class Process:
-    """A grid run in a subprocess (its own process group), its output collected line by line."""
-
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "experiments/ablation_table5.py", *args], cwd=ROOT, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-        )  # fmt: skip
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    def wait_for(self, pattern: str, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(re.search(pattern, line) for line in self.lines):
-                return
-            if self.process.poll() is not None and not any(re.search(pattern, line) for line in self.lines):
-                raise AssertionError(
-                    f"exited ({self.process.returncode}) before {pattern!r}:\n{''.join(self.lines)}"
-                )
-            time.sleep(0.2)
-        raise AssertionError(f"no {pattern!r} within {timeout} s:\n{''.join(self.lines)}")
-
-    def kill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)  # the driver and the Ray it started: a lost machine
-        self.process.wait()
-
-    def finish(self, timeout: float = 600) -> int:
-        self.process.wait(timeout)
-        time.sleep(0.5)
-        return self.process.returncode
-
-
-def _faults(**fields: object) -> dict[str, str]:
-    """The environment that injects faults into a grid (orchestration/faults.py)."""
-    return {FAULTS_ENV: json.dumps(fields)}
-
-
-def test_a_dead_worker_is_replaced_and_the_trial_ends_as_if_uninterrupted(workspace, tmp_path, monkeypatch):
-    reference = {
-        k: str(tmp_path / "reference" / Path(v).name) if k != "uri" else f"sqlite:///{tmp_path / 'ref.db'}"
-        for k, v in workspace.items()
-    }
-    row = ("ResNet-50+TP",)
-    assert main("table5", grid_args(reference, "--workers", "2", *CHECKPOINTING, rows=row)) == 0
-    # Rank 1 of the two DDP workers exits hard after epoch 2; Ray Train restarts the worker group.
-    monkeypatch.setenv(FAULTS_ENV, _faults(fail_at_epoch=2, fail_rank=1)[FAULTS_ENV])
-    assert main("table5", grid_args(workspace, "--workers", "2", *CHECKPOINTING, rows=row)) == 0
-
-    (faulty,), (clean,) = _children(workspace["uri"]), _children(reference["uri"])
-    assert faulty.info.status == "FINISHED"
-    assert faulty.data.tags["mgn.attempts"] == "2" and faulty.data.tags["mgn.resumed_from_epoch"] == "2"
-    steps = [m.step for m in MlflowClient(workspace["uri"]).get_metric_history(faulty.info.run_id, "loss")]
-    assert steps == [1, 2, 3]  # the same run, continued: no step logged twice
-    for key in ("R1", "R5", "mAP", "mINP", "loss"):
-        assert faulty.data.metrics[key] == clean.data.metrics[key], key
 
 
 def test_a_killed_driver_resumes_without_retraining_finished_trials(workspace, tmp_path):
@@ -112,36 +44,41 @@ def test_a_killed_driver_resumes_without_retraining_finished_trials(workspace, t
     assert main("table5", grid_args(reference, *CHECKPOINTING, rows=rows)) == 0
 
     pause = tmp_path / "pause"
-    (tmp_path / "pause-mgn").touch()  # MGN waits after each epoch, ResNet-50+TP runs through
-    driver = Process(grid_args(workspace, *CHECKPOINTING, rows=rows), env=_faults(pause_file=str(pause)))
+    (tmp_path / "pause-mgn").touch()  # MGN waits after its second epoch, ResNet-50+TP runs through
+    # Tune saves its experiment state every second, so that it knows MGN's newest checkpoint.
+    faults = {**faults_env(pause_file=str(pause), pause_from_epoch=2), "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    driver = Process(grid_args(workspace, *CHECKPOINTING, rows=rows), env=faults)
     driver.wait_for(r"finished ResNet-50\+TP seed0")
-    driver.wait_for(r"MGN seed0: epoch 1/3")
+    driver.wait_for(r"MGN seed0: epoch 2/3")
+    time.sleep(3)
     driver.kill()
     (tmp_path / "pause-mgn").unlink()
-    assert len(_children(workspace["uri"])) == 2
+    assert len(children(workspace["uri"])) == 2
 
-    # The newest checkpoint of the unfinished trial is truncated: resume must fall back to epoch 1.
+    # MGN's newest checkpoint (epoch 2, kept by Ray in the trial's storage) is truncated:
+    # resume must fall back to the one before it (epoch 1).
     (grid,) = Path(workspace["storage"]).glob("table5-*")
-    checkpoints = grid / "trials" / "mgn" / "seed0" / "checkpoints"
-    assert (checkpoints / "epoch-0001" / "checkpoint.pt").is_file()
-    corrupt = checkpoints / "epoch-0002" / "checkpoint.pt"
-    corrupt.parent.mkdir(exist_ok=True)
-    corrupt.write_bytes((checkpoints / "epoch-0001" / "checkpoint.pt").read_bytes()[:1000])
+    (trial,) = (grid / "tune").glob("*-mgn-seed0")
+    newest, previous = sorted(trial.glob("checkpoint_*"), reverse=True)
+    corrupt = newest / "checkpoint.pt"
+    corrupt.write_bytes(corrupt.read_bytes()[:1000])
 
-    resumed = Process(grid_args(workspace, "--resume", rows=rows))
+    resumed = Process(grid_args(workspace, *CHECKPOINTING, "--resume", rows=rows))
     assert resumed.finish() == 0, "".join(resumed.lines)
     log = "".join(resumed.lines)
-    assert f"checkpoint {corrupt} is corrupt" in log and "falling back to the previous checkpoint" in log
+    assert f"checkpoint {newest} is corrupt; falling back to the previous checkpoint" in log
     assert "ResNet-50+TP seed0: epoch" not in log  # the finished trial was not trained again
 
-    children = _children(workspace["uri"])
-    assert sorted(c.data.tags["mgn.row"] for c in children) == ["MGN", "ResNet-50+TP"]  # one run per trial
+    runs = children(workspace["uri"])
+    assert sorted(c.data.tags["mgn.row"] for c in runs) == ["MGN", "ResNet-50+TP"]  # one run per trial
     client = MlflowClient(workspace["uri"])
-    finished = next(c for c in children if c.data.tags["mgn.row"] == "ResNet-50+TP")
+    finished = next(c for c in runs if c.data.tags["mgn.row"] == "ResNet-50+TP")
     assert [m.step for m in client.get_metric_history(finished.info.run_id, "loss")] == [1, 2, 3]
-    mgn = next(c for c in children if c.data.tags["mgn.row"] == "MGN")
+    mgn = next(c for c in runs if c.data.tags["mgn.row"] == "MGN")
     assert mgn.info.status == "FINISHED" and mgn.data.tags["mgn.resumed_from_epoch"] == "1"
-    pd.testing.assert_frame_equal(_our_rows(workspace["results"]), _our_rows(reference["results"]))
+    pd.testing.assert_frame_equal(
+        _our_rows(workspace["results"], rows), _our_rows(reference["results"], rows)
+    )
 
 
 def _free_port() -> int:
@@ -175,6 +112,7 @@ def _stop(server: subprocess.Popen) -> None:
 
 
 def test_the_tracking_server_going_away_loses_no_training(workspace, tmp_path):
+    started = time.time()
     port = _free_port()
     server = _mlflow_server(port, tmp_path)
     uri = f"http://alice:s3cret@127.0.0.1:{port}"  # the password must never be recorded
@@ -182,7 +120,7 @@ def test_the_tracking_server_going_away_loses_no_training(workspace, tmp_path):
     pause = tmp_path / "pause"
     (tmp_path / "pause-resnet-50-tp").touch()
     driver = Process(
-        grid_args(workspace, *CHECKPOINTING, rows=("ResNet-50+TP",)), env=_faults(pause_file=str(pause))
+        grid_args(workspace, *CHECKPOINTING, rows=("ResNet-50+TP",)), env=faults_env(pause_file=str(pause))
     )
     try:
         driver.wait_for(r"ResNet-50\+TP seed0: epoch 1/3")
@@ -191,17 +129,17 @@ def test_the_tracking_server_going_away_loses_no_training(workspace, tmp_path):
         assert driver.finish() == 1  # training finished; the table waits for the store
         log = "".join(driver.lines)
         assert "Training is done and nothing is lost" in log and "python -m orchestration.replay" in log
-        (spool,) = Path(workspace["storage"]).rglob(SPOOL_FILE)
-        assert '"op": "terminate"' in spool.read_text()
+        (spool,) = Path(workspace["storage"]).rglob(SPOOL_DIR)
+        assert any('"op": "terminate"' in record.read_text() for record in spool.glob("*.json"))
 
         server = _mlflow_server(port, tmp_path)  # back again, same store
         (grid,) = Path(workspace["storage"]).glob("table5-*")
-        assert replay([str(grid), "--tracking-uri", uri]) == 0 and not spool.exists()
-        resumed = Process(grid_args(workspace, "--resume", rows=("ResNet-50+TP",)))
+        assert replay([str(grid), "--tracking-uri", uri]) == 0 and not list(spool.glob("*"))
+        resumed = Process(grid_args(workspace, *CHECKPOINTING, "--resume", rows=("ResNet-50+TP",)))
         assert resumed.finish() == 0, "".join(resumed.lines)
 
         client = MlflowClient(f"http://127.0.0.1:{port}")
-        (run,) = _children(f"http://127.0.0.1:{port}")
+        (run,) = children(f"http://127.0.0.1:{port}")
         assert run.info.status == "FINISHED"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
         assert "cmc.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}
@@ -212,8 +150,44 @@ def test_the_tracking_server_going_away_loses_no_training(workspace, tmp_path):
         recorded.append(
             Path(client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))).read_text()
         )
-        recorded += [log, "".join(resumed.lines), (Path(workspace["results"]) / "table5.md").read_text()]
+        recorded += [
+            log,
+            "".join(resumed.lines),
+            (Path(workspace["results"]) / "table5-subset-resnet-50-tp.md").read_text(),
+        ]
         assert not [text for text in recorded if "s3cret" in text]
+        # Nor in any log Ray wrote meanwhile (runtime environments are logged: the URI travels bare).
+        ray_logs = [
+            p
+            for p in Path("/tmp/ray").glob("session_*/logs/**/*")
+            if p.is_file() and p.stat().st_mtime >= started
+        ]
+        assert ray_logs and not [p for p in ray_logs if b"s3cret" in p.read_bytes()]
     finally:
         if server.poll() is None:
             _stop(server)
+
+
+def test_ctrl_c_mid_grid_publishes_nothing_and_says_how_to_resume(workspace, tmp_path):
+    (tmp_path / "pause-resnet-50-tp").touch()
+    driver = Process(
+        grid_args(workspace, *CHECKPOINTING, rows=("ResNet-50+TP",)),
+        env=faults_env(pause_file=str(tmp_path / "pause")),
+    )
+    try:
+        driver.wait_for(r"ResNet-50\+TP seed0: epoch 1/3")
+        driver.interrupt()
+        code = driver.finish(timeout=180)
+    finally:
+        (tmp_path / "pause-resnet-50-tp").unlink()
+    log = "".join(driver.lines)
+    assert code == 130, log
+    assert "interrupted: 1 trial(s) unfinished (ResNet-50+TP seed0); no table was written" in log
+    assert re.search(r"ablation_table5\.py .* --resume table5-smoke-synthetic-\S+", log)
+    assert not list(Path(workspace["results"]).glob("table5*.md"))
+    client = MlflowClient(workspace["uri"])
+    (parent,) = [r for r in client.search_runs(["1"]) if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "KILLED"
+    assert (
+        tables.main(["table5", "--tracking-uri", workspace["uri"], "--results-dir", str(tmp_path / "t")]) == 2
+    )

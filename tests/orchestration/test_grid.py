@@ -10,6 +10,8 @@ from mlflow.tracking import MlflowClient
 
 from orchestration import tables
 from orchestration.experiment import main
+from orchestration.paper_tables import TABLES
+from orchestration.tables import table_stem
 from tests.orchestration.conftest import grid_args
 
 pytestmark = pytest.mark.integration
@@ -56,18 +58,22 @@ def test_two_row_grid_records_every_trial_and_rebuilds_the_table(workspace, tmp_
     mgn = next(c for c in children if c.data.tags["mgn.row"] == "MGN")
     assert "branch/Part-3/mAP" in mgn.data.metrics and mgn.data.params["model.branches"] == "[1, 2, 3]"
 
-    written = (Path(workspace["results"]) / "table5.md").read_text()
+    stem = table_stem(TABLES["table5"], list(rows))  # two rows of fifteen: never over the full table
+    assert (
+        stem == "table5-subset-resnet-50-tp-mgn" and not (Path(workspace["results"]) / "table5.md").exists()
+    )
+    written = (Path(workspace["results"]) / f"{stem}.md").read_text()
     assert "profile | smoke" in written and parent.info.run_id in written
     line = next(line for line in written.splitlines() if line.startswith("| MGN | ours"))
     assert f"{mgn.data.metrics['mAP']:.1f}" in line and "86.9" in line  # ours beside the paper's
     assert "G+P2+P3 (Single)" in written  # every row listed, untrained ones empty
-    csv = (Path(workspace["results"]) / "table5.csv").read_text()
+    csv = (Path(workspace["results"]) / f"{stem}.csv").read_text()
     assert "MGN" in csv and "mAP paper" in csv
 
     # The table comes back from the store alone, without training.
     again = tmp_path / "again"
     assert tables.main(["table5", "--tracking-uri", workspace["uri"], "--results-dir", str(again)]) == 0
-    assert (again / "table5.md").read_text() == written
+    assert (again / f"{stem}.md").read_text() == written
 
     # --resume on a finished grid trains nothing and adds no run.
     assert main("table5", grid_args(workspace, "--resume", rows=rows)) == 0

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestration import submit
-from tests.orchestration.conftest import TINY_SETS
+from tests.orchestration.conftest import TINY_SETS, grid_args
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
@@ -55,7 +55,9 @@ def test_submit_a_table_to_a_running_cluster(head, tmp_path, capsys):
     assert submit.main(args) == 0
     out = capsys.readouterr().out
     assert "SUCCEEDED" in out and "finished ResNet-50+TP seed0" in out
-    assert (tmp_path / "results" / "table5.md").is_file()
+    assert (
+        tmp_path / "results" / "table5-subset-resnet-50-tp.md"
+    ).is_file()  # one row: beside the full table
     assert list((tmp_path / "shared").glob("table5-smoke-synthetic-*/tune"))  # grid storage where we said
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("MGN Table 5").experiment_id])
@@ -71,3 +73,11 @@ def test_submit_refuses_what_is_not_a_project_script(capsys):
 def test_unreachable_job_server(capsys):
     assert submit.main(["--address", "http://127.0.0.1:9", "--", "experiments/ablation_table5.py"]) == 2
     assert "cannot reach the Ray job server" in capsys.readouterr().err
+
+
+def test_a_cluster_already_running_here_does_not_capture_the_default_run(head, workspace):
+    """`ray start` left a cluster (and its ray_current_cluster file) on this machine: a run without
+    --address still starts its own private instance, with its own resources."""
+    from orchestration.experiment import main
+
+    assert main("table5", grid_args(workspace, rows=("ResNet-50+TP",))) == 0

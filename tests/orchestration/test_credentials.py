@@ -1,0 +1,41 @@
+"""Credentials in a tracking URI never reach params, tags, logs or Ray's runtime environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestration.cluster import ClusterError, connect
+from orchestration.tracking import redact, split_credentials
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("https://alice:s3cret@mlflow.internal/", "https://alice:***@mlflow.internal/"),
+        ("https://ghp_token123@mlflow.internal", "https://***@mlflow.internal"),  # a token as the user
+        ("https://alice:p@ss@mlflow.internal:5000", "https://alice:***@mlflow.internal:5000"),  # raw "@"
+        ("https://mlflow.internal/?token=abc&x=1", "https://mlflow.internal/?token=***&x=1"),
+        ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
+    ],
+)
+def test_redact_hides_every_form_of_secret(uri, shown):
+    assert redact(uri) == shown
+
+
+def test_credentials_move_from_the_uri_to_mlflows_environment_variables():
+    assert split_credentials("https://alice:p@ss@host:5000/x") == (
+        "https://host:5000/x",
+        {"MLFLOW_TRACKING_USERNAME": "alice", "MLFLOW_TRACKING_PASSWORD": "p@ss"},
+    )
+    assert split_credentials("https://tok%40en@host") == ("https://host", {"MLFLOW_TRACKING_TOKEN": "tok@en"})
+    assert split_credentials("http://host:5000") == ("http://host:5000", {})
+    assert split_credentials("sqlite:////a/b.db") == ("sqlite:////a/b.db", {})
+
+
+def test_a_shared_cluster_is_not_given_credentials_through_rays_logs(monkeypatch):
+    monkeypatch.setattr("orchestration.cluster.check_address", lambda address: None)
+    with pytest.raises(ClusterError) as error:
+        connect("10.0.0.1:6379", "https://alice:s3cret@mlflow.internal")
+    message = str(error.value)
+    assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in message and "s3cret" not in message
+    assert "--tracking-uri https://mlflow.internal" in message
