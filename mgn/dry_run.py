@@ -37,6 +37,7 @@ class DryRunReport:
     eval_seconds: float  # embedding one test batch (with its flipped copy, §4.1)
     feature_dim: int
     peak_memory_bytes: int  # CUDA: peak allocated on the device; CPU: this process's peak resident set
+    peak_memory_scope: str  # what that peak covers, for the reader
 
 
 def peak_memory(device: torch.device) -> int:
@@ -82,4 +83,9 @@ def dry_run(
         eval_seconds=time.perf_counter() - began,
         feature_dim=features.features.shape[1],
         peak_memory_bytes=peak_memory(device),
+        peak_memory_scope=(
+            "allocated on the GPU by this row"
+            if device.type == "cuda"
+            else "resident, this process so far (on CPU it includes the data and earlier rows)"
+        ),
     )

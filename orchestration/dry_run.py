@@ -45,7 +45,8 @@ def rehearse(
             f"  {row}: {report.images_per_step} images of {config.data.height}x{config.data.width} per step, "
             f"{report.step_seconds:.1f} s per step ({report.images_per_step / report.step_seconds:.1f} img/s), "
             f"loss {report.loss:.3f}; a test batch of {report.eval_images} in {report.eval_seconds:.1f} s "
-            f"({report.feature_dim}-d); peak memory {report.peak_memory_bytes / GIB:.2f} GiB; "
+            f"({report.feature_dim}-d); peak memory {report.peak_memory_bytes / GIB:.2f} GiB "
+            f"({report.peak_memory_scope}); "
             f"its {trial_steps:,} steps would take {_duration(trial_steps * report.step_seconds)} here"
         )
     log(
