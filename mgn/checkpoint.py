@@ -6,7 +6,9 @@ dict), so it loads without unpickling arbitrary objects.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import torch
 
 CHECKPOINT_FILE = "checkpoint.pt"
+LOW_SPACE = 16 * 2**20  # bytes: a failed write with less free than this was a full disk
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -34,21 +37,39 @@ class TrainingState:
 
 def save_checkpoint(state: TrainingState, path: str | Path) -> Path:
     """Write ``state`` to ``path`` atomically (a temporary file renamed into place)."""
-    path = Path(path)
+    payload = {
+        "model": state.model,
+        "optimizer": state.optimizer,
+        "scheduler": state.scheduler,
+        "epochs_done": state.epochs_done,
+        "config": state.config,
+        "num_classes": state.num_classes,
+    }
+    return _save_atomically(payload, Path(path), "checkpoint")
+
+
+def _save_atomically(payload: dict[str, Any], path: Path, what: str) -> Path:
+    """``torch.save`` through a temporary file renamed into place. On a full disk the temporary
+    file is removed (a half-written one would fail every retry at once) and the error names the
+    folder, not PyTorch's "unexpected pos"; what was there before is untouched."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(
-        {
-            "model": state.model,
-            "optimizer": state.optimizer,
-            "scheduler": state.scheduler,
-            "epochs_done": state.epochs_done,
-            "config": state.config,
-            "num_classes": state.num_classes,
-        },
-        tmp,
-    )
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:
+        full = (
+            getattr(error, "errno", None) == errno.ENOSPC or shutil.disk_usage(path.parent).free < LOW_SPACE
+        )
+        tmp.unlink(missing_ok=True)
+        if full:
+            raise OSError(
+                errno.ENOSPC,
+                f"no space left on {path.parent} to write the {what} {path.name} "
+                f"({shutil.disk_usage(path.parent).free // 2**20} MiB free once the partial file was removed): "
+                "free space there or write elsewhere",
+            ) from None
+        raise
     return path
 
 
@@ -71,12 +92,8 @@ def load_checkpoint(path: str | Path) -> TrainingState:
 
 def save_model(model: torch.nn.Module, config: dict[str, Any], path: str | Path) -> Path:
     """The trained network alone (weights + config as a dict): what ``mgn extract/search/export`` read."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save({"model": model.state_dict(), "config": config, "num_classes": int(model.num_classes)}, tmp)
-    os.replace(tmp, path)
-    return path
+    payload = {"model": model.state_dict(), "config": config, "num_classes": int(model.num_classes)}
+    return _save_atomically(payload, Path(path), "model")
 
 
 def load_model(path: str | Path):

@@ -102,7 +102,11 @@ def base_config(spec: PaperTable, args: argparse.Namespace) -> ExperimentConfig:
         scaling = replace(scaling, cpus_per_worker=args.cpus_per_worker)
     if args.gpu is not None:
         scaling = replace(scaling, use_gpu=args.gpu)
-    return apply_overrides(replace(config, scaling=scaling), args.overrides)
+    config = apply_overrides(replace(config, scaling=scaling), args.overrides)
+    if config.data.root and not Path(config.data.root).is_absolute():
+        # Relative to where the command was typed: Ray's workers run in another folder.
+        config = replace(config, data=replace(config.data, root=str(Path(config.data.root).absolute())))
+    return config
 
 
 def make_plan(spec: PaperTable, args: argparse.Namespace) -> Plan:
@@ -153,6 +157,7 @@ def check_data(
             for warning in caught:
                 log(f"warning: {warning.message}")
             log(f"data: {datasets[data].summary()}")
+            _check_cross_camera_matches(datasets[data])
         if config.model.init is Init.IMAGENET:
             find_pretrained(
                 config.model.backbone, config.model.pretrained_path, config.model.imagenet_weights
@@ -167,6 +172,22 @@ def check_data(
         )
         shapes[key] = TrialShape(len(sampler), datasets[data].num_train_ids)
     return shapes, datasets
+
+
+def _check_cross_camera_matches(dataset: ReidDataset) -> None:
+    """The protocol scores a query only against its identity in *other* cameras: a data set where
+    no query has such a match (one camera, say) would train for days and score nothing."""
+    gallery = {(r.pid, r.camid) for r in dataset.gallery}
+    cameras_of = {}
+    for pid, camid in gallery:
+        cameras_of.setdefault(pid, set()).add(camid)
+    if not any(cameras_of.get(q.pid, set()) - {q.camid} for q in dataset.query):
+        cameras = sorted({r.camid + 1 for r in (*dataset.query, *dataset.gallery)})
+        raise DatasetError(
+            f"{dataset.name}: no query has an image of its identity from another camera in the gallery (cameras "
+            f"found: {cameras}), so every query would be skipped by the Market-1501 protocol. Re-ID data needs "
+            f"at least two cameras: check the <pid>_c<camera> names."
+        )
 
 
 def describe(plan: Plan, shapes: dict[tuple[str, int], TrialShape]) -> list[str]:

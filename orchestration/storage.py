@@ -14,6 +14,7 @@ come from that process's environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import urllib.parse
@@ -141,11 +142,19 @@ class Storage:
         if self.is_local:
             target = Path(self.path)
             target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(
-                dir=target.parent, prefix=f".{target.name}.", delete=False
-            ) as tmp:
-                tmp.write(data)
-            os.replace(tmp.name, target)
+            handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+            os.close(handle)
+            tmp = Path(name)
+            try:
+                tmp.write_bytes(data)
+                os.replace(tmp, target)
+            except OSError as error:
+                tmp.unlink(missing_ok=True)  # a half-written file would be taken for the real one
+                if error.errno == errno.ENOSPC:
+                    raise OSError(
+                        errno.ENOSPC, f"no space left on {target.parent} to write {target.name}"
+                    ) from None
+                raise
             return
         with self.filesystem.open_output_stream(self.path) as stream:
             stream.write(data)

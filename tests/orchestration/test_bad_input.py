@@ -237,3 +237,36 @@ def test_results_dir_that_cannot_be_written_is_refused_before_compute(capsys, wo
         grid_args({**workspace, "results": str(blocker / "results")}),
         "is a file, not a folder",
     )
+
+
+def test_a_relative_data_root_is_made_absolute_where_it_was_typed(workspace, tmp_path, monkeypatch):
+    from orchestration.experiment import parser
+    from orchestration.paper_tables import TABLES
+    from orchestration.planning import make_plan
+
+    monkeypatch.chdir(tmp_path)
+    spec = TABLES["table5"]
+    args = parser(spec, spec.script).parse_args(grid_args(workspace, "--set", "data.root=datasets/mine"))
+    assert make_plan(spec, args).base.data.root == str(tmp_path / "datasets" / "mine")  # not Ray's cwd
+
+
+def test_a_data_set_with_one_camera_is_refused_before_compute(capsys, workspace, tmp_path):
+    root = tmp_path / "one-camera"
+    for split, names in {
+        "bounding_box_train": ["0001_c1s1_000001_01", "0001_c1s1_000002_01", "0002_c1s1_000001_01", "0002_c1s1_000002_01"],
+        "bounding_box_test": ["0003_c1s1_000001_01", "0004_c1s1_000001_01"],
+        "query": ["0003_c1s1_000002_00", "0004_c1s1_000002_00"],
+    }.items():  # fmt: skip
+        (root / split).mkdir(parents=True)
+        for name in names:
+            Image.new("RGB", (32, 64)).save(root / split / f"{name}.jpg")
+    args = grid_args(
+        workspace, "--set", "data.dataset=custom", "--set", f"data.root={root}", "--set", "data.p=2"
+    )
+    _fails(
+        capsys,
+        "table5",
+        args,
+        "no query has an image of its identity from another camera",
+        "cameras found: [1]",
+    )
