@@ -55,6 +55,22 @@ def entrypoint(python: str, script: list[str], storage_path: str | None) -> str:
     return " ".join([python, *(shlex.quote(a) for a in args)])
 
 
+def _refresh_ray_auth_mode() -> None:
+    """Ray caches its authentication mode when first imported; when this process imported Ray
+    before ``RAY_AUTH_MODE`` was set (a notebook, a test session), the job client would go without
+    the token. Ray's own helper re-reads it (private in 2.60: absent elsewhere, nothing to do)."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:
+        return
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        os.environ.pop("RAY_AUTH_MODE")  # the helper refreshes the cached mode only when it decides
+        if not maybe_enable_token_auth_if_token_available(warn_if_disabled=False):
+            os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -94,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         or os.environ.get("RAY_AUTH_TOKEN_PATH")
         or (Path.home() / ".ray" / "auth_token").is_file()
     ):
-        os.environ["RAY_AUTH_MODE"] = "token"  # Ray 2.60 clusters use token auth; set before Ray is imported
+        os.environ["RAY_AUTH_MODE"] = "token"  # Ray 2.60 clusters use token auth
+    _refresh_ray_auth_mode()
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     try:

@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from ray.train import Checkpoint
 
 from mgn.checkpoint import CHECKPOINT_FILE, TrainingState, save_checkpoint
-from orchestration.checkpoints import latest_good_state
 from orchestration.experiment import main
 from orchestration.storage import Storage, StorageError
 from tests.orchestration.conftest import grid_args
@@ -76,8 +74,11 @@ def test_files_round_trip_in_an_s3_bucket(object_store):
     assert "grids/table5-smoke/mgn_grid.json" in keys and not [k for k in keys if "/trials" in k]
 
 
-def _kept(folder: Path, epochs: int, truncate: bool = False) -> Checkpoint:
-    """A checkpoint folder as Ray keeps it (``checkpoint_00000N``), holding our file."""
+def _kept(folder: Path, epochs: int, truncate: bool = False):
+    """A checkpoint folder as Ray keeps it (``checkpoint_00000N``), holding our file. (Ray is
+    imported in the tests, not at collection: that would fix its auth mode for the session.)"""
+    from ray.train import Checkpoint
+
     state = TrainingState({"w": torch.full((2,), float(epochs))}, {}, {}, epochs, {})
     file = save_checkpoint(state, folder / f"checkpoint_{epochs:06d}" / CHECKPOINT_FILE)
     if truncate:
@@ -86,6 +87,8 @@ def _kept(folder: Path, epochs: int, truncate: bool = False) -> Checkpoint:
 
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_kept_before_it(tmp_path):
+    from orchestration.checkpoints import latest_good_state
+
     _kept(tmp_path, 1)
     _kept(tmp_path, 2)
     newest = _kept(tmp_path, 3, truncate=True)
@@ -98,6 +101,8 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_kept_before_it(tmp_pa
 
 
 def test_no_readable_checkpoint_at_all_restarts_from_scratch_and_says_so(tmp_path):
+    from orchestration.checkpoints import latest_good_state
+
     newest = _kept(tmp_path, 1, truncate=True)
     warnings: list[str] = []
     assert latest_good_state(newest, warn=warnings.append) is None

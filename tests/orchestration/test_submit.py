@@ -24,13 +24,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def head(tmp_path):
-    """A Ray head on 127.0.0.1 with the project's virtualenv on PATH, stopped afterwards."""
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    """A Ray head on 127.0.0.1 with the project's virtualenv on PATH, stopped after this module."""
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "MGN_CACHE": str(tmp_path / "cache"),
+        "MGN_CACHE": str(tmp_path_factory.mktemp("cache")),
     }
     gcs, dashboard = _free_port(), _free_port()
     subprocess.run(
