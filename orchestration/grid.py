@@ -20,7 +20,16 @@ from orchestration.cluster import (
 )
 from orchestration.ensembles import evaluate_ensembles, feature_rows
 from orchestration.naming import slug
-from orchestration.planning import GridOptions, GridState, Plan, is_local_plan, record_parent, trial_folder
+from orchestration.planning import (
+    GridOptions,
+    GridState,
+    Plan,
+    is_local_plan,
+    record_parent,
+    trial_folder,
+    trial_run_name,
+    trial_tags,
+)
 from orchestration.progress import ProgressPrinter, trial_name
 from orchestration.spool import replay_grid
 from orchestration.storage import Storage
@@ -113,7 +122,13 @@ def build_tuner(
     )
     trials = sorted(
         (
-            {"row": r, "seed": s, "config": to_dict(plan.configs[(r, s)])}
+            {
+                "row": r,
+                "seed": s,
+                "config": to_dict(plan.configs[(r, s)]),
+                "tags": trial_tags(plan, r, s),
+                "name": trial_run_name(plan, r, s),
+            }
             for r in plan.rows
             for s in plan.seeds
         ),
@@ -219,6 +234,7 @@ def publish_grid(
     evaluate_ensembles(plan, folder, tracker, state.parent_run_id)
     table, paths = publish(plan.spec, tracker, state.parent_run_id, command, options.results_dir)
     tracker.log_text(state.parent_run_id, table.markdown, f"{plan.spec.key}.md")
+    tracker.describe(state.parent_run_id, table.markdown)  # the parent's description is its table
     for figure in (p for p in paths if p.suffix == ".png"):
         tracker.log_artifact(state.parent_run_id, figure, "figures")
     tracker.finish(state.parent_run_id, failed=failed)

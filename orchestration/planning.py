@@ -33,7 +33,7 @@ from orchestration.naming import slug
 from orchestration.paper_table import PaperTable
 from orchestration.paper_tables import TABLES
 from orchestration.storage import Storage
-from orchestration.tracking import Tracker, git_commit, redact
+from orchestration.tracking import Tracker, git_commit, redact, source_tags
 
 STATE_FILE = "mgn_grid.json"
 
@@ -275,13 +275,25 @@ def trial_tags(plan: Plan, row: str, seed: int) -> dict[str, str]:
     """What a trial's run records beyond its row and seed: how it departs from the paper's recipe for
     the same row (``deviations``), its arithmetic, and the ImageNet file it starts from (name, sha256)."""
     config = plan.configs[(row, seed)]
-    found = deviations(config, plan.spec.trial(row).make(paper()))
+    papers = plan.spec.trial(row).make(paper())
+    found = deviations(config, papers)
     return {
         "deviations": "; ".join(found) or "none",
         "amp": str(config.train.amp).lower(),
         "eval_precision": config.eval.precision.value,
+        "row_order": f"{plan.rows.index(row):02d}",  # the run list sorts like the table
+        "backbone": config.model.backbone.value,
         **_weights(config.model),
     }
+
+
+def trial_run_name(plan: Plan, row: str, seed: int) -> str:
+    """``MGN seed0``; a smoke stand-in says what it trained (``ResNet-50 seed0 (resnet18)``)."""
+    config = plan.configs[(row, seed)]
+    papers = plan.spec.trial(row).make(paper()).model.backbone
+    return f"{row} seed{seed}" + (
+        f" ({config.model.backbone.value})" if config.model.backbone is not papers else ""
+    )
 
 
 def parent_tags(plan: Plan, command: str, uri: str) -> dict[str, str]:
@@ -301,9 +313,25 @@ def parent_tags(plan: Plan, command: str, uri: str) -> dict[str, str]:
     }
 
 
+def parent_run_name(plan: Plan) -> str:
+    """What tells two invocations of one table apart comes first (the experiment names the table):
+    ``smoke synthetic 2 rows x1 11-24 16:20``."""
+    rows = "all rows" if len(plan.rows) == len(plan.spec.trials) else (
+        plan.rows[0] if len(plan.rows) == 1 else f"{len(plan.rows)} rows"
+    )  # fmt: skip
+    datasets = "+".join(sorted({c.data.dataset.value for c in plan.configs.values()}))
+    return f"{plan.base.profile.value} {datasets} {rows} x{len(plan.seeds)} {dt.datetime.now():%m-%d %H:%M}"
+
+
 def record_parent(tracker: Tracker, plan: Plan, experiment_id: str, command: str, uri: str) -> str:
-    name = f"{plan.spec.key} {plan.base.profile.value} {dt.datetime.now():%Y-%m-%d %H:%M}"
-    run_id = tracker.start_parent(experiment_id, name, parent_tags(plan, command, uri))
+    name = parent_run_name(plan)
+    description = (
+        f"{plan.spec.title}: {len(plan.rows)} rows x {len(plan.seeds)} seeds, profile {plan.base.profile.value}. "
+        f"The table replaces this description when the grid finishes.\n\n`{command}`"
+    )
+    run_id = tracker.start_parent(
+        experiment_id, name, parent_tags(plan, command, uri), source_tags(command, description)
+    )
     tracker.log_params(run_id, flatten(plan.base))
     return run_id
 

@@ -8,6 +8,7 @@ never written to params, tags or logs (``redact``).
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 import socket
@@ -18,8 +19,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
+from mlflow.entities import Metric, Param, Run, RunStatus, RunTag, SourceType
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import (
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_RUN_NOTE,
+    MLFLOW_SOURCE_NAME,
+    MLFLOW_SOURCE_TYPE,
+    MLFLOW_USER,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TAG_PREFIX = "mgn."
@@ -89,6 +97,22 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as error:  # any failure of the store itself
         raise TrackingUnavailable(f"MLflow tracking store {redact(uri)} does not work: {error}") from None
+
+
+def source_tags(command: str, description: str) -> dict[str, str]:
+    """MLflow's standard columns, filled as its own clients fill them: Source (the script), its
+    type, Version (the git commit), User, and the run's description."""
+    script = next((part for part in command.split() if part.endswith(".py")), command.split()[0])
+    commit = git_commit()
+    return {
+        MLFLOW_SOURCE_NAME: script,
+        MLFLOW_SOURCE_TYPE: SourceType.to_string(
+            SourceType.JOB if os.environ.get("RAY_JOB_ID") else SourceType.LOCAL
+        ),
+        **({MLFLOW_GIT_COMMIT: commit.removesuffix("-dirty")} if commit != "unknown" else {}),
+        MLFLOW_USER: getpass.getuser(),
+        MLFLOW_RUN_NOTE: description,
+    }
 
 
 def git_commit(project_root: Path = PROJECT_ROOT) -> str:
@@ -174,14 +198,29 @@ class Tracker:
             location = (db_folder / "mlartifacts").absolute().as_uri()
         return self.client.create_experiment(name, artifact_location=location)
 
-    def start_parent(self, experiment_id: str, name: str, tags: Mapping[str, str]) -> str:
+    def start_parent(
+        self, experiment_id: str, name: str, tags: Mapping[str, str], system: Mapping[str, str] | None = None
+    ) -> str:
+        """A table invocation's run: our tags (prefixed) and MLflow's own columns (``source_tags``)."""
         run = self.client.create_run(
-            experiment_id, run_name=name, tags={TAG_PREFIX + k: v for k, v in tags.items()}
+            experiment_id,
+            run_name=name,
+            tags={**(system or {}), **{TAG_PREFIX + k: v for k, v in tags.items()}},
         )
         return run.info.run_id
 
+    def describe(self, run_id: str, text: str) -> None:
+        """The run's description in the UI (MLflow's ``mlflow.note.content``)."""
+        self.client.set_tag(run_id, MLFLOW_RUN_NOTE, text)
+
     def child(
-        self, experiment_id: str, parent_id: str, trial: str, name: str, tags: Mapping[str, str]
+        self,
+        experiment_id: str,
+        parent_id: str,
+        trial: str,
+        name: str,
+        tags: Mapping[str, str],
+        system: Mapping[str, str] | None = None,
     ) -> str:
         """The child run of ``trial`` under ``parent_id``: found again when a trial is resumed, so a
         trial never gets two runs."""
@@ -194,7 +233,7 @@ class Tracker:
             run_id = existing[0].info.run_id
             self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
             return run_id
-        all_tags = {"mlflow.parentRunId": parent_id, TAG_PREFIX + "trial": trial}
+        all_tags = {**(system or {}), "mlflow.parentRunId": parent_id, TAG_PREFIX + "trial": trial}
         all_tags.update({TAG_PREFIX + k: v for k, v in tags.items()})
         return self.client.create_run(experiment_id, run_name=name, tags=all_tags).info.run_id
 

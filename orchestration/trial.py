@@ -15,10 +15,11 @@ from typing import Any
 
 from mgn.config import ExperimentConfig, Init
 from mgn.config_io import dump_yaml, flatten, from_dict, to_dict
+from orchestration.paper_tables import TABLES
 from orchestration.planning import is_local, trial_folder
 from orchestration.spool import SpoolingRecorder
 from orchestration.storage import Storage
-from orchestration.tracking import Tracker
+from orchestration.tracking import Tracker, source_tags
 from orchestration.worker import DIVERGED_FILE, DONE_FILE, KEEP_CHECKPOINTS, WorkerSpec, train_worker
 
 
@@ -63,7 +64,7 @@ def run_trial(params: dict[str, Any]) -> None:
         setup.experiment_id,
         setup.parent_run_id,
         trial=f"{row} / seed {seed}",
-        name=f"{row} seed{seed}",
+        name=params["trial"].get("name", f"{row} seed{seed}"),
         tags={
             "table": setup.table,
             "row": row,
@@ -76,6 +77,11 @@ def run_trial(params: dict[str, Any]) -> None:
             "tune_trial_id": tune.get_context().get_trial_id(),
             **params["trial"].get("tags", {}),  # deviations from the paper, precision, ImageNet file
         },
+        system=source_tags(
+            TABLES[setup.table].script,
+            f"{row}, seed {seed}: {config.model.backbone.value} branches "
+            f"{list(config.model.branches)}, {config.profile.value} profile on {config.data.dataset.value}",
+        ),
     )
     tracker.log_params(run_id, flatten(config))
     tracker.log_text(run_id, dump_yaml(config), "config.yaml")

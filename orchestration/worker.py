@@ -224,7 +224,8 @@ def _log_final(
             np.column_stack([ranks, evaluation.cmc]),
             fmt=["%d", "%.6f"],
             delimiter=",",
-            header="rank,rate",
+            # A fraction (0-1), said in the column name: the logged metrics are percentages.
+            header="rank,matched_fraction",
             comments="",
         )
         recorder.log_artifact(cmc)

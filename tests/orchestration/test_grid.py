@@ -55,6 +55,14 @@ def test_two_row_grid_records_every_trial_and_rebuilds_the_table(workspace, tmp_
         assert [m.step for m in client.get_metric_history(child.info.run_id, "loss")] == [1]
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"config.yaml", "cmc.csv"} <= artifacts
+        # How the trial departs from the paper's recipe, its arithmetic, its place in the table.
+        assert tags["mgn.amp"] == "false" and tags["mgn.eval_precision"] == "fp32"
+        assert "model.backbone=resnet18 (paper: resnet50)" in tags["mgn.deviations"]
+        assert tags["mgn.row_order"] == f"{rows.index(tags['mgn.row']):02d}"
+        # MLflow's own columns (Source, User, Version, description) and a name that says it is a stand-in.
+        assert tags["mlflow.source.name"] == "experiments/ablation_table5.py" and tags["mlflow.user"]
+        assert child.info.run_name == f"{tags['mgn.row']} seed0 (resnet18)"
+        assert "resnet18" in tags["mlflow.note.content"]
     mgn = next(c for c in children if c.data.tags["mgn.row"] == "MGN")
     assert "branch/Part-3/mAP" in mgn.data.metrics and mgn.data.params["model.branches"] == "[1, 2, 3]"
 
@@ -63,6 +71,10 @@ def test_two_row_grid_records_every_trial_and_rebuilds_the_table(workspace, tmp_
         stem == "table5-subset-resnet-50-tp-mgn" and not (Path(workspace["results"]) / "table5.md").exists()
     )
     written = (Path(workspace["results"]) / f"{stem}.md").read_text()
+    parent = client.get_run(parent.info.run_id)
+    assert parent.data.tags["mlflow.note.content"] == written  # the parent's description is its table
+    assert parent.info.run_name.startswith("smoke synthetic 2 rows x1 ")
+    assert parent.data.tags["mlflow.source.name"] == "experiments/ablation_table5.py"
     assert "profile | smoke" in written and parent.info.run_id in written
     line = next(line for line in written.splitlines() if line.startswith("| MGN | ours"))
     assert f"{mgn.data.metrics['mAP']:.1f}" in line and "86.9" in line  # ours beside the paper's
