@@ -17,7 +17,7 @@ import ray
 from mgn.config import ExperimentConfig
 from orchestration.faults import ENV as FAULTS_ENV
 from orchestration.storage import Storage
-from orchestration.tracking import redact, split_credentials
+from orchestration.tracking import is_single_machine_store, redact, split_credentials
 
 DRIVER_RESOURCE = "TRAIN_DRIVER"
 LOCAL_DRIVER_SLOTS = 64
@@ -105,7 +105,7 @@ def check_stores_reach_every_node(tracking_uri: str, storage: Storage, shared_st
     nodes = alive_nodes()
     if nodes < 2:
         return
-    if tracking_uri.split(":", 1)[0] in ("sqlite", "file") or "://" not in tracking_uri:
+    if is_single_machine_store(tracking_uri):
         raise ClusterError(
             f"the MLflow store {redact(tracking_uri)} is a file on this machine, and the Ray cluster has {nodes} "
             "nodes: trials on other nodes cannot write it. Run a tracking server that every node reaches, e.g.\n"

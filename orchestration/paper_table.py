@@ -8,7 +8,7 @@ name: adding a row or a table touches only its module.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mgn.config import DatasetName, ExperimentConfig
@@ -103,6 +103,10 @@ class PaperTable:
             )
         needed = set().union(*(known[n] for n in names))
         return [t for t in self.trials if t.name in needed]
+
+    def covers(self, trials: Sequence[str]) -> bool:
+        """Whether ``trials`` include every trial of the table (a full table, not a subset)."""
+        return {t.name for t in self.trials} <= set(trials)
 
 
 def by_column(columns: tuple[str, ...], values: tuple[float | None, ...]) -> dict[str, float | None]:

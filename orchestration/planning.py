@@ -266,6 +266,11 @@ def is_local(config: ExperimentConfig, use_gpu: bool) -> bool:
     return config.scaling.num_workers == 1 and not use_gpu
 
 
+def _papers(plan: Plan, row: str) -> ExperimentConfig:
+    """The paper's recipe for ``row``: what a trial's deviations are measured against."""
+    return plan.spec.trial(row).make(paper())
+
+
 @lru_cache
 def _weights(model: ModelConfig) -> dict[str, str]:
     return pretrained_identity(model)  # hashing ~100 MB once per file, not per trial
@@ -275,8 +280,7 @@ def trial_tags(plan: Plan, row: str, seed: int) -> dict[str, str]:
     """What a trial's run records beyond its row and seed: how it departs from the paper's recipe for
     the same row (``deviations``), its arithmetic, and the ImageNet file it starts from (name, sha256)."""
     config = plan.configs[(row, seed)]
-    papers = plan.spec.trial(row).make(paper())
-    found = deviations(config, papers)
+    found = deviations(config, _papers(plan, row))
     return {
         "deviations": "; ".join(found) or "none",
         "amp": str(config.train.amp).lower(),
@@ -289,11 +293,9 @@ def trial_tags(plan: Plan, row: str, seed: int) -> dict[str, str]:
 
 def trial_run_name(plan: Plan, row: str, seed: int) -> str:
     """``MGN seed0``; a smoke stand-in says what it trained (``ResNet-50 seed0 (resnet18)``)."""
-    config = plan.configs[(row, seed)]
-    papers = plan.spec.trial(row).make(paper()).model.backbone
-    return f"{row} seed{seed}" + (
-        f" ({config.model.backbone.value})" if config.model.backbone is not papers else ""
-    )
+    backbone = plan.configs[(row, seed)].model.backbone
+    stand_in = backbone is not _papers(plan, row).model.backbone
+    return f"{row} seed{seed}" + (f" ({backbone.value})" if stand_in else "")
 
 
 def parent_tags(plan: Plan, command: str, uri: str) -> dict[str, str]:
@@ -316,7 +318,7 @@ def parent_tags(plan: Plan, command: str, uri: str) -> dict[str, str]:
 def parent_run_name(plan: Plan) -> str:
     """What tells two invocations of one table apart comes first (the experiment names the table):
     ``smoke synthetic 2 rows x1 11-24 16:20``."""
-    rows = "all rows" if len(plan.rows) == len(plan.spec.trials) else (
+    rows = "all rows" if plan.spec.covers(plan.rows) else (
         plan.rows[0] if len(plan.rows) == 1 else f"{len(plan.rows)} rows"
     )  # fmt: skip
     datasets = "+".join(sorted({c.data.dataset.value for c in plan.configs.values()}))
@@ -344,6 +346,6 @@ def _union_of_deviations(plan: Plan) -> str:
     found = dict.fromkeys(
         item
         for row, seed in plan.configs
-        for item in deviations(plan.configs[(row, seed)], plan.spec.trial(row).make(paper()))
+        for item in deviations(plan.configs[(row, seed)], _papers(plan, row))
     )
     return "; ".join(found) or "none"

@@ -14,11 +14,9 @@ nodes). With ``--wait`` the job's log is printed and the exit code is the job's.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 import time
-from pathlib import Path
 
 from orchestration.tracking import PROJECT_ROOT, redact, split_credentials
 
@@ -55,20 +53,19 @@ def entrypoint(python: str, script: list[str], storage_path: str | None) -> str:
     return " ".join([python, *(shlex.quote(a) for a in args)])
 
 
-def _refresh_ray_auth_mode() -> None:
-    """Ray caches its authentication mode when first imported; when this process imported Ray
-    before ``RAY_AUTH_MODE`` was set (a notebook, a test session), the job client would go without
-    the token. Ray's own helper re-reads it (private in 2.60: absent elsewhere, nothing to do)."""
+def _use_token_auth_when_a_token_exists() -> None:
+    """Ray 2.60 clusters use token authentication; the job client must too when a token is at hand
+    (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``). Ray's own helper decides,
+    and unlike setting ``RAY_AUTH_MODE`` by hand it also refreshes the mode Ray cached if this
+    process imported Ray before (a notebook, a test session). An explicit ``RAY_AUTH_MODE`` wins.
+    The helper is private in 2.60; a Ray without it has no token authentication to set up."""
     try:
         from ray._private.authentication.authentication_token_setup import (
             maybe_enable_token_auth_if_token_available,
         )
     except ImportError:
         return
-    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
-        os.environ.pop("RAY_AUTH_MODE")  # the helper refreshes the cached mode only when it decides
-        if not maybe_enable_token_auth_if_token_available(warn_if_disabled=False):
-            os.environ["RAY_AUTH_MODE"] = "token"
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,13 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if "RAY_AUTH_MODE" not in os.environ and (
-        os.environ.get("RAY_AUTH_TOKEN")
-        or os.environ.get("RAY_AUTH_TOKEN_PATH")
-        or (Path.home() / ".ray" / "auth_token").is_file()
-    ):
-        os.environ["RAY_AUTH_MODE"] = "token"  # Ray 2.60 clusters use token auth
-    _refresh_ray_auth_mode()
+    _use_token_auth_when_a_token_exists()
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     try:

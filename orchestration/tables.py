@@ -158,7 +158,7 @@ def _epilogue(parent) -> str:
 def table_stem(spec: PaperTable, rows: list[str] | None) -> str:
     """The file name of a table: ``<key>`` when its grid trained every row, else a name of its own,
     so that a run of a few rows never overwrites the full table beside it."""
-    if rows is None or {t.name for t in spec.trials} <= set(rows):
+    if rows is None or spec.covers(rows):
         return spec.key
     return f"{spec.key}-subset-{slug('-'.join(rows))}"[:80]
 

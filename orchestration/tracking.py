@@ -64,6 +64,11 @@ def redact(uri: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+def is_single_machine_store(uri: str) -> bool:
+    """An sqlite file or a file store: only the machine holding the file can write it."""
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
 def split_credentials(uri: str) -> tuple[str, dict[str, str]]:
     """A server URI without its user and password, and MLflow's environment variables that carry
     them instead (``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``, or ``_TOKEN`` for a user part alone)."""
