@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
 
 import ray
@@ -176,6 +177,53 @@ def trial_resources(
     if max_concurrent:
         concurrency = min(concurrency, max_concurrent)
     return TrialResources(driver, concurrency)
+
+
+def _fits(bundle: dict[str, float], node: dict) -> bool:
+    return node["Alive"] and all(node["Resources"].get(k, 0) >= v for k, v in bundle.items())
+
+
+def wait_until_placeable(bundles: dict[str, dict[str, float]], timeout_s: float, poll_s: float = 2.0) -> None:
+    """Wait, at most ``timeout_s``, until every bundle fits on one live node of the cluster.
+
+    The cluster's total can suffice while no single node can hold a worker (two 1-CPU nodes, a 2-CPU
+    worker), and Tune then waits forever. A remote cluster may be growing (an autoscaler adding nodes),
+    so it gets a bounded wait before the refusal, not an immediate one.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        nodes = ray.nodes()
+        missing = {name: b for name, b in bundles.items() if not any(_fits(b, n) for n in nodes)}
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            largest = sorted(
+                ({k: v for k, v in n["Resources"].items() if k in ("CPU", "GPU", DRIVER_RESOURCE)}
+                 for n in nodes if n["Alive"]),
+                key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), reverse=True,
+            )  # fmt: skip
+            wanted = "; ".join(f"a {name} needs {_resources(b)}" for name, b in missing.items())
+            raise ClusterError(
+                f"no node of the Ray cluster can hold a trial after waiting {timeout_s:g} s ({wanted}; the "
+                f"largest live node has {_resources(largest[0]) if largest else 'nothing'}): add a node that "
+                "big, or lower --cpus-per-worker (more --workers spread a trial over nodes); "
+                "--placement-timeout sets how long to wait for an autoscaler"
+            )
+        time.sleep(poll_s)
+
+
+def _resources(bundle: dict[str, float]) -> str:
+    return ", ".join(f"{v:g} {k}" for k, v in sorted(bundle.items())) or "nothing"
+
+
+def bundles(config: ExperimentConfig, use_gpu: bool, resources: TrialResources, local: bool) -> dict:
+    """What must fit on one node: a trial's driver and, for worker groups, one training worker."""
+    if local:  # the trial process trains itself
+        return {"trial": resources.driver}
+    worker = {"CPU": float(config.scaling.cpus_per_worker)}
+    if use_gpu:
+        worker["GPU"] = 1.0
+    return {"trial driver": resources.driver, "training worker": worker}
 
 
 def worker_env(tracking_uri: str) -> dict[str, str]:

@@ -83,6 +83,9 @@ def parser(spec: PaperTable, script: str) -> argparse.ArgumentParser:
         "--max-failures", type=int, default=2, help="restarts of a failing trial before it is given up"
     )
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    p.add_argument("--placement-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="with --address: how long to wait for a node that can hold a trial (an autoscaler "
+                        "adding one) before giving up with a message")  # fmt: skip
     p.add_argument("--log-checkpoint", action="store_true", help="log each trial's final weights to MLflow")
     p.add_argument("--dry-run", type=int, nargs="?", const=1, metavar="STEPS",
                    help="train every row for STEPS steps (default 1) at full shape and embed one test batch, "
@@ -145,6 +148,7 @@ def run(spec: PaperTable, argv: list[str] | None, script: str) -> int:
         max_concurrent=args.max_concurrent,
         log_checkpoint=args.log_checkpoint,
         shared_storage=args.shared_storage,
+        placement_timeout_s=args.placement_timeout,
     )
     try:
         return run_grid(plan, options, uri, folder, state, command)

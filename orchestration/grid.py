@@ -13,10 +13,12 @@ from mgn.config_io import to_dict
 from orchestration.cluster import (
     ClusterError,
     TrialResources,
+    bundles,
     check_stores_reach_every_node,
     connect,
     resolve_gpu,
     trial_resources,
+    wait_until_placeable,
 )
 from orchestration.ensembles import evaluate_ensembles, feature_rows
 from orchestration.naming import slug
@@ -63,7 +65,11 @@ def run_grid(
         check_stores_reach_every_node(uri, folder, options.shared_storage)
         use_gpu = resolve_gpu(plan.base.scaling.use_gpu)
         biggest = max(plan.configs.values(), key=lambda c: c.scaling.num_workers * c.scaling.cpus_per_worker)
-        resources = trial_resources(biggest, use_gpu, is_local_plan(plan, use_gpu), options.max_concurrent)
+        local = is_local_plan(plan, use_gpu)
+        resources = trial_resources(biggest, use_gpu, local, options.max_concurrent)
+        # A cluster started here is what it is; one given by --address may still be growing.
+        timeout = options.placement_timeout_s if options.address else 0.0
+        wait_until_placeable(bundles(biggest, use_gpu, resources, local), timeout)
     except ClusterError as error:
         print(f"error: {error}", file=sys.stderr)
         ray.shutdown()

@@ -54,6 +54,7 @@ class GridOptions:
     max_concurrent: int | None = None
     log_checkpoint: bool = False
     shared_storage: bool = False  # a local storage path that every node mounts (NFS)
+    placement_timeout_s: float = 300.0  # how long a cluster given by --address may take to fit a trial
 
 
 @dataclass(frozen=True)

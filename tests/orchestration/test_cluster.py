@@ -171,3 +171,19 @@ def _truncate(store: ObjectStore, bucket: str, key: str) -> None:
     client = boto3.client("s3", endpoint_url=store.endpoint)
     body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     client.put_object(Bucket=bucket, Key=key, Body=body[:1000])
+
+
+def test_a_worker_no_node_can_hold_is_refused_after_a_bounded_wait(
+    cluster, tracking_server, tmp_path, capsys
+):
+    """Two 1-CPU nodes hold 2 CPUs, but never a 2-CPU trial: Tune used to wait for it forever."""
+    workspace = _workspace(str(tmp_path / "ray_results"), tracking_server, tmp_path, "unplaceable")
+    args = grid_args(workspace, "--address", cluster.address, "--shared-storage", "--workers", "1",
+                     "--cpus-per-worker", "2", "--placement-timeout", "3", "--experiment-name", "unplaceable")  # fmt: skip
+    started = time.monotonic()
+    assert main("table5", args) == 2
+    assert 3 <= time.monotonic() - started < 60
+    error = capsys.readouterr().err
+    assert "no node of the Ray cluster can hold a trial after waiting 3 s" in error
+    assert "a trial needs 2 CPU" in error and "the largest live node has 1 CPU" in error
+    assert children(tracking_server, "unplaceable") == []
