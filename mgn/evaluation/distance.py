@@ -20,7 +20,7 @@ def as_features(features: np.ndarray | Tensor) -> Tensor:
 
 
 def squared_norms(features: Tensor) -> Tensor:
-    return features.pow(2).sum(dim=1)
+    return torch.linalg.vecdot(features, features)  # no (N, D) temporary, unlike pow(2).sum
 
 
 def distance_block(

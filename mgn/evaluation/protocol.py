@@ -13,13 +13,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from mgn.config import DataConfig, EvalConfig
+from mgn.config import DataConfig, EvalConfig, Metric
 from mgn.data.loading import eval_loader
 from mgn.data.records import ReidDataset
 from mgn.evaluation import keys
 from mgn.evaluation.features import FeatureSet, evaluate_features, extract_features, pool_multiple_query
+from mgn.evaluation.neighbours import GalleryPass
 from mgn.evaluation.rank import RankResult, evaluate_rank
-from mgn.evaluation.reranking import re_rank
+from mgn.evaluation.reranking import re_rank_with_distances, share_gallery
 
 
 @dataclass(frozen=True)
@@ -63,19 +64,51 @@ def extract_test_features(
 
 
 def rank_metrics(
-    query: FeatureSet, gallery: FeatureSet, config: EvalConfig, *, rerank: bool
+    query: FeatureSet,
+    gallery: FeatureSet,
+    config: EvalConfig,
+    *,
+    rerank: bool,
+    shared: GalleryPass | None = None,
 ) -> tuple[dict[str, float], RankResult]:
-    """Metrics without (and, with ``rerank``, with) re-ranking, for one pair of feature sets."""
-    plain = evaluate_features(query, gallery, config.metric, config.max_rank)
+    """Metrics without (and, with ``rerank``, with) re-ranking, for one pair of feature sets.
+
+    Re-ranking computes the query x gallery distances on its way; the plain ranking reuses them
+    (Euclidean metric), and ``shared`` carries the gallery x gallery half between calls.
+    """
+    if not rerank:
+        plain = evaluate_features(query, gallery, config.metric, config.max_rank)
+        return plain.summary(), plain
+    distance, squared = re_rank_with_distances(
+        query.features, gallery.features, config.rerank_k1, config.rerank_k2, config.rerank_lambda,
+        shared=shared,
+    )  # fmt: skip
+    labels = (query.pids, gallery.pids, query.camids, gallery.camids)
+    if config.metric is Metric.EUCLIDEAN:  # squared distances rank as Euclidean ones
+        plain = evaluate_rank(squared, *labels, config.max_rank)
+    else:
+        plain = evaluate_features(query, gallery, config.metric, config.max_rank)
     metrics = plain.summary()
-    if rerank:
-        distance = re_rank(
-            query.features, gallery.features, config.rerank_k1, config.rerank_k2, config.rerank_lambda
-        )
-        reranked = evaluate_rank(
-            distance, query.pids, gallery.pids, query.camids, gallery.camids, config.max_rank
-        )
-        metrics.update(keys.prefixed(reranked.summary(), keys.reranked))
+    reranked = evaluate_rank(distance, *labels, config.max_rank)
+    metrics.update(keys.prefixed(reranked.summary(), keys.reranked))
+    return metrics, plain
+
+
+def evaluate_protocol(
+    query: FeatureSet, gallery: FeatureSet, pooled_query: FeatureSet | None, config: EvalConfig
+) -> tuple[dict[str, float], RankResult]:
+    """Single query and, given ``pooled_query``, multiple query, each plain and (``config.rerank``)
+    re-ranked, in one call that does each distance once: re-ranking's query x gallery distances are
+    the plain ranking's, and the gallery x gallery half of re-ranking (three quarters of
+    Market-1501's pairs) is shared by single and multiple query. Features are raw; ``config``
+    normalises them. Returns the metrics (percent) and the single-query plain result."""
+    query, gallery = query.select(normalize=config.normalize), gallery.select(normalize=config.normalize)
+    shared = share_gallery(gallery.features, config.rerank_k1, config.rerank_k2) if config.rerank else None
+    metrics, plain = rank_metrics(query, gallery, config, rerank=config.rerank, shared=shared)
+    if pooled_query is not None:
+        pooled = pooled_query.select(normalize=config.normalize)
+        mq, _ = rank_metrics(pooled, gallery, config, rerank=config.rerank, shared=shared)
+        metrics.update(keys.prefixed(mq, keys.multi_query))
     return metrics, plain
 
 
@@ -86,15 +119,12 @@ def metrics_of(
     branches: Mapping[str, Sequence[int]] | None = None,
 ) -> Evaluation:
     """Every metric ``config`` asks for; ``branches`` maps a branch name to its embedding columns."""
-    query = features.query.select(normalize=config.normalize)
-    gallery = features.gallery.select(normalize=config.normalize)
-    metrics, plain = rank_metrics(query, gallery, config, rerank=config.rerank)
+    pooled = None
     if features.multi_query is not None:
         pooled = pool_multiple_query(
             features.query, dataset.query, features.multi_query, dataset.multi_query, config.query_pooling
         )
-        mq, _ = rank_metrics(pooled.select(normalize=config.normalize), gallery, config, rerank=config.rerank)
-        metrics.update(keys.prefixed(mq, keys.multi_query))
+    metrics, plain = evaluate_protocol(features.query, features.gallery, pooled, config)
     for name, columns in (branches or {}).items():
         branch, _ = rank_metrics(
             features.query.select(columns, config.normalize),

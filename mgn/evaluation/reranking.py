@@ -21,44 +21,15 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from mgn.evaluation.distance import as_features, query_blocks, squared_norms
-
-
-def _nearest(
-    features: Tensor, num_query: int, cache_size: int, block: int
-) -> tuple[Tensor, Tensor, np.ndarray]:
-    """Stream the (N, N) normalised squared distances once.
-
-    Returns the ``cache_size`` nearest neighbours of every row (indices and distances, nearest
-    first, (N, T)) and the query x gallery block of the normalised distances (Q, N-Q).
-    """
-    n = features.shape[0]
-    sq = squared_norms(features)
-    top_idx = torch.empty((n, cache_size), dtype=torch.int64)
-    top_val = torch.empty((n, cache_size), dtype=torch.float32)
-    query_gallery = np.empty((num_query, n - num_query), dtype=np.float32)
-    for rows in query_blocks(n, block):
-        d2 = (
-            torch.addmm(sq[None, :], features[rows], features.T, alpha=-2.0)
-            .add_(sq[rows, None])
-            .clamp_(min=0)
-        )
-        # The float path of the published code fed Euclidean distances: it squares them itself.
-        d2.sqrt_().square_()
-        # Row-normalised, as the published code; a zero row (all features identical) stays zero.
-        d2.div_(d2.amax(dim=1, keepdim=True).clamp_(min=torch.finfo(torch.float32).tiny))
-        top_val[rows], top_idx[rows] = torch.topk(d2, cache_size, dim=1, largest=False, sorted=True)
-        if rows.start < num_query:
-            stop = min(rows.stop, num_query)
-            query_gallery[rows.start : stop] = d2[: stop - rows.start, num_query:].numpy()
-    return top_idx, top_val, query_gallery
+from mgn.evaluation.distance import query_blocks
+from mgn.evaluation.neighbours import GalleryPass, Neighbours, gallery_pass, neighbours
 
 
 def _reciprocal(neighbours: Tensor) -> Tensor:
     """(N, k+1) nearest-first neighbours -> (N, k+1) mask: j is a neighbour of i and i of j."""
     n = neighbours.shape[0]
     back = neighbours[neighbours]  # (N, k+1, k+1): the neighbours of each neighbour
-    return (back == torch.arange(n)[:, None, None]).any(dim=2)
+    return (back == torch.arange(n, device=neighbours.device)[:, None, None]).any(dim=2)
 
 
 def _expanded_sets(top_idx: Tensor, k1: int, block: int) -> tuple[Tensor, Tensor]:
@@ -89,32 +60,49 @@ def _expanded_sets(top_idx: Tensor, k1: int, block: int) -> tuple[Tensor, Tensor
     return torch.cat(members), torch.cat(masks)
 
 
-def _lookup(features: Tensor, top_idx: Tensor, top_val: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
-    """Normalised distances of pairs (rows[p], cols[p]): from the neighbour cache, else computed."""
-    n, width = top_idx.shape
-    order = torch.argsort(top_idx, dim=1)
-    cache_keys = (torch.arange(n)[:, None] * n + top_idx.gather(1, order)).flatten()  # sorted globally
-    cache_vals = top_val.gather(1, order).flatten()
+def _lookup(features: Tensor, known: Neighbours, rows: Tensor, cols: Tensor) -> Tensor:
+    """Normalised distances of pairs (rows[p], cols[p]): from the neighbour tables, else computed."""
+    n = known.known_index.shape[0]
+    valid = known.known_index >= 0
+    row_of = torch.arange(n, device=rows.device)[:, None].expand_as(valid)
+    cache_keys, order = torch.sort((row_of * n + known.known_index)[valid])
+    cache_vals = known.known_d2[valid][order]
     keys = rows * n + cols
     position = torch.searchsorted(cache_keys, keys).clamp(max=cache_keys.numel() - 1)
     hit = cache_keys[position] == keys
-    values = torch.where(hit, cache_vals[position], torch.zeros(()))
+    values = torch.where(hit, cache_vals[position], torch.zeros((), device=rows.device))
     miss = (~hit).nonzero().squeeze(1)
-    if miss.numel():  # outside the cache: compute exactly, normalised by the row maximum
-        diff = features[rows[miss]] - features[cols[miss]]
-        row_max = _row_max(features, torch.unique(rows[miss]))
-        values[miss] = diff.pow(2).sum(dim=1) / row_max[rows[miss]]
-    return values
+    if miss.numel():  # outside the tables: computed exactly
+        values[miss] = (features[rows[miss]] - features[cols[miss]]).pow(2).sum(dim=1)
+    return values / known.row_max.clamp(min=torch.finfo(torch.float32).tiny)[rows]
 
 
-def _row_max(features: Tensor, rows: Tensor) -> Tensor:
-    """Maximum squared distance of the given rows to every feature, as an (N,) lookup."""
-    out = torch.zeros(features.shape[0])
-    sq = squared_norms(features)
-    for chunk in rows.split(1024):
-        d2 = torch.addmm(sq[None, :], features[chunk], features.T, alpha=-2.0).add_(sq[chunk, None])
-        out[chunk] = d2.amax(dim=1).clamp_(min=torch.finfo(torch.float32).tiny)
-    return out
+def _features(features: np.ndarray | Tensor) -> Tensor:
+    """(N, D) float32 on the device it is on (a GPU re-ranks there)."""
+    tensor = torch.as_tensor(features).detach()
+    if tensor.ndim != 2:
+        raise ValueError(f"features must be (N, D), got shape {tuple(tensor.shape)}")
+    return tensor.float()
+
+
+def _check(query: Tensor, gallery: Tensor, k1: int, k2: int) -> None:
+    if query.shape[1] != gallery.shape[1]:
+        raise ValueError(f"query features are {query.shape[1]}-d, gallery features {gallery.shape[1]}-d")
+    if k1 < 1 or k2 < 1:
+        raise ValueError("k1 and k2 must be >= 1")
+    if query.device != gallery.device:
+        raise ValueError(f"query features are on {query.device}, gallery features on {gallery.device}")
+
+
+def share_gallery(
+    gallery_features: np.ndarray | Tensor, k1: int = 20, k2: int = 6, *, cache_size: int | None = None,
+    block: int = 2048,
+) -> GalleryPass:  # fmt: skip
+    """The gallery x gallery half of re-ranking's distance work, to pass to several ``re_rank`` calls
+    with the same gallery (single and multiple query)."""
+    gallery = _features(gallery_features)
+    near = max(k1 + 1, k2)
+    return gallery_pass(gallery, near, max(cache_size or 4 * near, near), block)
 
 
 def re_rank(
@@ -125,48 +113,69 @@ def re_rank(
     lambda_value: float = 0.3,
     *,
     cache_size: int | None = None,
-    block: int = 1024,
+    block: int = 2048,
+    shared: GalleryPass | None = None,
 ) -> np.ndarray:
     """Re-ranked (Q, G) distance: (1 - lambda) * Jaccard(k-reciprocal) + lambda * original.
 
     Args:
-        query_features: (Q, D); gallery_features: (G, D).
+        query_features: (Q, D); gallery_features: (G, D), on the CPU or one GPU.
         k1, k2, lambda_value: as in the paper (20, 6, 0.3).
-        cache_size: neighbours kept per row from the single distance pass (default 5 * (k1 + 1));
-            expansion members outside it are computed exactly, so it changes speed, not results.
-        block: rows per block of the distance pass (memory: block x (Q+G) floats, twice).
+        cache_size: exact distances kept per row from the distance pass (default 4 * (k1 + 1));
+            expansion members outside them are computed exactly, so it changes speed, not results.
+        block: rows per strip of the distance pass (memory: two block x (Q+G) floats).
+        shared: ``share_gallery(gallery_features, k1, k2)``, when it was already computed.
 
     Returns:
         (Q, G) float32 distances, smaller = closer.
     """
-    query, gallery = as_features(query_features), as_features(gallery_features)
-    if query.shape[1] != gallery.shape[1]:
-        raise ValueError(f"query features are {query.shape[1]}-d, gallery features {gallery.shape[1]}-d")
-    if k1 < 1 or k2 < 1:
-        raise ValueError("k1 and k2 must be >= 1")
-    features = torch.cat([query, gallery])
+    return re_rank_with_distances(
+        query_features, gallery_features, k1, k2, lambda_value, cache_size=cache_size, block=block, shared=shared
+    )[0]  # fmt: skip
+
+
+def re_rank_with_distances(
+    query_features: np.ndarray | Tensor,
+    gallery_features: np.ndarray | Tensor,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    *,
+    cache_size: int | None = None,
+    block: int = 2048,
+    shared: GalleryPass | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``re_rank``, and the (Q, G) squared Euclidean distances it computed on the way (the plain
+    ranking's, so that evaluation does not compute them twice)."""
+    query, gallery = _features(query_features), _features(gallery_features)
+    _check(query, gallery, k1, k2)
+    shared = shared or share_gallery(gallery, k1, k2, cache_size=cache_size, block=block)
+    features = torch.cat([query, shared.gallery])
+    known, query_gallery = neighbours(features, query.shape[0], shared, block)
     n, num_query = features.shape[0], query.shape[0]
-    cache = min(n, max(cache_size or 5 * (k1 + 1), k1 + 1, k2))
-    top_idx, top_val, original = _nearest(features, num_query, cache, block)
+    original = query_gallery / known.row_max[:num_query, None].clamp(min=torch.finfo(torch.float32).tiny)
 
     # V: for each image, the Gaussian-weighted (exp(-d)) memberships of its expanded k-reciprocal set.
-    members, mask = _expanded_sets(top_idx, k1, block)
-    rows = torch.arange(n)[:, None].expand_as(members)[mask]
+    members, mask = _expanded_sets(known.near_index, k1, block)
+    rows = torch.arange(n, device=members.device)[:, None].expand_as(members)[mask]
     cols = members[mask]
-    weights = torch.exp(-_lookup(features, top_idx, top_val, rows, cols))
-    weights = weights / torch.zeros(n).index_add_(0, rows, weights)[rows]
+    weights = torch.exp(-_lookup(features, known, rows, cols))
+    weights = (weights / torch.zeros(n, device=weights.device).index_add_(0, rows, weights)[rows]).cpu()
+    rows, cols = rows.cpu(), cols.cpu()
     v = sp.csr_matrix((weights.numpy(), (rows.numpy(), cols.numpy())), shape=(n, n))
     if k2 != 1:  # local query expansion: average V over the k2 nearest neighbours
-        nearest = top_idx[:, :k2].numpy()
+        nearest = known.near_index[:, :k2].cpu().numpy()
         average = sp.csr_matrix(
             (np.full(nearest.size, 1.0 / k2), (np.repeat(np.arange(n), k2), nearest.ravel())), shape=(n, n)
         )
         v = (average @ v).tocsr()
-
-    # Jaccard distance 1 - s / (2 - s), s(i, j) = sum_k min(V[i, k], V[j, k]) over shared k.
+    # Jaccard distance 1 - s / (2 - s), s(i, j) = sum_k min(V[i, k], V[j, k]) over shared k; most
+    # pairs share nothing (s = 0), so the result starts as lambda * original + (1 - lambda) and only
+    # pairs with a shared k are corrected, in place, in blocks of queries.
+    final = original.mul_(lambda_value).add_(1 - lambda_value).cpu().numpy()
     v_query = v[:num_query]
     v_gallery = v[num_query:].tocsc()
-    final = np.empty((num_query, n - num_query), dtype=np.float32)
+    width = n - num_query
     for block_rows in query_blocks(num_query, max(1, block // 4)):
         part = v_query[block_rows].tocoo()
         starts, stops = v_gallery.indptr[part.col], v_gallery.indptr[part.col + 1]
@@ -174,11 +183,14 @@ def re_rank(
         pair = np.repeat(np.arange(part.nnz), lengths)
         within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         gallery_index = v_gallery.indices[starts[pair] + within]
-        shared = np.minimum(part.data[pair], v_gallery.data[starts[pair] + within])
-        width = n - num_query
+        overlap = np.minimum(part.data[pair], v_gallery.data[starts[pair] + within])
         cells = part.row[pair] * width + gallery_index
-        s = np.bincount(cells, weights=shared, minlength=(block_rows.stop - block_rows.start) * width)
-        s = s.reshape(-1, width)
-        jaccard = 1.0 - s / (2.0 - s)
-        final[block_rows] = (1 - lambda_value) * jaccard + lambda_value * original[block_rows]
-    return final
+        shared_sum = np.bincount(
+            cells, weights=overlap, minlength=(block_rows.stop - block_rows.start) * width
+        )
+        touched = np.flatnonzero(shared_sum)
+        s_touched = shared_sum[touched]
+        final[block_rows].reshape(-1)[touched] -= ((1 - lambda_value) * s_touched / (2.0 - s_touched)).astype(
+            np.float32
+        )
+    return final, query_gallery.cpu().numpy()

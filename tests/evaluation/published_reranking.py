@@ -3,20 +3,22 @@
 Transcribed from the authors' Python release (``re_ranking(q_g_dist, q_q_dist, g_g_dist, k1, k2,
 lambda_value)``, as distributed with person-re-ranking and open-reid), loops and dense matrices
 kept as published. It is the reference that ``mgn.evaluation.re_rank`` is tested and benchmarked
-against; it is deliberately slow and memory hungry. Inputs are plain Euclidean distances.
+against; it is deliberately slow and memory hungry. Inputs are plain Euclidean distances. One addition:
+``sort_kind`` ("stable" orders tied distances by index, as ``re_rank`` does; the release's default
+sort leaves their order to the sorting algorithm).
 """
 
 import numpy as np
 
 
-def published_re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):
+def published_re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3, sort_kind="quicksort"):
     original_dist = np.concatenate(
         [np.concatenate([q_q_dist, q_g_dist], axis=1), np.concatenate([q_g_dist.T, g_g_dist], axis=1)], axis=0
     )
     original_dist = np.power(original_dist, 2).astype(np.float32)
     original_dist = np.transpose(1.0 * original_dist / np.max(original_dist, axis=0))
     V = np.zeros_like(original_dist).astype(np.float32)
-    initial_rank = np.argsort(original_dist).astype(np.int32)
+    initial_rank = np.argsort(original_dist, kind=sort_kind).astype(np.int32)
 
     query_num = q_g_dist.shape[0]
     gallery_num = q_g_dist.shape[0] + q_g_dist.shape[1]

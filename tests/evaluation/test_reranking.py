@@ -5,6 +5,7 @@ import pytest
 from scipy.spatial.distance import cdist
 
 from mgn.evaluation import re_rank
+from mgn.evaluation.reranking import re_rank_with_distances, share_gallery
 from tests.evaluation.published_reranking import published_re_ranking
 
 
@@ -24,6 +25,7 @@ def _features(seed: int, num_q: int, num_g: int, dim: int) -> tuple[np.ndarray, 
         (2, 15, 60, 32, 7, 3, 0.5, None),  # odd k1: round(3.5) = 4, as numpy's around()
         (3, 40, 200, 4, 20, 1, 0.3, None),  # no query expansion
         (4, 25, 100, 12, 5, 6, 0.0, None),
+        (5, 3, 6, 4, 20, 6, 0.3, None),  # fewer images than k1 + 1
     ],
 )
 def test_equals_the_published_algorithm_fed_euclidean_distances(seed, num_q, num_g, dim, k1, k2, lam, cache):
@@ -32,7 +34,7 @@ def test_equals_the_published_algorithm_fed_euclidean_distances(seed, num_q, num
         cdist(query, gallery).astype(np.float32), cdist(query, query).astype(np.float32),
         cdist(gallery, gallery).astype(np.float32), k1, k2, lam,
     )  # fmt: skip
-    ours = re_rank(query, gallery, k1, k2, lam, cache_size=cache, block=32)
+    ours = re_rank(query, gallery, k1, k2, lam, cache_size=cache, block=16)  # strips straddle query/gallery
     assert ours.shape == (num_q, num_g) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, published, atol=1e-5)
 
@@ -45,3 +47,35 @@ def test_dimension_mismatch():
 def test_identical_features_give_finite_distances():
     features = np.ones((6, 4), dtype=np.float32)  # a collapsed network: every distance is 0
     assert np.isfinite(re_rank(features[:2], features[2:], k1=3, k2=2)).all()
+
+
+def test_ties_and_duplicate_features_are_ordered_by_index_as_a_stable_sort():
+    """Integer features: every distance is exact, many are equal, and some images are duplicates
+    (distance 0 to another image, a tie with the image itself)."""
+    rng = np.random.default_rng(7)
+    features = rng.integers(0, 3, (90, 6)).astype(np.float32)
+    features[60:75] = features[0:15]  # duplicates of queries in the gallery
+    features[80:90] = features[70:80]  # duplicates within the gallery
+    query, gallery = features[:20], features[20:]
+    assert len(np.unique(cdist(features, features))) < 40  # ties everywhere
+    published = published_re_ranking(
+        cdist(query, gallery).astype(np.float32), cdist(query, query).astype(np.float32),
+        cdist(gallery, gallery).astype(np.float32), 20, 6, 0.3, sort_kind="stable",
+    )  # fmt: skip
+    np.testing.assert_allclose(re_rank(query, gallery, block=8), published, atol=1e-5)
+
+
+def test_a_shared_gallery_gives_the_same_result_as_computing_it_again():
+    query, gallery = _features(8, 30, 120, 8)
+    other_query = query[::-1] + 0.1
+    shared = share_gallery(gallery, 20, 6, block=32)
+    for q in (query, other_query):
+        np.testing.assert_array_equal(
+            re_rank(q, gallery, block=32, shared=shared), re_rank(q, gallery, block=32)
+        )
+
+
+def test_the_plain_distances_it_returns_are_the_squared_euclidean_ones():
+    query, gallery = _features(9, 12, 40, 8)
+    _, squared = re_rank_with_distances(query, gallery, block=8)
+    np.testing.assert_allclose(squared, cdist(query, gallery, "sqeuclidean"), rtol=1e-5, atol=1e-4)
