@@ -246,4 +246,15 @@ def publish_grid(
     tracker.finish(state.parent_run_id, failed=failed)
     print(table.markdown)
     print(f"wrote {', '.join(str(p) for p in paths)}")
+    print(runs_banner(tracker, state.experiment_id))
     return 1 if failed else 0
+
+
+def runs_banner(tracker: Tracker, experiment_id: str) -> str:
+    """The last lines of a grid: how to open its runs (a local store needs ``mlflow ui`` first)."""
+    url = tracker.runs_url(experiment_id)
+    if tracker.uri.startswith(("http://", "https://")):
+        return f"runs: {url}"
+    return (
+        f"runs: mlflow ui --backend-store-uri {redact(tracker.uri)} --host 127.0.0.1 --port 5000, then {url}"
+    )

@@ -74,6 +74,9 @@ class SpoolingRecorder:
     def set_tags(self, tags: dict[str, str]) -> None:
         self._record({"op": "tags", "values": {k: str(v) for k, v in tags.items()}})
 
+    def log_datasets(self, records: list[dict[str, Any]]) -> None:
+        self._record({"op": "datasets", "values": records})
+
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         self._record({"op": "artifact", "path": str(path), "folder": folder})
 
@@ -116,6 +119,8 @@ def apply(record: dict[str, Any], tracker: Tracker) -> None:
         tracker.log_metrics(run_id, record["values"], record["step"], record["time"])
     elif record["op"] == "tags":
         tracker.set_tags(run_id, record["values"])
+    elif record["op"] == "datasets":
+        tracker.log_datasets(run_id, record["values"])
     elif record["op"] == "artifact":
         if "stored" not in record:
             tracker.log_artifact(run_id, record["path"], record["folder"])

@@ -34,6 +34,11 @@ TAG_PREFIX = "mgn."
 _BATCH = 100  # MLflow's per-call limit on params
 
 
+EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow 3's experiment setting: what the UI opens on
+MODEL_TRAINING = "custom_model_development"
+LOCAL_UI = "http://127.0.0.1:5000"  # where ``mlflow ui`` serves a local store (README)
+
+
 class TrackingUnavailable(RuntimeError):
     """The MLflow tracking store cannot be reached; the message says which and what to do."""
 
@@ -192,6 +197,8 @@ class Tracker:
         """The experiment's id, created (with an absolute artifact folder for local stores) if new."""
         found = self.client.get_experiment_by_name(name)
         if found is not None:
+            if EXPERIMENT_KIND not in found.tags:  # an experiment made before the kind was set
+                self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
             return found.experiment_id
         location = None
         if self.uri.startswith("sqlite:") or "://" not in self.uri:
@@ -201,7 +208,16 @@ class Tracker:
                 else Path(self.uri)
             )
             location = (db_folder / "mlartifacts").absolute().as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        # The kind makes MLflow's UI open the experiment on its runs table (model training), not
+        # on the GenAI overview of traces that MLflow 3 shows by default.
+        return self.client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING}
+        )
+
+    def runs_url(self, experiment_id: str) -> str:
+        """Where the experiment's runs table opens in MLflow's UI, in model-training mode."""
+        server = split_credentials(self.uri)[0] if self.uri.startswith(("http://", "https://")) else LOCAL_UI
+        return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
     def start_parent(
         self, experiment_id: str, name: str, tags: Mapping[str, str], system: Mapping[str, str] | None = None
@@ -254,6 +270,19 @@ class Tracker:
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         for start in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[start : start + 1000])
+
+    def log_datasets(self, run_id: str, records: list[dict]) -> None:
+        """``orchestration.inputs.dataset_records``: the Dataset column of the runs table."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [
+            DatasetInput(
+                Dataset(r["name"], r["digest"], "local", r["source"], profile=r["profile"]),
+                [InputTag("mlflow.data.context", r["context"])],
+            )
+            for r in records
+        ]
+        self.client.log_inputs(run_id, datasets=inputs)
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(TAG_PREFIX + k, str(v)) for k, v in tags.items()])

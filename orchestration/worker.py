@@ -33,6 +33,7 @@ from mgn.evaluation.protocol import Evaluation
 from mgn.training import EpochStats, TrainingDiverged, TrainingEnv, default_device, fit
 from orchestration.checkpoints import latest_good_state
 from orchestration.faults import Faults
+from orchestration.inputs import dataset_records
 from orchestration.storage import Storage
 
 KEEP_CHECKPOINTS = 2  # Ray keeps this many per trial: the newest, and one to fall back on
@@ -183,6 +184,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         if resume is not None:
             tags["resumed_from_epoch"] = str(resume.epochs_done)
         recorder.set_tags(tags)
+        recorder.log_datasets(dataset_records(dataset, config.data))
     try:
         result = fit(config, dataset, env=env, on_epoch_end=on_epoch_end, resume=resume, log=print)
     except TrainingDiverged as error:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -38,6 +40,17 @@ class ReidDataset:
     @property
     def num_train_ids(self) -> int:
         return len({r.pid for r in self.train})
+
+    def splits(self) -> dict[str, list[ImageRecord]]:
+        """The named splits (``multi_query`` only when present)."""
+        named = {"train": self.train, "query": self.query, "gallery": self.gallery}
+        return named | ({"multi_query": self.multi_query} if self.multi_query else {})
+
+    def digest(self, split: str) -> str:
+        """A fingerprint of one split: its file names, identities and cameras in order (not the
+        folder it lies in, so that copies of a data set on two machines agree)."""
+        lines = (f"{os.path.basename(r.path)} {r.pid} {r.camid}\n" for r in self.splits()[split])
+        return hashlib.sha256("".join(lines).encode()).hexdigest()
 
     def summary(self) -> str:
         def ids(records: Sequence[ImageRecord]) -> int:  # real identities: not junk (-1), not distractors (0)

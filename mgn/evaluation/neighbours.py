@@ -9,31 +9,21 @@ strip above them has been read, which is what lets the gallery's own strips (gal
 three quarters of Market-1501's pairs) be computed once and shared by single and multiple query.
 
 Distances are squared Euclidean, un-normalised; ties are ordered by index, as a stable sort would.
-The matrix products run on the features' device (a GPU when they are there); on the CPU through
-NumPy's BLAS, which is faster than torch's at these shapes here (``benchmarks/eval_speed.py``
-prints both).
+The matrix products run on the features' device (a GPU when they are there; ``distance.products``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from mgn.evaluation.distance import query_blocks, squared_norms
+from mgn.evaluation.distance import products, query_blocks, squared_norms
 
 # Extra candidates taken at each cut, so that a tie straddling the k-th neighbour is still ordered
 # by index (ties of up to this many images).
 TIE_MARGIN = 8
-
-
-def products(a: Tensor, b: Tensor) -> Tensor:
-    """(A, D) x (B, D) -> (A, B) inner products, on the inputs' device."""
-    if a.device.type == "cpu":
-        return torch.from_numpy(np.matmul(a.numpy(), b.numpy().T))
-    return a @ b.T
 
 
 def _ordered(values: Tensor, index: Tensor, k: int) -> tuple[Tensor, Tensor]:

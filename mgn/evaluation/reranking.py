@@ -102,7 +102,7 @@ def share_gallery(
     with the same gallery (single and multiple query)."""
     gallery = _features(gallery_features)
     near = max(k1 + 1, k2)
-    return gallery_pass(gallery, near, max(cache_size or 4 * near, near), block)
+    return gallery_pass(gallery, near, max(cache_size or 2 * near, near), block)
 
 
 def re_rank(
@@ -121,7 +121,7 @@ def re_rank(
     Args:
         query_features: (Q, D); gallery_features: (G, D), on the CPU or one GPU.
         k1, k2, lambda_value: as in the paper (20, 6, 0.3).
-        cache_size: exact distances kept per row from the distance pass (default 4 * (k1 + 1));
+        cache_size: exact distances kept per row from the distance pass (default 2 * (k1 + 1));
             expansion members outside them are computed exactly, so it changes speed, not results.
         block: rows per strip of the distance pass (memory: two block x (Q+G) floats).
         shared: ``share_gallery(gallery_features, k1, k2)``, when it was already computed.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
@@ -26,11 +27,19 @@ def _runs(uri: str):
     return client, parents, children
 
 
-def test_two_row_grid_records_every_trial_and_rebuilds_the_table(workspace, tmp_path):
+def test_two_row_grid_records_every_trial_and_rebuilds_the_table(workspace, tmp_path, capsys):
     rows = ("ResNet-50+TP", "MGN")
     assert main("table5", grid_args(workspace, rows=rows)) == 0
 
     client, parents, children = _runs(workspace["uri"])
+    # The grid ends on where its runs open in MLflow's UI, in model-training mode; the experiment's
+    # kind makes the UI open on the runs by itself.
+    experiment = client.get_experiment_by_name("MGN Table 5")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("runs: mlflow ui --backend-store-uri sqlite:///") and last.endswith(
+        f"then http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+    )
     assert len(parents) == 1 and len(children) == 2
     parent = parents[0]
     assert parent.info.status == "FINISHED"
@@ -63,6 +72,13 @@ def test_two_row_grid_records_every_trial_and_rebuilds_the_table(workspace, tmp_
         assert tags["mlflow.source.name"] == "experiments/ablation_table5.py" and tags["mlflow.user"]
         assert child.info.run_name == f"{tags['mgn.row']} seed0 (resnet18)"
         assert "resnet18" in tags["mlflow.note.content"]
+        # The Dataset column: what it trained and was tested on (name, fingerprint, counts).
+        inputs = {d.dataset.name: d for d in child.inputs.dataset_inputs}
+        assert sorted(inputs) == ["synthetic test", "synthetic train"]
+        assert [t.value for t in inputs["synthetic train"].tags] == ["training"]
+        counts = json.loads(inputs["synthetic test"].dataset.profile)
+        assert set(counts) == {"query", "gallery", "multi_query"} and counts["query"]["images"] > 0
+        assert len(inputs["synthetic train"].dataset.digest) == 12
     mgn = next(c for c in children if c.data.tags["mgn.row"] == "MGN")
     assert "branch/Part-3/mAP" in mgn.data.metrics and mgn.data.params["model.branches"] == "[1, 2, 3]"
 
