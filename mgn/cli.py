@@ -36,6 +36,39 @@ class UsageError(ValueError):
     """Bad input to a command; printed as one line."""
 
 
+MODEL_URIS = ("models:/", "runs:/")
+MODEL_HELP = (
+    "model file (save_model) or training checkpoint, or a model a grid logged to MLflow "
+    "(--log-checkpoint): models:/NAME/VERSION or runs:/RUN_ID"
+)
+
+
+class ModelSource:
+    """A model file, or an MLflow URI resolved to one when the command needs it."""
+
+    def __init__(self, given: str) -> None:
+        self.given = given
+
+    def path(self) -> Path:
+        if not self.given.startswith(MODEL_URIS):
+            return Path(self.given)
+        # The tracking client is orchestration's (the one door to MLflow); imported only here, so
+        # that commands given files never load MLflow.
+        from orchestration.tracking import Tracker, resolve_tracking_uri
+
+        from mgn.data.synthetic import cache_root
+
+        folder = cache_root() / "models" / "".join(c if c.isalnum() else "-" for c in self.given)
+        try:
+            return Tracker(resolve_tracking_uri(None)).model_file(self.given, folder)
+        except Exception as error:  # no such model, version or run; an unreachable store
+            raise UsageError(f"{self.given}: {error} (the store is MLFLOW_TRACKING_URI, or ./mlflow.db)") from None
+
+
+def model_source(text: str) -> ModelSource:
+    return ModelSource(text)
+
+
 def _records(folder: Path) -> list[ImageRecord]:
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder of images")
@@ -105,7 +138,7 @@ def _device(name: str) -> torch.device:
 
 
 def extract(args: argparse.Namespace) -> int:
-    model, config = load_model(args.checkpoint)
+    model, config = load_model(args.checkpoint.path())
     records = _records(args.folder)
     features = _embed(model, config, records, args.batch_size, not args.no_flip, _device(args.device))
     unlabelled = sum(r.pid == UNLABELLED for r in records)
@@ -164,7 +197,7 @@ def search(args: argparse.Namespace) -> int:
     if not args.image.is_file():
         raise UsageError(f"query image {args.image} does not exist")
     gallery = _load_features(args.gallery)
-    model, config = load_model(args.checkpoint)
+    model, config = load_model(args.checkpoint.path())
     parsed = parse_name(args.image.name)
     query = ImageRecord(str(args.image), *(parsed or (UNLABELLED, UNLABELLED)))
     feature = _embed(model, config, [query], 1, not args.no_flip, _device(args.device))
@@ -202,7 +235,7 @@ def _check_writable(out: Path) -> None:
 def export(args: argparse.Namespace) -> int:
     from mgn.export import EmbeddingNetwork, export_onnx, onnx_max_difference
 
-    model, config = load_model(args.checkpoint)
+    model, config = load_model(args.checkpoint.path())
     network = EmbeddingNetwork(model, flip=not args.no_flip, normalize=not args.no_normalize)
     _check_writable(args.out)
     path = export_onnx(network, args.out, config.data.height, config.data.width)
@@ -231,7 +264,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = command("extract", "Embed every image of a folder into a features file (.npz).",
                 "mgn extract model.pt Market-1501-v15.09.15/query --out query.npz")  # fmt: skip
-    p.add_argument("checkpoint", type=Path, help="model file (save_model) or training checkpoint")
+    p.add_argument("checkpoint", type=model_source, help=MODEL_HELP)
     p.add_argument(
         "folder", type=Path, help="folder of images; <pid>_c<camera>... names give identities and cameras"
     )
@@ -275,7 +308,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = command("search", "The gallery images nearest to a query image, with distances (and a rank-list PNG).",
                 "mgn search model.pt person.jpg gallery.npz --top-k 10 --png ranks.png")  # fmt: skip
-    p.add_argument("checkpoint", type=Path, help="model file (save_model) or training checkpoint")
+    p.add_argument("checkpoint", type=model_source, help=MODEL_HELP)
     p.add_argument("image", type=Path, help="the query image")
     p.add_argument("gallery", type=Path, help="features file of the gallery (mgn extract)")
     p.add_argument("--top-k", type=positive, default=10, help="how many gallery images to list (default 10)")
@@ -286,7 +319,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = command("export", "Export the embedding network (normalisation inside, dynamic batch) to ONNX.",
                 "mgn export model.pt mgn.onnx --check")  # fmt: skip
-    p.add_argument("checkpoint", type=Path, help="model file (save_model) or training checkpoint")
+    p.add_argument("checkpoint", type=model_source, help=MODEL_HELP)
     p.add_argument("out", type=Path, help="the .onnx file to write")
     p.add_argument("--no-flip", action="store_true", help="one pass instead of averaging with the mirror")
     p.add_argument("--no-normalize", action="store_true", help="return the raw embedding, not L2-normalised")

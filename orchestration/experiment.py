@@ -86,7 +86,12 @@ def parser(spec: PaperTable, script: str) -> argparse.ArgumentParser:
     p.add_argument("--placement-timeout", type=float, default=300.0, metavar="SECONDS",
                    help="with --address: how long to wait for a node that can hold a trial (an autoscaler "
                         "adding one) before giving up with a message")  # fmt: skip
-    p.add_argument("--log-checkpoint", action="store_true", help="log each trial's final weights to MLflow")
+    p.add_argument("--log-checkpoint", action="store_true",
+                   help="log each trial's trained embedding network to MLflow: an MLflow Model (ONNX, with "
+                        "signature and input example) and the weights file the mgn commands read")  # fmt: skip
+    p.add_argument("--register", action="store_true",
+                   help="with --log-checkpoint: register each model in MLflow's registry, one name per table row "
+                        "(e.g. mgn-table5-mgn), so that `mgn extract models:/mgn-table5-mgn/1` finds it")  # fmt: skip
     p.add_argument("--dry-run", type=int, nargs="?", const=1, metavar="STEPS",
                    help="train every row for STEPS steps (default 1) at full shape and embed one test batch, "
                         "print time and peak memory per row and forecast the grid; no Ray, no MLflow")  # fmt: skip
@@ -146,7 +151,8 @@ def run(spec: PaperTable, argv: list[str] | None, script: str) -> int:
         num_cpus=args.num_cpus,
         max_failures=args.max_failures,
         max_concurrent=args.max_concurrent,
-        log_checkpoint=args.log_checkpoint,
+        log_checkpoint=args.log_checkpoint or args.register,
+        register=args.register,
         shared_storage=args.shared_storage,
         placement_timeout_s=args.placement_timeout,
     )

@@ -124,6 +124,7 @@ def build_tuner(
         use_gpu=use_gpu,
         max_failures=options.max_failures,
         log_checkpoint=options.log_checkpoint,
+        register=options.register,
         feature_rows=feature_rows(plan),
     )
     trials = sorted(

@@ -53,6 +53,7 @@ class GridOptions:
     max_failures: int = 2
     max_concurrent: int | None = None
     log_checkpoint: bool = False
+    register: bool = False  # register each trial's logged model under its table row's name
     shared_storage: bool = False  # a local storage path that every node mounts (NFS)
     placement_timeout_s: float = 300.0  # how long a cluster given by --address may take to fit a trial
 

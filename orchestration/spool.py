@@ -74,6 +74,9 @@ class SpoolingRecorder:
     def set_tags(self, tags: dict[str, str]) -> None:
         self._record({"op": "tags", "values": {k: str(v) for k, v in tags.items()}})
 
+    def log_model(self, onnx: str | Path, registered_name: str | None) -> None:
+        self._record({"op": "model", "path": str(onnx), "registered_name": registered_name})
+
     def log_datasets(self, records: list[dict[str, Any]]) -> None:
         self._record({"op": "datasets", "values": records})
 
@@ -104,7 +107,7 @@ class SpoolingRecorder:
     def _append(self, record: dict[str, Any]) -> None:
         # Names sort in write order; the pid keeps two writers of one trial (driver, rank 0) apart.
         key = f"{time.time_ns():020d}-{os.getpid()}"
-        if record["op"] == "artifact":  # keep a copy: temporary files vanish
+        if "path" in record:  # an artifact or a model: keep a copy, temporary files vanish
             kept = self.spool / f"{key}.artifact" / Path(record["path"]).name
             kept.upload(record["path"])
             record = {**record, "stored": kept.uri}
@@ -119,6 +122,15 @@ def apply(record: dict[str, Any], tracker: Tracker) -> None:
         tracker.log_metrics(run_id, record["values"], record["step"], record["time"])
     elif record["op"] == "tags":
         tracker.set_tags(run_id, record["values"])
+    elif record["op"] == "model":
+        if "stored" not in record:
+            tracker.log_onnx_model(run_id, record["path"], record["registered_name"])
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            stored = Storage(record["stored"])
+            tracker.log_onnx_model(
+                run_id, stored.download(Path(folder) / stored.name), record["registered_name"]
+            )
     elif record["op"] == "datasets":
         tracker.log_datasets(run_id, record["values"])
     elif record["op"] == "artifact":

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from mlflow.entities import Metric, Param, Run, RunStatus, RunTag, SourceType
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import (
@@ -34,6 +35,7 @@ TAG_PREFIX = "mgn."
 _BATCH = 100  # MLflow's per-call limit on params
 
 
+MODEL_FILE = "checkpoint/model.pt"  # where a trial logs its weights file (--log-checkpoint)
 EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow 3's experiment setting: what the UI opens on
 MODEL_TRAINING = "custom_model_development"
 LOCAL_UI = "http://127.0.0.1:5000"  # where ``mlflow ui`` serves a local store (README)
@@ -270,6 +272,52 @@ class Tracker:
         items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
         for start in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[start : start + 1000])
+
+    def log_onnx_model(self, run_id: str, onnx_path: str | Path, registered_name: str | None = None) -> None:
+        """The trained embedding network as an MLflow Model (ONNX flavour: served and loaded through
+        ``mlflow.pyfunc`` without unpickling anything), with its signature (images (N, 3, H, W) in
+        [0, 1] -> embeddings (N, D)) and an input example, optionally registered as a new version."""
+        import mlflow
+        import onnx
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        model = onnx.load(str(onnx_path))
+        (height, width) = (d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[2:])
+        example = np.random.default_rng(0).random((2, 3, height, width), dtype=np.float32)
+        embedding = model.graph.output[0].type.tensor_type.shape.dim[1].dim_value
+        signature = ModelSignature(
+            Schema([TensorSpec(np.dtype(np.float32), (-1, 3, height, width), "images")]),
+            Schema([TensorSpec(np.dtype(np.float32), (-1, embedding), "embedding")]),
+        )
+        # MLflow links a logged model to the active run: make it this run, for this call only.
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self.uri)
+        try:
+            with mlflow.start_run(run_id=run_id):
+                mlflow.onnx.log_model(
+                    model, name="model", signature=signature, input_example=example,
+                    registered_model_name=registered_name, await_registration_for=0,
+                )  # fmt: skip
+        finally:
+            self.client.update_run(run_id, "RUNNING")  # leaving the block ended it; the worker ends it
+            mlflow.set_tracking_uri(previous)
+
+    def model_file(self, uri: str, folder: str | Path) -> Path:
+        """The weights file (``checkpoint/model.pt``) behind ``models:/NAME/VERSION`` or ``runs:/RUN_ID``
+        (or ``runs:/RUN_ID/path/to/file``), downloaded into ``folder``."""
+        if uri.startswith("models:/"):
+            name, _, version = uri.removeprefix("models:/").partition("/")
+            if not version.isdigit():
+                raise ValueError(f"{uri}: give a version number, e.g. models:/{name}/1")
+            run_id, path = self.client.get_model_version(name, version).run_id, MODEL_FILE
+        elif uri.startswith("runs:/"):
+            run_id, _, path = uri.removeprefix("runs:/").partition("/")
+            path = path or MODEL_FILE
+        else:
+            raise ValueError(f"{uri}: not a models:/ or runs:/ URI")
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return Path(self.client.download_artifacts(run_id, path, str(folder)))
 
     def log_datasets(self, run_id: str, records: list[dict]) -> None:
         """``orchestration.inputs.dataset_records``: the Dataset column of the runs table."""

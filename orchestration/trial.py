@@ -15,6 +15,7 @@ from typing import Any
 
 from mgn.config import ExperimentConfig, Init
 from mgn.config_io import dump_yaml, flatten, from_dict, to_dict
+from orchestration.naming import registered_name
 from orchestration.paper_tables import TABLES
 from orchestration.planning import is_local, trial_folder
 from orchestration.spool import SpoolingRecorder
@@ -36,6 +37,7 @@ class TrialSetup:
     images_checked: bool = True
     max_failures: int = 2
     log_checkpoint: bool = False
+    register: bool = False
     feature_rows: tuple[str, ...] = ()  # rows whose test features are kept (ensembles)
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,6 +96,7 @@ def run_trial(params: dict[str, Any]) -> None:
         images_checked=setup.images_checked,
         keep_features=row in setup.feature_rows,
         log_checkpoint=setup.log_checkpoint,
+        registered_name=registered_name(setup.table, row) if setup.register else None,
         row=row,
         name=f"{row} (seed {seed}, {config.profile.value}, {config.data.dataset.value})",
     )

@@ -30,6 +30,7 @@ from mgn.config_io import from_dict
 from mgn.data.loading import load_dataset, read_dataset
 from mgn.evaluation import keys
 from mgn.evaluation.protocol import Evaluation
+from mgn.export import EmbeddingNetwork, export_onnx
 from mgn.training import EpochStats, TrainingDiverged, TrainingEnv, default_device, fit
 from orchestration.checkpoints import latest_good_state
 from orchestration.faults import Faults
@@ -53,7 +54,8 @@ class WorkerSpec:
     cpus: int
     images_checked: bool = False  # the driver already decoded every image
     keep_features: bool = False  # save the test features to storage (ensemble members)
-    log_checkpoint: bool = False  # the final weights as an MLflow artifact
+    log_checkpoint: bool = False  # the final network as an MLflow Model, and its weights file
+    registered_name: str | None = None  # the registry name its model version goes under
     row: str = ""  # the table row this trial trains
     name: str = ""  # the trial, for picture titles
 
@@ -235,6 +237,9 @@ def _log_final(
             recorder.log_artifact(picture)
         if spec.log_checkpoint:
             recorder.log_artifact(save_model(model, spec.experiment, Path(tmp) / "model.pt"), "checkpoint")
+            network = EmbeddingNetwork(model, flip=config.eval.flip, normalize=True)
+            onnx = export_onnx(network, Path(tmp) / "model.onnx", config.data.height, config.data.width)
+            recorder.log_model(onnx, spec.registered_name)
     if spec.keep_features:
         save_features(evaluation, Storage(spec.trial_uri) / FEATURES_FILE)
 

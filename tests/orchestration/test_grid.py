@@ -27,9 +27,9 @@ def _runs(uri: str):
     return client, parents, children
 
 
-def test_two_row_grid_records_every_trial_and_rebuilds_the_table(workspace, tmp_path, capsys):
+def test_two_row_grid_records_every_trial_and_rebuilds_the_table(workspace, tmp_path, capsys, monkeypatch):
     rows = ("ResNet-50+TP", "MGN")
-    assert main("table5", grid_args(workspace, rows=rows)) == 0
+    assert main("table5", grid_args(workspace, "--register", rows=rows)) == 0
 
     client, parents, children = _runs(workspace["uri"])
     # The grid ends on where its runs open in MLflow's UI, in model-training mode; the experiment's
@@ -98,6 +98,8 @@ def test_two_row_grid_records_every_trial_and_rebuilds_the_table(workspace, tmp_
     csv = (Path(workspace["results"]) / f"{stem}.csv").read_text()
     assert "MGN" in csv and "mAP paper" in csv
 
+    _logged_models_load_through_pyfunc_and_the_mgn_commands(workspace, tmp_path, monkeypatch)
+
     # The table comes back from the store alone, without training.
     again = tmp_path / "again"
     assert tables.main(["table5", "--tracking-uri", workspace["uri"], "--results-dir", str(again)]) == 0
@@ -108,6 +110,50 @@ def test_two_row_grid_records_every_trial_and_rebuilds_the_table(workspace, tmp_
     client, parents, children = _runs(workspace["uri"])
     assert len(parents) == 1 and len(children) == 2
     assert all(len(client.get_metric_history(c.info.run_id, "loss")) == 1 for c in children)
+
+
+def _logged_models_load_through_pyfunc_and_the_mgn_commands(workspace, tmp_path, monkeypatch) -> None:
+    """--register: each trial's network is an MLflow Model (ONNX), version 1 of its row's name; it
+    embeds images as the weights file does, through mlflow.pyfunc and through `mgn extract`."""
+    import mlflow.pyfunc
+    import numpy as np
+    import torch
+
+    from mgn.checkpoint import load_model
+    from mgn.cli import main as mgn
+    from mgn.export import EmbeddingNetwork
+
+    mlflow.set_tracking_uri(workspace["uri"])
+    version = MlflowClient(workspace["uri"]).get_model_version("mgn-table5-mgn", "1")
+    pyfunc = mlflow.pyfunc.load_model("models:/mgn-table5-mgn/1")
+    inputs = pyfunc.metadata.get_input_schema().inputs[0]
+    assert inputs.name == "images" and tuple(inputs.shape) == (-1, 3, 64, 32)
+    weights = MlflowClient(workspace["uri"]).download_artifacts(
+        version.run_id, "checkpoint/model.pt", str(tmp_path)
+    )
+    model, config = load_model(weights)
+    images = torch.rand(3, 3, 64, 32)
+    with torch.no_grad():
+        expected = EmbeddingNetwork(model, flip=config.eval.flip).eval()(images).numpy()
+    ours = pyfunc.predict(images.numpy())
+    ours = next(iter(ours.values())) if isinstance(ours, dict) else np.asarray(ours)
+    np.testing.assert_allclose(ours, expected, atol=1e-4)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", workspace["uri"])
+    monkeypatch.setenv("MGN_CACHE", str(tmp_path / "cache"))  # where the downloaded model is kept
+    query = next(Path(config.data.root or "").glob("**/query"), None) if config.data.root else None
+    folder = query or _synthetic_query_folder(config)
+    out = tmp_path / "query.npz"
+    assert mgn(["extract", "models:/mgn-table5-mgn/1", str(folder), "--out", str(out)]) == 0
+    assert mgn(["extract", f"runs:/{version.run_id}", str(folder), "--out", str(tmp_path / "again.npz")]) == 0
+    np.testing.assert_array_equal(np.load(out)["features"], np.load(tmp_path / "again.npz")["features"])
+    assert mgn(["extract", "models:/mgn-table5-mgn/7", str(folder), "--out", str(out)]) == 2
+
+
+def _synthetic_query_folder(config) -> Path:
+    from mgn.data.loading import read_dataset
+
+    return Path(read_dataset(config.data).query[0].path).parent
 
 
 def test_two_worker_trial_runs_a_real_ddp_worker_group(workspace):
