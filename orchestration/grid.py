@@ -10,6 +10,7 @@ import ray
 from ray import tune
 
 from mgn.config_io import to_dict
+from mgn.evaluation import keys
 from orchestration.cluster import (
     ClusterError,
     TrialResources,
@@ -247,13 +248,18 @@ def publish_grid(
     tracker.finish(state.parent_run_id, failed=failed)
     print(table.markdown)
     print(f"wrote {', '.join(str(p) for p in paths)}")
-    print(runs_banner(tracker, state.experiment_id))
+    print(runs_banner(tracker, state.experiment_id, state.parent_run_id))
     return 1 if failed else 0
 
 
-def runs_banner(tracker: Tracker, experiment_id: str) -> str:
+RUNS_VIEW_METRICS = [keys.R1, keys.MAP, keys.MINP, keys.reranked(keys.R1), keys.reranked(keys.MAP)]
+
+
+def runs_banner(tracker: Tracker, experiment_id: str, parent_run_id: str) -> str:
     """The last lines of a grid: how to open its runs (a local store needs ``mlflow ui`` first)."""
-    url = tracker.runs_url(experiment_id)
+    url = tracker.runs_url(
+        experiment_id, tracker.share_runs_view(experiment_id, parent_run_id, RUNS_VIEW_METRICS)
+    )
     if tracker.uri.startswith(("http://", "https://")):
         return f"runs: {url}"
     return (

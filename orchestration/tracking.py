@@ -9,6 +9,7 @@ never written to params, tags or logs (``redact``).
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import re
 import socket
@@ -36,6 +37,8 @@ _BATCH = 100  # MLflow's per-call limit on params
 
 
 MODEL_FILE = "checkpoint/model.pt"  # where a trial logs its weights file (--log-checkpoint)
+RUNS_VIEW_ATTRIBUTES = ("Dataset", "Models", "Source", "Version", "User")  # MLflow's own columns
+SHARED_VIEW_PREFIX = "mlflow.sharedViewState."  # MLflow UI: a view opened by ?viewStateShareKey=
 EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow 3's experiment setting: what the UI opens on
 MODEL_TRAINING = "custom_model_development"
 LOCAL_UI = "http://127.0.0.1:5000"  # where ``mlflow ui`` serves a local store (README)
@@ -216,10 +219,30 @@ class Tracker:
             name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING}
         )
 
-    def runs_url(self, experiment_id: str) -> str:
-        """Where the experiment's runs table opens in MLflow's UI, in model-training mode."""
+    def runs_url(self, experiment_id: str, view: str | None = None) -> str:
+        """Where the experiment's runs table opens in MLflow's UI, in model-training mode (and in a
+        view shared by ``share_runs_view``)."""
         server = split_credentials(self.uri)[0] if self.uri.startswith(("http://", "https://")) else LOCAL_UI
-        return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        shared = f"viewStateShareKey={view}&" if view else ""
+        return (
+            f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?{shared}workflowType=machine_learning"
+        )
+
+    def share_runs_view(self, experiment_id: str, parent_run_id: str, metrics: list[str]) -> str:
+        """A view of the runs table that MLflow's UI opens from a URL (its "share view", stored as an
+        experiment tag): a grid's trials in table order, with ``metrics``, data sets and models as
+        columns and the grid's parent expanded. Returns the key for ``runs_url``."""
+        key = f"mgn-{parent_run_id[:12]}"
+        state = {
+            "orderByKey": f"tags.`{TAG_PREFIX}row_order`",
+            "orderByAsc": True,
+            "selectedColumns": [f"attributes.`{a}`" for a in RUNS_VIEW_ATTRIBUTES]
+            + [f"metrics.`{m}`" for m in metrics]
+            + [f"tags.`{TAG_PREFIX}row`"],
+            "runsExpanded": {parent_run_id: True},
+        }
+        self.client.set_experiment_tag(experiment_id, f"{SHARED_VIEW_PREFIX}{key}", json.dumps(state))
+        return key
 
     def start_parent(
         self, experiment_id: str, name: str, tags: Mapping[str, str], system: Mapping[str, str] | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -27,18 +29,32 @@ def _runs(uri: str):
     return client, parents, children
 
 
-def test_two_row_grid_records_every_trial_and_rebuilds_the_table(workspace, tmp_path, capsys, monkeypatch):
-    rows = ("ResNet-50+TP", "MGN")
-    assert main("table5", grid_args(workspace, "--register", rows=rows)) == 0
+ROWS = ("ResNet-50+TP", "MGN")
 
+
+@pytest.fixture(scope="module")
+def finished_grid(tmp_path_factory) -> dict[str, str]:
+    """A two-row grid that registered its models, run once for this module; ``out`` is its console."""
+    folder = tmp_path_factory.mktemp("grid")
+    workspace = {"storage": str(folder / "ray_results"), "uri": f"sqlite:///{folder / 'mlflow.db'}",
+                 "results": str(folder / "results")}  # fmt: skip
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        assert main("table5", grid_args(workspace, "--register", rows=ROWS)) == 0
+    return {**workspace, "out": console.getvalue(), "folder": str(folder)}
+
+
+def test_two_row_grid_records_every_trial_and_rebuilds_the_table(finished_grid, tmp_path, monkeypatch):
+    workspace, rows = finished_grid, ROWS
     client, parents, children = _runs(workspace["uri"])
     # The grid ends on where its runs open in MLflow's UI, in model-training mode; the experiment's
     # kind makes the UI open on the runs by itself.
     experiment = client.get_experiment_by_name("MGN Table 5")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    last = workspace["out"].strip().splitlines()[-1]
     assert last.startswith("runs: mlflow ui --backend-store-uri sqlite:///") and last.endswith(
-        f"then http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs?workflowType=machine_learning"
+        f"then http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs?viewStateShareKey="
+        f"mgn-{parents[0].info.run_id[:12]}&workflowType=machine_learning"
     )
     assert len(parents) == 1 and len(children) == 2
     parent = parents[0]
