@@ -54,15 +54,16 @@ class ModelSource:
             return Path(self.given)
         # The tracking client is orchestration's (the one door to MLflow); imported only here, so
         # that commands given files never load MLflow.
-        from orchestration.tracking import Tracker, resolve_tracking_uri
-
         from mgn.data.synthetic import cache_root
+        from orchestration.tracking import Tracker, resolve_tracking_uri
 
         folder = cache_root() / "models" / "".join(c if c.isalnum() else "-" for c in self.given)
         try:
             return Tracker(resolve_tracking_uri(None)).model_file(self.given, folder)
         except Exception as error:  # no such model, version or run; an unreachable store
-            raise UsageError(f"{self.given}: {error} (the store is MLFLOW_TRACKING_URI, or ./mlflow.db)") from None
+            raise UsageError(
+                f"{self.given}: {error} (the store is MLFLOW_TRACKING_URI, or ./mlflow.db)"
+            ) from None
 
 
 def model_source(text: str) -> ModelSource:

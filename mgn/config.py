@@ -296,7 +296,10 @@ class DataConfig:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EvalConfig:
-    interval: int = 0  # evaluate every N epochs as well as at the end; 0 = only at the end
+    # Also evaluate every N epochs (0: only at the end), for the metric curves: those evaluations are
+    # the plain single-query ranking only (no re-ranking, multiple query or branches), so that a
+    # recipe's interval costs about 10% of its training (each recipe's comment gives its measurement).
+    interval: int = 0
     flip: bool = True  # average features of the image and its mirror (§4.1)
     normalize: bool = False  # L2-normalise features before distances
     metric: Metric = Metric.EUCLIDEAN

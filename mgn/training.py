@@ -189,6 +189,11 @@ def branch_columns(model: MGN) -> dict[str, list[int]]:
     return {branch_name(b.parts): model.branch_columns([i]) for i, b in enumerate(model.branches)}
 
 
+def intermediate(config: ExperimentConfig) -> ExperimentConfig:
+    """The evaluation of ``eval.interval``: no re-ranking, multiple query or branches."""
+    return replace(config, eval=replace(config.eval, rerank=False, multi_query=False))
+
+
 def evaluate(
     model: MGN,
     dataset: ReidDataset,
@@ -352,7 +357,11 @@ def fit(
         history.append(stats)
         last = epoch + 1 == config.train.epochs
         due = last or (config.eval.interval and (epoch + 1) % config.eval.interval == 0)
-        evaluation = evaluate(model, dataset, config, env) if due else None
+        evaluation = None
+        if last:
+            evaluation = evaluate(model, dataset, config, env)
+        elif due:  # a point of the metric curves: the plain single-query ranking only
+            evaluation = evaluate(model, dataset, intermediate(config), env, branches=False)
         if log:
             shown = (
                 f" | R1 {evaluation.metrics[keys.R1]:.1f} mAP {evaluation.metrics[keys.MAP]:.1f}"

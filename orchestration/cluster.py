@@ -237,7 +237,13 @@ def worker_env(tracking_uri: str) -> dict[str, str]:
         "MLFLOW_HTTP_REQUEST_TIMEOUT": os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "10"),
         "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # the URL may carry credentials
     }
-    for name in ("MGN_CACHE", "MGN_DATA", "TORCH_HOME", FAULTS_ENV):
+    for name in (
+        "MGN_CACHE",
+        "MGN_DATA",
+        "TORCH_HOME",
+        FAULTS_ENV,
+        "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL",
+    ):
         if name in os.environ:
             env[name] = os.environ[name]
     return env

@@ -72,6 +72,13 @@ def trial_pictures(
     return files
 
 
+def figure_title(spec: PaperTable, dataset_used: str | None) -> str:
+    """The table's title, saying so when its runs used other data than the paper's table."""
+    if dataset_used is None or dataset_used == spec.dataset.value:
+        return spec.title
+    return f"{spec.title} [data: {dataset_used}, not {spec.dataset.value}]"
+
+
 def table_figures(
     spec: PaperTable,
     frame: pd.DataFrame,
@@ -79,9 +86,10 @@ def table_figures(
     tracker: Tracker,
     results_dir: Path,
     stem: str,
+    title: str,
 ) -> list[Path]:
     """Figures of a table, from its child runs' artifacts and the built table ``frame``, written as
-    ``figures/<stem>_*.png``."""
+    ``figures/<stem>_*.png``; ``title`` (``figure_title``) heads them."""
     figures = results_dir / "figures"
     written = []
     finished = [run for run in runs if run.finished]
@@ -101,7 +109,7 @@ def table_figures(
             }
             written.append(
                 save(
-                    cmc_figure(mean_curves, f"{spec.title} (CMC, mean over seeds)"),
+                    cmc_figure(mean_curves, f"{title} (CMC, mean over seeds)"),
                     figures / f"{stem}_cmc.png",
                 )
             )
@@ -114,7 +122,7 @@ def table_figures(
             if maps is not None:
                 written.append(
                     save(
-                        attention_figure(*maps, title="activation maps"),
+                        attention_figure(*maps, title=f"{title}: activation maps"),
                         figures / f"{stem}_attention.png",
                     )
                 )
@@ -124,7 +132,7 @@ def table_figures(
         values = {m: ours.loc[has, m].tolist() for m in spec.figures.bars}
         errors = {m: ours.loc[has, f"{m} std"].tolist() for m in spec.figures.bars}
         figure = bar_figure(
-            ours.loc[has, "Method"].tolist(), values, errors, f"{spec.title} (mean ± std over seeds)"
+            ours.loc[has, "Method"].tolist(), values, errors, f"{title} (mean ± std over seeds)"
         )
         written.append(save(figure, figures / f"{stem}_bars.png"))
     return written

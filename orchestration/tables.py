@@ -168,13 +168,16 @@ def publish(
 ) -> tuple[BuiltTable, list[Path]]:
     """Build the table from the store, draw its figures, write ``<stem>.md``, ``<stem>.csv`` and
     ``figures/<stem>_*.png`` under ``results_dir`` (``table_stem``: the key, or a subset's name)."""
-    from orchestration.figures import table_figures
+    from orchestration.figures import figure_title, table_figures
 
     rows = tracker.run(parent_run_id).data.tags.get(f"{TAG_PREFIX}rows")
     stem = table_stem(spec, json.loads(rows) if rows else None)
     table = build(spec, tracker, parent_run_id, command)
     results_dir.mkdir(parents=True, exist_ok=True)
-    figures = table_figures(spec, table.frame, table.runs, tracker, results_dir, stem)
+    used = tracker.run(parent_run_id).data.tags.get(f"{TAG_PREFIX}dataset")
+    figures = table_figures(
+        spec, table.frame, table.runs, tracker, results_dir, stem, figure_title(spec, used)
+    )
     links = [f"![{p.stem}](figures/{p.name})" for p in figures]
     markdown = table.markdown + ("\n## Figures\n\n" + "\n\n".join(links) + "\n" if links else "")
     table = BuiltTable(table.frame, markdown, table.runs)

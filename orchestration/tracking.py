@@ -8,6 +8,7 @@ never written to params, tags or logs (``redact``).
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -16,7 +17,7 @@ import socket
 import subprocess
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -341,6 +342,20 @@ class Tracker:
             raise ValueError(f"{uri}: not a models:/ or runs:/ URI")
         Path(folder).mkdir(parents=True, exist_ok=True)
         return Path(self.client.download_artifacts(run_id, path, str(folder)))
+
+    @contextlib.contextmanager
+    def system_metrics(self, run_id: str, every_s: float = 10.0) -> Iterator[None]:
+        """MLflow's system metrics (CPU, memory, disk, network; GPU utilisation and memory when
+        NVIDIA's library finds one) logged to ``run_id`` every ``every_s`` seconds while inside.
+        ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` overrides the interval (tests)."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=every_s, tracking_uri=self.uri)
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
 
     def log_datasets(self, run_id: str, records: list[dict]) -> None:
         """``orchestration.inputs.dataset_records``: the Dataset column of the runs table."""

@@ -14,6 +14,7 @@ outlive this process (done marker, features, spooled records) goes to the trial'
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import tempfile
@@ -187,8 +188,12 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             tags["resumed_from_epoch"] = str(resume.epochs_done)
         recorder.set_tags(tags)
         recorder.log_datasets(dataset_records(dataset, config.data))
+    monitor = (
+        recorder.tracker.system_metrics(spec.run_id) if recorder is not None else contextlib.nullcontext()
+    )
     try:
-        result = fit(config, dataset, env=env, on_epoch_end=on_epoch_end, resume=resume, log=print)
+        with monitor:
+            result = fit(config, dataset, env=env, on_epoch_end=on_epoch_end, resume=resume, log=print)
     except TrainingDiverged as error:
         # Deterministic: a retry with the same seed diverges again. Record it and end normally.
         if recorder is not None:

@@ -48,6 +48,17 @@ def test_fit_trains_and_evaluates_every_branch(dataset):
     assert result.history[0].images_per_second > 0
 
 
+def test_intermediate_evaluations_are_the_plain_ranking_and_the_last_is_complete(dataset):
+    """eval.interval draws the metric curves: cheap points in between, the whole protocol at the end."""
+    config = tiny_config()
+    config = replace(config, eval=replace(config.eval, interval=1))
+    seen = []
+    fit(config, dataset, on_epoch_end=lambda stats, evaluation, snapshot: seen.append(evaluation))
+    first, last = (e.metrics for e in seen)
+    assert {"R1", "mAP", "mINP"} <= first.keys() and not any("/" in key for key in first)
+    assert {"rerank/mAP", "branch/Part-3/mAP"} <= last.keys()
+
+
 def test_resuming_from_a_checkpoint_equals_an_uninterrupted_run(dataset, tmp_path):
     config = tiny_config()
     saved = {}

@@ -91,3 +91,11 @@ def test_train_seed_is_the_first_seed_not_ignored():
     plan = _plan("table5", "--rows", "MGN", "--set", "train.seed=5", "--seeds", "3")
     assert plan.seeds == [5, 6, 7]
     assert [plan.configs[("MGN", s)].train.seed for s in plan.seeds] == [5, 6, 7]
+
+
+def test_figure_titles_name_the_data_actually_used():
+    from orchestration.figures import figure_title
+
+    spec = TABLES["table5"]
+    assert figure_title(spec, "synthetic") == "Table 5: ablations on Market-1501 [data: synthetic, not market1501]"
+    assert figure_title(spec, "market1501") == spec.title
