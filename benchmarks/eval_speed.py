@@ -143,7 +143,7 @@ def _child(stage: str, queue: mp.Queue) -> None:
     elif stage == "rerank":
         value = re_rank(query.features, gallery.features)
     elif stage == "protocol":
-        metrics, _ = evaluate_protocol(query, gallery, multi, EvalConfig(multi_query=True))
+        metrics, *_ = evaluate_protocol(query, gallery, multi, EvalConfig(multi_query=True))
         value = metrics["mq/rerank/mAP"]
     elif stage == "port":
         # Fed the same Euclidean distances re_rank computes (the square root of its squared

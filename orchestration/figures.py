@@ -130,10 +130,14 @@ def table_figures(
         ours = frame[frame["Source"] == "ours"]
         has = ours[spec.figures.bars[-1]].notna()
         values = {m: ours.loc[has, m].tolist() for m in spec.figures.bars}
-        errors = {m: ours.loc[has, f"{m} std"].tolist() for m in spec.figures.bars}
-        figure = bar_figure(
-            ours.loc[has, "Method"].tolist(), values, errors, f"{title} (mean ± std over seeds)"
-        )
+        if all(f"{m} low" in ours for m in spec.figures.bars):  # 95% bootstrap intervals
+            errors = {m: [(ours.loc[has, m] - ours.loc[has, f"{m} low"]).tolist(),
+                          (ours.loc[has, f"{m} high"] - ours.loc[has, m]).tolist()] for m in spec.figures.bars}  # fmt: skip
+            spread = "95% bootstrap interval"
+        else:
+            errors = {m: ours.loc[has, f"{m} std"].tolist() for m in spec.figures.bars}
+            spread = "± std over seeds"
+        figure = bar_figure(ours.loc[has, "Method"].tolist(), values, errors, f"{title} (mean, {spread})")
         written.append(save(figure, figures / f"{stem}_bars.png"))
     return written
 

@@ -247,6 +247,9 @@ def publish_grid(
         tracker.log_artifact(state.parent_run_id, figure, "figures")
     tracker.finish(state.parent_run_id, failed=failed)
     print(table.markdown)
+    if plan.spec.compare_to:
+        print(f"differing from {plan.spec.compare_to} beyond chance (95%, paired bootstrap over the test queries): "
+              + ("; ".join(table.significant) or "none"))  # fmt: skip
     print(f"wrote {', '.join(str(p) for p in paths)}")
     print(runs_banner(tracker, state.experiment_id, state.parent_run_id))
     return 1 if failed else 0

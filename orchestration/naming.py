@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+PER_QUERY_FILE = "per_query.npz"  # a trial's figures per test query (orchestration.statistics)
+
 
 def slug(name: str) -> str:
     """``"MGN w/o TP"`` -> ``"mgn-w-o-tp"``."""

@@ -77,6 +77,7 @@ class PaperTable:
     extra_columns: tuple[str, ...] = ()  # ours only: the paper has no number for them
     ensembles: tuple[Ensemble, ...] = ()
     references: Mapping[str, Metrics] = field(default_factory=dict)  # other methods' published rows
+    compare_to: str | None = None  # the row every other row's difference is tested against
 
     @property
     def experiment_name(self) -> str:

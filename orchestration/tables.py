@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from mgn.config import Profile
 from orchestration.naming import slug
 from orchestration.paper_table import Cell, PaperTable
 from orchestration.paper_tables import TABLES
+from orchestration.statistics import CellStatistics, PerQuery
 from orchestration.tracking import PROJECT_ROOT, TAG_PREFIX, ChildRun, Tracker, redact, resolve_tracking_uri
 
 
@@ -36,9 +37,19 @@ def _fmt(values: list[float]) -> str:
 
 @dataclass(frozen=True)
 class BuiltTable:
-    frame: pd.DataFrame  # one row per table row: "<column>" mean, "<column> std", "<column> paper"
+    # One row per table row: "<column>" mean, "<column> std", "<column> low"/"high" (95% interval),
+    # "<column> vs <reference>" and "<column> p" (the difference to the reference row), "<column> paper".
+    frame: pd.DataFrame
     markdown: str
     runs: list[ChildRun]  # the child runs it was built from
+    significant: list[str] = field(default_factory=list)  # "row (column +1.2)" differing from the reference
+
+
+def _with_statistics(text: str, stats: CellStatistics | None) -> str:
+    if stats is None:
+        return text
+    marker = "*" if stats.versus is not None and stats.versus.significant else ""
+    return f"{text}{marker} [{stats.interval.low:.1f}, {stats.interval.high:.1f}]"
 
 
 def build(spec: PaperTable, tracker: Tracker, parent_run_id: str, command: str) -> BuiltTable:
@@ -54,6 +65,9 @@ def build(spec: PaperTable, tracker: Tracker, parent_run_id: str, command: str) 
     lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|")
     ours = spec.rows
     noted = [row.name for row in ours if row.note]
+    per_query = PerQuery(tracker, runs)
+    reference = next((row for row in ours if row.name == spec.compare_to), None)
+    significant = []
     for row in ours:
         record: dict[str, object] = {"Method": row.name, "Source": "ours"}
         shown = []
@@ -63,7 +77,15 @@ def build(spec: PaperTable, tracker: Tracker, parent_run_id: str, command: str) 
             record[column] = float(np.mean(values)) if values else np.nan
             record[f"{column} std"] = float(np.std(values, ddof=1)) if len(values) > 1 else np.nan
             record[f"{column} n"] = len(values)
-            shown.append(_fmt(values))
+            stats = per_query.statistics(cell, reference.cells.get(column) if reference else None)
+            if stats is not None:
+                record[f"{column} low"], record[f"{column} high"] = stats.interval.low, stats.interval.high
+                if stats.versus is not None:
+                    record[f"{column} vs {spec.compare_to}"] = stats.versus.mean
+                    record[f"{column} p"] = stats.versus.p_value
+                    if stats.versus.significant:
+                        significant.append(f"{row.name} ({column} {stats.versus.mean:+.1f})")
+            shown.append(_with_statistics(_fmt(values), stats))
         paper = row.paper
         for column in columns:
             record[f"{column} paper"] = paper.get(column, np.nan)
@@ -79,6 +101,16 @@ def build(spec: PaperTable, tracker: Tracker, parent_run_id: str, command: str) 
             "| " + " | ".join([name, "published (paper)", *cells, *["" for _ in extra], *cells]) + " |"
         )
     footnotes = [f"[^{i + 1}]: {row.note}" for i, row in enumerate(r for r in ours if r.note)]
+    if any(f"{c} low" in r for r in records for c in columns):
+        footnotes.append(
+            "[a, b]: 95% bootstrap interval over the test queries (and over seeds when a row has several)"
+            + (
+                f"; * differs from {spec.compare_to} (paired bootstrap over the same queries: the 95% interval "
+                "of the difference excludes 0)"
+                if reference
+                else ""
+            )  # fmt: skip
+        )
     markdown = "\n".join(
         [
             _preamble(spec, parent, runs, seeds, tracker.uri, command),
@@ -90,7 +122,7 @@ def build(spec: PaperTable, tracker: Tracker, parent_run_id: str, command: str) 
             _epilogue(parent),
         ]
     )
-    return BuiltTable(pd.DataFrame.from_records(records), markdown.rstrip() + "\n", runs)
+    return BuiltTable(pd.DataFrame.from_records(records), markdown.rstrip() + "\n", runs, significant)
 
 
 def _cell_values(

@@ -36,6 +36,7 @@ from mgn.training import EpochStats, TrainingDiverged, TrainingEnv, default_devi
 from orchestration.checkpoints import latest_good_state
 from orchestration.faults import Faults
 from orchestration.inputs import dataset_records
+from orchestration.naming import PER_QUERY_FILE
 from orchestration.storage import Storage
 
 KEEP_CHECKPOINTS = 2  # Ray keeps this many per trial: the newest, and one to fall back on
@@ -238,6 +239,9 @@ def _log_final(
             comments="",
         )
         recorder.log_artifact(cmc)
+        per_query = Path(tmp) / PER_QUERY_FILE  # each figure per test query: the tables' intervals
+        np.savez_compressed(per_query, **evaluation.per_query)
+        recorder.log_artifact(per_query)
         for picture in trial_pictures(model, dataset, evaluation, config, Path(tmp), spec.name):
             recorder.log_artifact(picture)
         if spec.log_checkpoint:

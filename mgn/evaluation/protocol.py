@@ -7,7 +7,7 @@ multiple query and for each branch of a multi-branch network. Values are percent
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ class Evaluation:
     cmc: np.ndarray
     query: FeatureSet
     gallery: FeatureSet
+    per_query: dict[str, np.ndarray] = field(default_factory=dict)  # the metrics per evaluated query
 
 
 @dataclass(frozen=True)
@@ -70,15 +71,16 @@ def rank_metrics(
     *,
     rerank: bool,
     shared: GalleryPass | None = None,
-) -> tuple[dict[str, float], RankResult]:
-    """Metrics without (and, with ``rerank``, with) re-ranking, for one pair of feature sets.
+) -> tuple[dict[str, float], dict[str, np.ndarray], RankResult]:
+    """Metrics without (and, with ``rerank``, with) re-ranking, for one pair of feature sets: the
+    figures, the same per evaluated query (``RankResult.per_query``) and the plain result.
 
     Re-ranking computes the query x gallery distances on its way; the plain ranking reuses them
     (Euclidean metric), and ``shared`` carries the gallery x gallery half between calls.
     """
     if not rerank:
         plain = evaluate_features(query, gallery, config.metric, config.max_rank)
-        return plain.summary(), plain
+        return plain.summary(), plain.per_query(), plain
     distance, squared = re_rank_with_distances(
         query.features, gallery.features, config.rerank_k1, config.rerank_k2, config.rerank_lambda,
         shared=shared,
@@ -88,28 +90,30 @@ def rank_metrics(
         plain = evaluate_rank(squared, *labels, config.max_rank)
     else:
         plain = evaluate_features(query, gallery, config.metric, config.max_rank)
-    metrics = plain.summary()
     reranked = evaluate_rank(distance, *labels, config.max_rank)
-    metrics.update(keys.prefixed(reranked.summary(), keys.reranked))
-    return metrics, plain
+    metrics = plain.summary() | keys.prefixed(reranked.summary(), keys.reranked)
+    per_query = plain.per_query() | keys.prefixed(reranked.per_query(), keys.reranked)
+    return metrics, per_query, plain
 
 
 def evaluate_protocol(
     query: FeatureSet, gallery: FeatureSet, pooled_query: FeatureSet | None, config: EvalConfig
-) -> tuple[dict[str, float], RankResult]:
+) -> tuple[dict[str, float], dict[str, np.ndarray], RankResult]:
     """Single query and, given ``pooled_query``, multiple query, each plain and (``config.rerank``)
     re-ranked, in one call that does each distance once: re-ranking's query x gallery distances are
     the plain ranking's, and the gallery x gallery half of re-ranking (three quarters of
     Market-1501's pairs) is shared by single and multiple query. Features are raw; ``config``
-    normalises them. Returns the metrics (percent) and the single-query plain result."""
+    normalises them. Returns the metrics (percent), the same per evaluated query (for confidence
+    intervals: ``mgn.evaluation.bootstrap``) and the single-query plain result."""
     query, gallery = query.select(normalize=config.normalize), gallery.select(normalize=config.normalize)
     shared = share_gallery(gallery.features, config.rerank_k1, config.rerank_k2) if config.rerank else None
-    metrics, plain = rank_metrics(query, gallery, config, rerank=config.rerank, shared=shared)
+    metrics, per_query, plain = rank_metrics(query, gallery, config, rerank=config.rerank, shared=shared)
     if pooled_query is not None:
         pooled = pooled_query.select(normalize=config.normalize)
-        mq, _ = rank_metrics(pooled, gallery, config, rerank=config.rerank, shared=shared)
+        mq, mq_per_query, _ = rank_metrics(pooled, gallery, config, rerank=config.rerank, shared=shared)
         metrics.update(keys.prefixed(mq, keys.multi_query))
-    return metrics, plain
+        per_query.update(keys.prefixed(mq_per_query, keys.multi_query))
+    return metrics, per_query, plain
 
 
 def metrics_of(
@@ -124,13 +128,13 @@ def metrics_of(
         pooled = pool_multiple_query(
             features.query, dataset.query, features.multi_query, dataset.multi_query, config.query_pooling
         )
-    metrics, plain = evaluate_protocol(features.query, features.gallery, pooled, config)
+    metrics, per_query, plain = evaluate_protocol(features.query, features.gallery, pooled, config)
     for name, columns in (branches or {}).items():
-        branch, _ = rank_metrics(
+        branch, _, _ = rank_metrics(
             features.query.select(columns, config.normalize),
             features.gallery.select(columns, config.normalize),
             config,
             rerank=False,
         )
         metrics.update(keys.prefixed(branch, lambda key, name=name: keys.branch(name, key)))
-    return Evaluation(metrics, plain.cmc, features.query, features.gallery)
+    return Evaluation(metrics, plain.cmc, features.query, features.gallery, per_query)

@@ -43,6 +43,15 @@ class RankResult:
     mINP: float
     num_queries: int  # evaluated
     num_skipped: int  # no valid match in the gallery
+    # Per evaluated query (Qv,), in query order: AP, INP (fractions) and the first match's rank.
+    ap: np.ndarray | None = None
+    inp: np.ndarray | None = None
+    first_match: np.ndarray | None = None
+
+    def per_query(self) -> dict[str, np.ndarray]:
+        """Each summary figure per evaluated query, in percent: their means are ``summary()``."""
+        ranks = {key: 100.0 * (self.first_match <= rank) for key, rank in keys.CMC_RANKS.items()}
+        return {**ranks, keys.MAP: 100.0 * self.ap, keys.MINP: 100.0 * self.inp}
 
     def summary(self) -> dict[str, float]:
         """The figures the paper's tables report, in percent."""
@@ -313,7 +322,9 @@ class RankAccumulator:
             :max_rank
         ]
         cmc = np.cumsum(hits, dtype=np.float64) / num_valid
-        return RankResult(cmc, float(np.mean(ap_values)), float(np.mean(inp)), num_valid, skipped)
+        return RankResult(
+            cmc, float(np.mean(ap_values)), float(np.mean(inp)), num_valid, skipped, ap_values, inp, first
+        )
 
 
 def _threads() -> int:

@@ -32,4 +32,5 @@ TABLE = PaperTable(
     rows=tuple(Row(row.name, _cells(row), by_column(COLUMNS, row.paper), row.note) for row in table5.ROWS),
     ensembles=tuple(Ensemble(r.name, r.members) for r in table5.ROWS if isinstance(r, table5.EnsembleRow)),
     figures=Figures(showcase="MGN", baseline="ResNet-50", bars=(R1, MAP)),
+    compare_to="MGN",
 )

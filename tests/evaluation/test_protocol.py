@@ -27,7 +27,10 @@ def test_one_call_equals_each_evaluation_on_its_own(metric):
     query, gallery = _sets(seed=3)
     pooled = dataclasses.replace(query, features=query.features.flip(0) * 0.5 + query.features * 0.5)
     config = EvalConfig(metric=metric, max_rank=10)
-    metrics, plain = evaluate_protocol(query, gallery, pooled, config)
+    metrics, per_query, plain = evaluate_protocol(query, gallery, pooled, config)
+    assert per_query.keys() == metrics.keys()
+    for key, values in per_query.items():
+        assert np.mean(values) == pytest.approx(metrics[key]), key
     expected = _separately(query, gallery, config) | keys.prefixed(
         _separately(pooled, gallery, config), keys.multi_query
     )

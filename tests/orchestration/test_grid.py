@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from pathlib import Path
 
 import mlflow
@@ -79,7 +80,7 @@ def test_two_row_grid_records_every_trial_and_rebuilds_the_table(finished_grid, 
             assert key in metrics, key
         assert [m.step for m in client.get_metric_history(child.info.run_id, "loss")] == [1]
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {"config.yaml", "cmc.csv"} <= artifacts
+        assert {"config.yaml", "cmc.csv", "per_query.npz"} <= artifacts
         # How the trial departs from the paper's recipe, its arithmetic, its place in the table.
         assert tags["mgn.amp"] == "false" and tags["mgn.eval_precision"] == "fp32"
         assert "model.backbone=resnet18 (paper: resnet50)" in tags["mgn.deviations"]
@@ -113,6 +114,13 @@ def test_two_row_grid_records_every_trial_and_rebuilds_the_table(finished_grid, 
     assert "G+P2+P3 (Single)" in written  # every row listed, untrained ones empty
     csv = (Path(workspace["results"]) / f"{stem}.csv").read_text()
     assert "MGN" in csv and "mAP paper" in csv
+    # Every measured cell has its 95% interval; the other row is tested against MGN, and the console says which differ.
+    assert re.search(r"\| MGN \| ours \| [\d.]+ \[[\d.]+, [\d.]+\]", written), written
+    assert "95% bootstrap interval over the test queries" in written and "* differs from MGN" in written
+    assert {"mAP low", "mAP high", "mAP vs MGN", "mAP p"} <= set(csv.splitlines()[0].split(","))
+    assert (
+        "differing from MGN beyond chance (95%, paired bootstrap over the test queries): " in workspace["out"]
+    )
 
     _logged_models_load_through_pyfunc_and_the_mgn_commands(workspace, tmp_path, monkeypatch)
 

@@ -97,5 +97,8 @@ def test_figure_titles_name_the_data_actually_used():
     from orchestration.figures import figure_title
 
     spec = TABLES["table5"]
-    assert figure_title(spec, "synthetic") == "Table 5: ablations on Market-1501 [data: synthetic, not market1501]"
+    assert (
+        figure_title(spec, "synthetic")
+        == "Table 5: ablations on Market-1501 [data: synthetic, not market1501]"
+    )
     assert figure_title(spec, "market1501") == spec.title
