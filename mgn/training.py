@@ -219,7 +219,7 @@ def evaluate(
         features = _gathered(features, dataset, config, env.device)
         if features is None:
             return None
-    return metrics_of(features, dataset, config.eval, branch_columns(model) if branches else None)
+    return metrics_of(features, dataset, config.eval, branch_columns(model) if branches else None, env.device)
 
 
 def _gathered(

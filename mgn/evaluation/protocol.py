@@ -71,19 +71,21 @@ def rank_metrics(
     *,
     rerank: bool,
     shared: GalleryPass | None = None,
+    device: torch.device | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray], RankResult]:
     """Metrics without (and, with ``rerank``, with) re-ranking, for one pair of feature sets: the
     figures, the same per evaluated query (``RankResult.per_query``) and the plain result.
 
     Re-ranking computes the query x gallery distances on its way; the plain ranking reuses them
     (Euclidean metric), and ``shared`` carries the gallery x gallery half between calls.
+    Re-ranking runs on ``device`` (a GPU: its distance products there), the ranking on the CPU.
     """
     if not rerank:
         plain = evaluate_features(query, gallery, config.metric, config.max_rank)
         return plain.summary(), plain.per_query(), plain
     distance, squared = re_rank_with_distances(
-        query.features, gallery.features, config.rerank_k1, config.rerank_k2, config.rerank_lambda,
-        shared=shared,
+        query.features.to(device or "cpu"), shared.gallery if shared else gallery.features.to(device or "cpu"),
+        config.rerank_k1, config.rerank_k2, config.rerank_lambda, shared=shared,
     )  # fmt: skip
     labels = (query.pids, gallery.pids, query.camids, gallery.camids)
     if config.metric is Metric.EUCLIDEAN:  # squared distances rank as Euclidean ones
@@ -97,20 +99,32 @@ def rank_metrics(
 
 
 def evaluate_protocol(
-    query: FeatureSet, gallery: FeatureSet, pooled_query: FeatureSet | None, config: EvalConfig
+    query: FeatureSet,
+    gallery: FeatureSet,
+    pooled_query: FeatureSet | None,
+    config: EvalConfig,
+    device: torch.device | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray], RankResult]:
     """Single query and, given ``pooled_query``, multiple query, each plain and (``config.rerank``)
     re-ranked, in one call that does each distance once: re-ranking's query x gallery distances are
     the plain ranking's, and the gallery x gallery half of re-ranking (three quarters of
     Market-1501's pairs) is shared by single and multiple query. Features are raw; ``config``
     normalises them. Returns the metrics (percent), the same per evaluated query (for confidence
-    intervals: ``mgn.evaluation.bootstrap``) and the single-query plain result."""
+    intervals: ``mgn.evaluation.bootstrap``) and the single-query plain result. On a GPU ``device``
+    re-ranking's distance work runs there (results equal the CPU's within float rounding)."""
     query, gallery = query.select(normalize=config.normalize), gallery.select(normalize=config.normalize)
-    shared = share_gallery(gallery.features, config.rerank_k1, config.rerank_k2) if config.rerank else None
-    metrics, per_query, plain = rank_metrics(query, gallery, config, rerank=config.rerank, shared=shared)
+    device = device if device is not None and device.type == "cuda" else None  # the CPU path otherwise
+    shared = None
+    if config.rerank:
+        shared = share_gallery(gallery.features.to(device or "cpu"), config.rerank_k1, config.rerank_k2)
+    metrics, per_query, plain = rank_metrics(
+        query, gallery, config, rerank=config.rerank, shared=shared, device=device
+    )
     if pooled_query is not None:
         pooled = pooled_query.select(normalize=config.normalize)
-        mq, mq_per_query, _ = rank_metrics(pooled, gallery, config, rerank=config.rerank, shared=shared)
+        mq, mq_per_query, _ = rank_metrics(
+            pooled, gallery, config, rerank=config.rerank, shared=shared, device=device
+        )
         metrics.update(keys.prefixed(mq, keys.multi_query))
         per_query.update(keys.prefixed(mq_per_query, keys.multi_query))
     return metrics, per_query, plain
@@ -121,14 +135,16 @@ def metrics_of(
     dataset: ReidDataset,
     config: EvalConfig,
     branches: Mapping[str, Sequence[int]] | None = None,
+    device: torch.device | None = None,
 ) -> Evaluation:
-    """Every metric ``config`` asks for; ``branches`` maps a branch name to its embedding columns."""
+    """Every metric ``config`` asks for; ``branches`` maps a branch name to its embedding columns;
+    re-ranking runs on ``device`` when it is a GPU."""
     pooled = None
     if features.multi_query is not None:
         pooled = pool_multiple_query(
             features.query, dataset.query, features.multi_query, dataset.multi_query, config.query_pooling
         )
-    metrics, per_query, plain = evaluate_protocol(features.query, features.gallery, pooled, config)
+    metrics, per_query, plain = evaluate_protocol(features.query, features.gallery, pooled, config, device)
     for name, columns in (branches or {}).items():
         branch, _, _ = rank_metrics(
             features.query.select(columns, config.normalize),
