@@ -13,13 +13,36 @@ from orchestration.naming import slug
 from orchestration.paper_table import Ensemble
 from orchestration.planning import Plan, trial_folder
 from orchestration.storage import Storage
-from orchestration.tracking import Tracker
+from orchestration.tracking import ENSEMBLE_KIND, Tracker
 from orchestration.worker import FEATURES_FILE
 
 
 def _ensembles(plan: Plan) -> list[Ensemble]:
     """The table's ensembles whose members this invocation trains."""
     return [e for e in plan.spec.ensembles if all(m in plan.rows for m in e.members)]
+
+
+def _record_as_a_run(
+    tracker: Tracker, plan: Plan, parent_run_id: str, row: Ensemble, seed: int, metrics: dict[str, float]
+) -> None:
+    """The ensemble as a child run of its own, so that the runs list shows it beside its members
+    (found again, not duplicated, when a grid is published twice)."""
+    last_member = max(plan.rows.index(m) for m in row.members)
+    run_id = tracker.child(
+        tracker.run(parent_run_id).info.experiment_id,
+        parent_run_id,
+        f"ensemble-{slug(row.name)}-seed{seed}",
+        f"{row.name} seed{seed} (ensemble: {' + '.join(row.members)})",
+        {
+            "kind": ENSEMBLE_KIND,
+            "row": row.name,
+            "seed": str(seed),
+            "members": " + ".join(row.members),
+            "row_order": f"{last_member:02d}e",
+        },  # right after its last member  # fmt: skip
+    )
+    tracker.log_metrics(run_id, metrics, step=0)
+    tracker.finish(run_id)
 
 
 def feature_rows(plan: Plan) -> tuple[str, ...]:
@@ -55,6 +78,7 @@ def evaluate_ensembles(plan: Plan, folder: Storage, tracker: Tracker, parent_run
             metrics = keys.prefixed(
                 result.summary(), lambda k, row=row, seed=seed: keys.ensemble(slug(row.name), seed, k)
             )
-            tracker.log_metrics(parent_run_id, metrics, step=0)
+            tracker.log_metrics(parent_run_id, metrics, step=0)  # what the table reads
+            _record_as_a_run(tracker, plan, parent_run_id, row, seed, result.summary())
             log(f"{row.name} seed{seed}: R1 {result.summary()[keys.R1]:.1f} mAP {100 * result.mAP:.1f} "
                 f"({query.features.shape[1]}-d: {' + '.join(row.members)})")  # fmt: skip

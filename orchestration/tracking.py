@@ -37,6 +37,7 @@ TAG_PREFIX = "mgn."
 _BATCH = 100  # MLflow's per-call limit on params
 
 
+ENSEMBLE_KIND = "ensemble"  # mgn.kind of an ensemble row's run (orchestration.ensembles)
 MODEL_FILE = "checkpoint/model.pt"  # where a trial logs its weights file (--log-checkpoint)
 RUNS_VIEW_ATTRIBUTES = ("Dataset", "Models", "Source", "Version", "User")  # MLflow's own columns
 SHARED_VIEW_PREFIX = "mlflow.sharedViewState."  # MLflow UI: a view opened by ?viewStateShareKey=
@@ -392,13 +393,16 @@ class Tracker:
         return max((m.step for m in self.client.get_metric_history(run_id, metric)), default=-1)
 
     def child_runs(self, experiment_id: str, parent_id: str) -> list[ChildRun]:
-        """Every trial run of a table invocation (newest first, as MLflow lists them)."""
+        """Every trial run of a table invocation (newest first, as MLflow lists them); ensembles'
+        runs, which hold copies of the parent's ensemble metrics, are not trials."""
         runs, token = [], None
         while True:
             page = self.client.search_runs(
                 [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", page_token=token
             )
-            runs += [ChildRun.of(run) for run in page]
+            runs += [
+                ChildRun.of(run) for run in page if run.data.tags.get(f"{TAG_PREFIX}kind") != ENSEMBLE_KIND
+            ]
             token = page.token
             if not token:
                 return runs
