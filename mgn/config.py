@@ -267,8 +267,12 @@ class DataConfig:
     # training device (mgn.data.decoded). None: on a GPU when it takes < 1/4 of the free memory.
     decoded_cache: bool | None = None
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    # Hold out this many training identities as a query/gallery protocol (mgn.data.validation) and
+    # evaluate on them instead of the test set, which is then never read: for choosing a recipe.
+    validation_ids: int = 0
 
     def __post_init__(self) -> None:
+        _require(self.validation_ids >= 0, f"data.validation_ids={self.validation_ids}: must be >= 0")
         _require(
             self.height >= 32 and self.width >= 16, f"data: input {self.height}x{self.width} is too small"
         )

@@ -17,6 +17,7 @@ from mgn.data.records import DatasetError, ImageRecord, ReidDataset
 from mgn.data.sampler import PKBatchSampler
 from mgn.data.synthetic import ensure_synthetic
 from mgn.data.transforms import test_transform, train_transform
+from mgn.data.validation import hold_out
 from mgn.distributed import shard_batches
 
 
@@ -33,7 +34,15 @@ def locate(config: DataConfig) -> Path:
 
 
 def read_dataset(config: DataConfig) -> ReidDataset:
-    """Parse the data set's layout (no image decoding)."""
+    """Parse the data set's layout (no image decoding); with ``data.validation_ids``, its validation
+    split in place of the test protocol."""
+    dataset = _read_layout(config)
+    if config.validation_ids:
+        return hold_out(dataset, config.validation_ids, min_train_ids=config.p)
+    return dataset
+
+
+def _read_layout(config: DataConfig) -> ReidDataset:
     root = locate(config)
     name = config.dataset
     if name in (DatasetName.CUHK03_LABELED, DatasetName.CUHK03_DETECTED):
