@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,3 +79,21 @@ def tracking_server(object_store: ObjectStore, tmp_path_factory: pytest.TempPath
         ) as uri,
     ):
         yield uri
+
+
+GRID_ROWS = ("ResNet-50+TP", "MGN")
+
+
+@pytest.fixture(scope="session")
+def finished_grid(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A two-row grid that registered its models, run once for the session (the grid and the
+    browser tests read it); ``out`` is its console."""
+    from orchestration.experiment import main
+
+    folder = tmp_path_factory.mktemp("grid")
+    workspace = {"storage": str(folder / "ray_results"), "uri": f"sqlite:///{folder / 'mlflow.db'}",
+                 "results": str(folder / "results")}  # fmt: skip
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        assert main("table5", grid_args(workspace, "--register", rows=GRID_ROWS)) == 0
+    return {**workspace, "out": console.getvalue(), "folder": str(folder)}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 from pathlib import Path
@@ -16,7 +14,7 @@ from orchestration import tables
 from orchestration.experiment import main
 from orchestration.paper_tables import TABLES
 from orchestration.tables import table_stem
-from tests.orchestration.conftest import grid_args
+from tests.orchestration.conftest import GRID_ROWS, grid_args
 
 pytestmark = pytest.mark.integration
 
@@ -30,23 +28,8 @@ def _runs(uri: str):
     return client, parents, children
 
 
-ROWS = ("ResNet-50+TP", "MGN")
-
-
-@pytest.fixture(scope="module")
-def finished_grid(tmp_path_factory) -> dict[str, str]:
-    """A two-row grid that registered its models, run once for this module; ``out`` is its console."""
-    folder = tmp_path_factory.mktemp("grid")
-    workspace = {"storage": str(folder / "ray_results"), "uri": f"sqlite:///{folder / 'mlflow.db'}",
-                 "results": str(folder / "results")}  # fmt: skip
-    console = io.StringIO()
-    with contextlib.redirect_stdout(console):
-        assert main("table5", grid_args(workspace, "--register", rows=ROWS)) == 0
-    return {**workspace, "out": console.getvalue(), "folder": str(folder)}
-
-
 def test_two_row_grid_records_every_trial_and_rebuilds_the_table(finished_grid, tmp_path, monkeypatch):
-    workspace, rows = finished_grid, ROWS
+    workspace, rows = finished_grid, GRID_ROWS
     client, parents, children = _runs(workspace["uri"])
     # The grid ends on where its runs open in MLflow's UI, in model-training mode; the experiment's
     # kind makes the UI open on the runs by itself.

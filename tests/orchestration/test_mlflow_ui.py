@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.orchestration.test_grid import finished_grid  # noqa: F401  (the module's grid, run once)
 from tests.servers import mlflow_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -25,7 +24,7 @@ def _printed_url(console: str, server: str) -> str:
     return url.replace("http://127.0.0.1:5000", server)
 
 
-def test_the_printed_url_opens_the_runs_table_with_its_columns(finished_grid, tmp_path):  # noqa: F811
+def test_the_printed_url_opens_the_runs_table_with_its_columns(finished_grid, tmp_path):
     playwright = pytest.importorskip(
         "playwright.sync_api", reason="pip install playwright (in the dev extras)"
     )
