@@ -62,7 +62,7 @@ class ModelSource:
             return Tracker(resolve_tracking_uri(None)).model_file(self.given, folder)
         except Exception as error:  # no such model, version or run; an unreachable store
             raise UsageError(
-                f"{self.given}: {error} (the store is MLFLOW_TRACKING_URI, or ./mlflow.db)"
+                f"{self.given}: {error} (the store is $MLFLOW_TRACKING_URI, else the project's mlflow.db)"
             ) from None
 
 
