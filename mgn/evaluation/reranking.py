@@ -178,13 +178,14 @@ def re_rank_with_distances(
     width = n - num_query
     for block_rows in query_blocks(num_query, max(1, block // 4)):
         part = v_query[block_rows].tocoo()
-        starts, stops = v_gallery.indptr[part.col], v_gallery.indptr[part.col + 1]
-        lengths = stops - starts
-        pair = np.repeat(np.arange(part.nnz), lengths)
-        within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        gallery_index = v_gallery.indices[starts[pair] + within]
-        overlap = np.minimum(part.data[pair], v_gallery.data[starts[pair] + within])
-        cells = part.row[pair] * width + gallery_index
+        starts = v_gallery.indptr[part.col]
+        lengths = v_gallery.indptr[part.col + 1] - starts
+        # Every (query entry, gallery entry) pair sharing a column k, as positions in the gallery's
+        # CSC arrays: each query entry's column run, laid end to end.
+        position = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+        position += np.arange(len(position))
+        overlap = np.minimum(np.repeat(part.data, lengths), v_gallery.data[position])
+        cells = np.repeat(part.row.astype(np.int64) * width, lengths) + v_gallery.indices[position]
         shared_sum = np.bincount(
             cells, weights=overlap, minlength=(block_rows.stop - block_rows.start) * width
         )
