@@ -66,10 +66,6 @@ class ModelSource:
             ) from None
 
 
-def model_source(text: str) -> ModelSource:
-    return ModelSource(text)
-
-
 def _records(folder: Path) -> list[ImageRecord]:
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder of images")
@@ -265,7 +261,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = command("extract", "Embed every image of a folder into a features file (.npz).",
                 "mgn extract model.pt Market-1501-v15.09.15/query --out query.npz")  # fmt: skip
-    p.add_argument("checkpoint", type=model_source, help=MODEL_HELP)
+    p.add_argument("checkpoint", type=ModelSource, help=MODEL_HELP)
     p.add_argument(
         "folder", type=Path, help="folder of images; <pid>_c<camera>... names give identities and cameras"
     )
@@ -309,7 +305,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = command("search", "The gallery images nearest to a query image, with distances (and a rank-list PNG).",
                 "mgn search model.pt person.jpg gallery.npz --top-k 10 --png ranks.png")  # fmt: skip
-    p.add_argument("checkpoint", type=model_source, help=MODEL_HELP)
+    p.add_argument("checkpoint", type=ModelSource, help=MODEL_HELP)
     p.add_argument("image", type=Path, help="the query image")
     p.add_argument("gallery", type=Path, help="features file of the gallery (mgn extract)")
     p.add_argument("--top-k", type=positive, default=10, help="how many gallery images to list (default 10)")
@@ -320,7 +316,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = command("export", "Export the embedding network (normalisation inside, dynamic batch) to ONNX.",
                 "mgn export model.pt mgn.onnx --check")  # fmt: skip
-    p.add_argument("checkpoint", type=model_source, help=MODEL_HELP)
+    p.add_argument("checkpoint", type=ModelSource, help=MODEL_HELP)
     p.add_argument("out", type=Path, help="the .onnx file to write")
     p.add_argument("--no-flip", action="store_true", help="one pass instead of averaging with the mirror")
     p.add_argument("--no-normalize", action="store_true", help="return the raw embedding, not L2-normalised")

@@ -16,12 +16,13 @@ Replay is idempotent per record: a record leaves the spool only once the store a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,17 @@ class SpoolingRecorder:
         self._pending = True
 
 
+@contextlib.contextmanager
+def _record_file(record: dict[str, Any]) -> Iterator[str | Path]:
+    """The file an artifact or model record names: where it was written, or the copy the spool kept."""
+    if "stored" not in record:
+        yield record["path"]
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        stored = Storage(record["stored"])
+        yield stored.download(Path(folder) / stored.name)
+
+
 def apply(record: dict[str, Any], tracker: Tracker) -> None:
     """Send one record to the store (raises if it does not answer)."""
     run_id = record["run_id"]
@@ -123,23 +135,13 @@ def apply(record: dict[str, Any], tracker: Tracker) -> None:
     elif record["op"] == "tags":
         tracker.set_tags(run_id, record["values"])
     elif record["op"] == "model":
-        if "stored" not in record:
-            tracker.log_onnx_model(run_id, record["path"], record["registered_name"])
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            stored = Storage(record["stored"])
-            tracker.log_onnx_model(
-                run_id, stored.download(Path(folder) / stored.name), record["registered_name"]
-            )
+        with _record_file(record) as path:
+            tracker.log_onnx_model(run_id, path, record["registered_name"])
     elif record["op"] == "datasets":
         tracker.log_datasets(run_id, record["values"])
     elif record["op"] == "artifact":
-        if "stored" not in record:
-            tracker.log_artifact(run_id, record["path"], record["folder"])
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            stored = Storage(record["stored"])
-            tracker.log_artifact(run_id, stored.download(Path(folder) / stored.name), record["folder"])
+        with _record_file(record) as path:
+            tracker.log_artifact(run_id, path, record["folder"])
     elif record["op"] == "terminate":
         tracker.finish(run_id, failed=record["failed"])
     else:

@@ -11,12 +11,12 @@ from torch import Tensor
 from mgn.config import Metric
 
 
-def as_features(features: np.ndarray | Tensor) -> Tensor:
-    """(N, D) float32 CPU tensor (no copy when already one)."""
+def as_features(features: np.ndarray | Tensor, *, keep_device: bool = False) -> Tensor:
+    """(N, D) float32 tensor on the CPU, or with ``keep_device`` where it is (no copy when already one)."""
     tensor = torch.as_tensor(features).detach()
     if tensor.ndim != 2:
         raise ValueError(f"features must be (N, D), got shape {tuple(tensor.shape)}")
-    return tensor.to(device="cpu", dtype=torch.float32)
+    return tensor.to(device=tensor.device if keep_device else "cpu", dtype=torch.float32)
 
 
 def squared_norms(features: Tensor) -> Tensor:

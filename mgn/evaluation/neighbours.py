@@ -38,12 +38,11 @@ def _ordered(values: Tensor, index: Tensor, k: int) -> tuple[Tensor, Tensor]:
 class Neighbours:
     """Per image (rows of the stacked features, query first), on the features' device.
 
-    near_d2, near_index: (N, k) the k nearest, nearest first (ties by index); the image itself included.
+    near_index: (N, k) the k nearest, nearest first (ties by index); the image itself included.
     known_d2, known_index: (N, C) further exact distances (-1 index: empty), a cache for lookups.
     row_max: (N,) the largest squared distance of each row.
     """
 
-    near_d2: Tensor
     near_index: Tensor
     known_d2: Tensor
     known_index: Tensor
@@ -92,8 +91,8 @@ class _Running:
     def freeze(self, near: int) -> Neighbours:
         both_d2 = torch.cat([self.along_d2, self.down_d2], dim=1)
         both_index = torch.cat([self.along_index, self.down_index], dim=1)
-        near_d2, near_index = _ordered(both_d2, both_index, min(near, both_d2.shape[0]))  # n < k1 + 1: all
-        return Neighbours(near_d2, near_index, both_d2, both_index, self.row_max)
+        _, near_index = _ordered(both_d2, both_index, min(near, both_d2.shape[0]))  # n < k1 + 1: all
+        return Neighbours(near_index, both_d2, both_index, self.row_max)
 
 
 def _strip(features: Tensor, sq: Tensor, start: int, stop: int) -> Tensor:

@@ -21,7 +21,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from mgn.evaluation.distance import query_blocks
+from mgn.evaluation.distance import as_features, query_blocks
 from mgn.evaluation.neighbours import GalleryPass, Neighbours, gallery_pass, neighbours
 
 
@@ -77,14 +77,6 @@ def _lookup(features: Tensor, known: Neighbours, rows: Tensor, cols: Tensor) -> 
     return values / known.row_max.clamp(min=torch.finfo(torch.float32).tiny)[rows]
 
 
-def _features(features: np.ndarray | Tensor) -> Tensor:
-    """(N, D) float32 on the device it is on (a GPU re-ranks there)."""
-    tensor = torch.as_tensor(features).detach()
-    if tensor.ndim != 2:
-        raise ValueError(f"features must be (N, D), got shape {tuple(tensor.shape)}")
-    return tensor.float()
-
-
 def _check(query: Tensor, gallery: Tensor, k1: int, k2: int) -> None:
     if query.shape[1] != gallery.shape[1]:
         raise ValueError(f"query features are {query.shape[1]}-d, gallery features {gallery.shape[1]}-d")
@@ -100,7 +92,7 @@ def share_gallery(
 ) -> GalleryPass:  # fmt: skip
     """The gallery x gallery half of re-ranking's distance work, to pass to several ``re_rank`` calls
     with the same gallery (single and multiple query)."""
-    gallery = _features(gallery_features)
+    gallery = as_features(gallery_features, keep_device=True)
     near = max(k1 + 1, k2)
     return gallery_pass(gallery, near, max(cache_size or 2 * near, near), block)
 
@@ -147,7 +139,10 @@ def re_rank_with_distances(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``re_rank``, and the (Q, G) squared Euclidean distances it computed on the way (the plain
     ranking's, so that evaluation does not compute them twice)."""
-    query, gallery = _features(query_features), _features(gallery_features)
+    query, gallery = (
+        as_features(query_features, keep_device=True),
+        as_features(gallery_features, keep_device=True),
+    )
     _check(query, gallery, k1, k2)
     shared = shared or share_gallery(gallery, k1, k2, cache_size=cache_size, block=block)
     features = torch.cat([query, shared.gallery])
