@@ -142,6 +142,19 @@ def load_yaml(path: str | Path) -> ExperimentConfig:
     from mgn.recipes import recipe
 
     path = Path(path)
+    data = read_mapping(path)
+    profile = data.get("profile")
+    if profile is None:
+        return from_dict(ExperimentConfig, data)
+    try:
+        base = to_dict(recipe(str(profile)))
+    except ValueError as error:
+        raise ConfigError(f"config file {path}: profile: {error}") from None
+    return from_dict(ExperimentConfig, merged(base, data))
+
+
+def read_mapping(path: Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file, or a ``ConfigError`` naming the file and the fault."""
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
@@ -158,24 +171,15 @@ def load_yaml(path: str | Path) -> ExperimentConfig:
         raise ConfigError(f"config file {path}: {error}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping at the top level")
-    profile = data.get("profile")
-    if profile is None:
-        return from_dict(ExperimentConfig, data)
-    try:
-        base = to_dict(recipe(str(profile)))
-    except ValueError as error:
-        raise ConfigError(f"config file {path}: profile: {error}") from None
-    return from_dict(ExperimentConfig, _merged(base, data))
+    return data
 
 
-def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+def merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     """``changes`` over ``base``, section by section."""
     out = dict(base)
     for key, value in changes.items():
         out[key] = (
-            _merged(base[key], value)
-            if isinstance(value, dict) and isinstance(base.get(key), dict)
-            else value
+            merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
         )
     return out
 

@@ -118,6 +118,7 @@ def build_tuner(
     """A new Tuner over every (row, seed) of the plan, longest first, or the saved one to resume."""
     setup = TrialSetup(
         table=plan.spec.key,
+        script=plan.spec.script,
         experiment_id=state.experiment_id,
         parent_run_id=state.parent_run_id,
         storage=folder.uri,

@@ -18,7 +18,7 @@ import subprocess
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +162,7 @@ class ChildRun:
     row: str  # the table row (``mgn.row``)
     seed: int
     metrics: Mapping[str, float]  # the latest value of each metric
+    tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -176,6 +177,7 @@ class ChildRun:
             tags.get(f"{TAG_PREFIX}row", ""),
             int(tags.get(f"{TAG_PREFIX}seed", 0)),
             dict(run.data.metrics),
+            dict(tags),
         )
 
 

@@ -16,7 +16,6 @@ from typing import Any
 from mgn.config import ExperimentConfig, Init
 from mgn.config_io import dump_yaml, flatten, from_dict, to_dict
 from orchestration.naming import registered_name
-from orchestration.paper_tables import TABLES
 from orchestration.planning import is_local, trial_folder
 from orchestration.spool import SpoolingRecorder
 from orchestration.storage import Storage
@@ -28,7 +27,8 @@ from orchestration.worker import DIVERGED_FILE, DONE_FILE, KEEP_CHECKPOINTS, Wor
 class TrialSetup:
     """What every trial of a grid shares (plain values: Tune stores it with the experiment)."""
 
-    table: str
+    table: str  # the mgn.table tag of its runs ("table5", "recipe_search")
+    script: str  # the experiment script that runs it (the runs' source)
     experiment_id: str
     parent_run_id: str
     storage: str  # this grid's folder: a Storage URI every node reaches
@@ -80,7 +80,7 @@ def run_trial(params: dict[str, Any]) -> None:
             **params["trial"].get("tags", {}),  # deviations from the paper, precision, ImageNet file
         },
         system=source_tags(
-            TABLES[setup.table].script,
+            setup.script,
             f"{row}, seed {seed}: {config.model.backbone.value} branches "
             f"{list(config.model.branches)}, {config.profile.value} profile on {config.data.dataset.value}",
         ),

@@ -43,6 +43,9 @@ KEEP_CHECKPOINTS = 2  # Ray keeps this many per trial: the newest, and one to fa
 DIVERGED_FILE = "diverged.txt"
 DONE_FILE = "done.json"  # written last: the trial is finished, whatever the Tune state says
 FEATURES_FILE = "features.pt"
+# Reported after every epoch but the last: the time early stopping (ASHA) judges by. Were the last
+# epoch judged too, a trial could be stopped after its training, before its final records and marker.
+ONGOING_EPOCH = "ongoing_epoch"
 
 
 @dataclass(frozen=True)
@@ -167,14 +170,22 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     every = config.train.checkpoint_every
 
     def on_epoch_end(stats: EpochStats, evaluation: Evaluation | None, snapshot) -> None:
-        metrics = {"epoch": stats.epoch, **stats.metrics(), **(evaluation.metrics if evaluation else {})}
+        metrics = {
+            "epoch": stats.epoch,
+            **stats.metrics(),
+            **(_named(config, evaluation) if evaluation else {}),
+        }
         if notes:
             metrics["warnings"] = "; ".join(notes)
             if recorder is not None:
                 recorder.set_tags({"warnings": metrics["warnings"]})
             notes.clear()
-        checkpointing = every and (stats.epoch % every == 0 or stats.epoch == config.train.epochs)
-        _report_with_checkpoint(report, metrics, snapshot() if checkpointing and env.is_main else None)
+        last = stats.epoch == config.train.epochs
+        checkpointing = every and (stats.epoch % every == 0 or last)
+        ongoing = {} if last else {ONGOING_EPOCH: stats.epoch}
+        _report_with_checkpoint(
+            report, {**metrics, **ongoing}, snapshot() if checkpointing and env.is_main else None
+        )
         if recorder is not None:
             if stats.untrained:
                 recorder.log_metrics(keys.prefixed(stats.untrained, keys.untrained), step=0)
@@ -200,17 +211,28 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         if recorder is not None:
             recorder.set_tags({"diverged": "true", "failure": str(error)})
             (trial / DIVERGED_FILE).write_text(str(error))
-        report({"diverged": 1.0})
+        # A search's early stopping and searcher need their metric in every report: a diverged
+        # recipe scores nothing.
+        report({"diverged": 1.0, **({keys.validation(keys.MAP): 0.0} if config.data.validation_ids else {})})
         return
     if recorder is None:
         return
     if result.evaluation is not None:
+        final = _named(config, result.evaluation)
         if not result.history:  # resumed after the last epoch: nothing was reported yet
-            recorder.log_metrics(result.evaluation.metrics, step=config.train.epochs)
-            report({"epoch": config.train.epochs, **result.evaluation.metrics})
+            recorder.log_metrics(final, step=config.train.epochs)
+            report({"epoch": config.train.epochs, **final})
         _log_final(spec, recorder, result.evaluation, result.model, dataset, config)
-        done = {"epoch": config.train.epochs, **result.evaluation.metrics}
+        done = {"epoch": config.train.epochs, **final}
         (trial / DONE_FILE).write_text(json.dumps(done))
+
+
+def _named(config: ExperimentConfig, evaluation: Evaluation) -> dict[str, float]:
+    """An evaluation's metrics under the names of what was evaluated: ``val/mAP`` on a validation
+    split, so that no table or reader takes it for a test figure; ``mAP`` on the test set."""
+    if config.data.validation_ids:
+        return keys.prefixed(evaluation.metrics, keys.validation)
+    return dict(evaluation.metrics)
 
 
 def _count_attempt(trial: Storage) -> int:

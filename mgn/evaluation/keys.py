@@ -3,7 +3,8 @@
 Values are percentages. A key is a summary name with prefixes for the variant of the protocol,
 composed inside out: ``R1``, ``rerank/R1`` (k-reciprocal re-ranking), ``mq/mAP`` and
 ``mq/rerank/mAP`` (Market-1501 multiple query), ``branch/Part-2/mAP`` (one branch alone: Table 5's
-"Branch" rows), ``untrained/mAP`` (the network before training), and on a table's parent run
+"Branch" rows), ``untrained/mAP`` (the network before training), ``val/mAP`` (a recipe search's validation
+split, ``data.validation_ids``: never mistaken for a test figure by a table), and on a table's parent run
 ``ensemble/<row>/seed<s>/mAP`` (concatenated features of several trained networks).
 """
 
@@ -30,6 +31,11 @@ def branch(name: str, key: str) -> str:
 
 def untrained(key: str) -> str:
     return f"untrained/{key}"
+
+
+def validation(key: str) -> str:
+    """On the held-out training identities (``data.validation_ids``), never a test figure."""
+    return f"val/{key}"
 
 
 def ensemble(row_slug: str, seed: int | str, key: str) -> str:
