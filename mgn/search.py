@@ -154,6 +154,9 @@ class SearchConfig:
     reduction_factor: int = 2
     final_seeds: int = 3  # the winner and the base, trained on all training ids, evaluated on the test set
     searcher_seed: int = 0  # TPE's random state: the same study proposes the same candidates
+    # Trials drawn at random (the base recipe among them) before TPE models the results; Optuna's
+    # default of 10 would leave a 12-trial study almost no model-based proposals.
+    startup_trials: int = 5
 
     def __post_init__(self) -> None:
         _require(
@@ -163,6 +166,10 @@ class SearchConfig:
         _require(self.grace_epochs >= 1, f"search.grace_epochs={self.grace_epochs}: must be >= 1")
         _require(self.reduction_factor >= 2, f"search.reduction_factor={self.reduction_factor}: must be >= 2")
         _require(self.final_seeds >= 1, f"search.final_seeds={self.final_seeds}: must be >= 1")
+        _require(
+            1 <= self.startup_trials <= self.trials,
+            f"search.startup_trials={self.startup_trials}: between 1 and search.trials={self.trials}",
+        )
         _require(
             self.base.data.validation_ids == 0,
             "search.base.data.validation_ids must be 0: the search sets the validation split itself "

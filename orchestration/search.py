@@ -15,12 +15,14 @@ from dataclasses import replace
 from typing import Any
 
 import ray
+from optuna.samplers import TPESampler
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from mgn.config_io import from_dict, to_dict
 from mgn.data.loading import load_dataset
+from mgn.data.records import DatasetError
 from mgn.evaluation import keys
 from mgn.search import Candidate, SearchConfig, apply, baseline
 from orchestration.cluster import (
@@ -128,8 +130,11 @@ def search_tuner(
     path = folder / SEARCH_STAGE
     if tune.Tuner.can_restore(path.uri):  # the trials, their results and the searcher's state
         return tune.Tuner.restore(path.uri, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    searcher = OptunaSearch(points_to_evaluate=[first_point(search.space, baseline(search.base))],
-                            seed=search.searcher_seed)  # fmt: skip
+    # Multivariate TPE models the knobs jointly (a learning rate is good with an optimizer, not alone).
+    sampler = TPESampler(seed=search.searcher_seed, n_startup_trials=search.startup_trials, multivariate=True)
+    searcher = OptunaSearch(
+        points_to_evaluate=[first_point(search.space, baseline(search.base))], sampler=sampler
+    )
     asha = ASHAScheduler(
         time_attr=ONGOING_EPOCH,  # never the last epoch: a trial that trained to the end finishes
         max_t=max(search.space.epochs),
@@ -299,7 +304,13 @@ def run_search(
         chosen = winner(scored, baseline(search.base))
         print(f"winner: {chosen.trial_id} {describe(chosen.candidate)}, val mAP {chosen.val_map:.1f}")
         # The first time anything reads the test set: the chosen recipe is fixed by now.
-        test_data = load_dataset(search.base.data)
+        try:
+            test_data = load_dataset(search.base.data)
+        except DatasetError as error:
+            print(f"error: the test set, read for the final evaluation: {error}\nThe search is done and kept; "
+                  f"fix the data, then\n  {state.command} --resume {folder.name}", file=sys.stderr)  # fmt: skip
+            tracker.finish(state.parent_run_id, failed=True)
+            return 2
         print(f"test set, read for the final evaluation only: {test_data.summary()}")
         trials = final_trials(search, chosen.candidate)
         final = _fit(final_tuner(trials, setup, folder, resources, options.max_failures))

@@ -125,6 +125,10 @@ def publish_search(
         + (" — the base recipe itself: no candidate beat it" if chosen.candidate == base else ""),
         f"- recipe file: `{recipe.name}` (the full config, trained on every training identity)",
         "",
+        f"The winner's validation figure is the best of {len(scored)} noisy measurements (one seed, "
+        f"{search.validation_ids} identities), so it overstates what the recipe gives: the test set below, "
+        "read once, with several seeds, is the honest comparison.",
+        "",
         f"## On the test set: {search.final_seeds} seed(s) each, trained on every training identity",
         "",
         "Mean over seeds with its 95% interval (bootstrap over test queries and seeds); the searched recipe's "

@@ -1,14 +1,13 @@
 """``mgn.search.SearchSpace`` in Ray Tune's terms, and a sampled point back as a ``Candidate``.
 
 Optuna's TPE takes categorical choices of plain values only, so enums travel as their values and
-milestone schedules as labels (``"0.5,0.75"``).
+milestone schedules as labels (``"0.5,0.75"``). Ray is imported by the functions that need it, so
+that reading a candidate back does not load Ray.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from ray import tune
 
 from mgn.config import OptimizerKind, Pooling
 from mgn.search import Candidate, Milestones, Range, SearchSpace
@@ -23,6 +22,8 @@ def _unlabel(label: str) -> Milestones:
 
 
 def _continuous(value: Range) -> Any:
+    from ray import tune
+
     if value.low == value.high:
         return value.low
     return tune.loguniform(value.low, value.high) if value.log else tune.uniform(value.low, value.high)
@@ -30,6 +31,8 @@ def _continuous(value: Range) -> Any:
 
 def tune_space(space: SearchSpace) -> dict[str, Any]:
     """The ``param_space["candidate"]`` of the search's Tuner."""
+    from ray import tune
+
     return {
         "lr": _continuous(space.lr),
         "weight_decay": _continuous(space.weight_decay),
@@ -61,11 +64,13 @@ def as_params(candidate: Candidate) -> dict[str, Any]:
 def first_point(space: SearchSpace, candidate: Candidate) -> dict[str, Any]:
     """``candidate`` as a point the searcher evaluates before it proposes any (OptunaSearch wants
     the sampled knobs only, flattened: ``{"candidate/lr": 1e-3, ...}``)."""
+    from ray.tune.search.sample import Domain
+
     sampled = tune_space(space)
     return {
         f"candidate/{knob}": value
         for knob, value in as_params(candidate).items()
-        if isinstance(sampled[knob], tune.search.sample.Domain)
+        if isinstance(sampled[knob], Domain)
     }
 
 

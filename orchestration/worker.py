@@ -2,8 +2,9 @@
 
 Run by ``ray.train.torch.TorchTrainer``, one process per worker (or in the trial's own process in
 Train's local mode). Every rank trains; rank 0 alone writes checkpoints, logs to MLflow and saves
-the test features. A step is logged only after ``report`` returns, so a restarted worker group
-does not log it twice.
+the test features. An epoch's metrics are logged before ``report`` hands them to Ray, since Tune may
+end the trial inside that call (a search's early stopping); a worker group restarted from an older
+checkpoint re-runs epochs already logged, and does not log them twice (``SpoolingRecorder.resume_steps``).
 
 Checkpoints go through Ray: rank 0 hands each one to ``report`` (``ray.train.report`` in a worker
 group, ``tune.report`` in local mode), Ray copies it to the grid's storage (a local folder or an
@@ -182,14 +183,14 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             notes.clear()
         last = stats.epoch == config.train.epochs
         checkpointing = every and (stats.epoch % every == 0 or last)
+        if recorder is not None:  # before the report: Tune may end the trial there (early stopping)
+            if stats.untrained:
+                recorder.log_metrics(keys.prefixed(stats.untrained, keys.untrained), step=0)
+            recorder.log_metrics({k: v for k, v in metrics.items() if k != "warnings"}, step=stats.epoch)
         ongoing = {} if last else {ONGOING_EPOCH: stats.epoch}
         _report_with_checkpoint(
             report, {**metrics, **ongoing}, snapshot() if checkpointing and env.is_main else None
         )
-        if recorder is not None:
-            if stats.untrained:
-                recorder.log_metrics(keys.prefixed(stats.untrained, keys.untrained), step=0)
-            recorder.log_metrics({k: v for k, v in metrics.items() if k != "warnings"}, step=stats.epoch)
         faults.after_epoch(spec.row, env.rank, stats.epoch, trial)
 
     if recorder is not None:

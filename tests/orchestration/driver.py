@@ -1,4 +1,4 @@
-"""A grid driver in a subprocess, for tests that kill it, pause it or read its output as it runs."""
+"""A grid (or search) driver in a subprocess, for tests that kill it, pause it or read its output as it runs."""
 
 from __future__ import annotations
 
@@ -29,10 +29,15 @@ def children(uri: str, experiment: str = "MGN Table 5") -> list:
 class Process:
     """A grid run in a subprocess (its own process group), its output collected line by line."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        script: str = "experiments/ablation_table5.py",
+    ) -> None:
         self.lines: list[str] = []
         self.process = subprocess.Popen(
-            [sys.executable, "experiments/ablation_table5.py", *args], cwd=ROOT, text=True,
+            [sys.executable, script, *args], cwd=ROOT, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )  # fmt: skip
