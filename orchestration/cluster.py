@@ -247,3 +247,41 @@ def worker_env(tracking_uri: str) -> dict[str, str]:
         if name in os.environ:
             env[name] = os.environ[name]
     return env
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How the trials of a grid or search run on the cluster it joined."""
+
+    use_gpu: bool
+    local: bool  # every trial trains in its own process (one CPU worker): Train's local mode
+    resources: TrialResources
+
+
+def open_cluster(
+    address: str | None,
+    tracking_uri: str,
+    num_cpus: int | None,
+    storage: Storage,
+    shared_storage: bool,
+    configs: list[ExperimentConfig],
+    max_concurrent: int | None,
+    placement_timeout_s: float,
+) -> Placement:
+    """Join (or start) the cluster and fit the largest of ``configs`` to it: the stores reach every
+    node, and a trial fits on one node (waiting up to ``placement_timeout_s`` for a cluster given by
+    ``address``, which may be growing). ``ClusterError`` with Ray shut down when it cannot run."""
+    try:
+        connect(address, tracking_uri, num_cpus)
+        check_stores_reach_every_node(tracking_uri, storage, shared_storage)
+        use_gpu = resolve_gpu(configs[0].scaling.use_gpu)
+        biggest = max(configs, key=lambda c: c.scaling.num_workers * c.scaling.cpus_per_worker)
+        local = all(c.scaling.num_workers == 1 and not use_gpu for c in configs)
+        resources = trial_resources(biggest, use_gpu, local, max_concurrent)
+        wait_until_placeable(
+            bundles(biggest, use_gpu, resources, local), placement_timeout_s if address else 0.0
+        )
+    except ClusterError:
+        ray.shutdown()
+        raise
+    return Placement(use_gpu, local, resources)

@@ -11,23 +11,13 @@ from ray import tune
 
 from mgn.config_io import to_dict
 from mgn.evaluation import keys
-from orchestration.cluster import (
-    ClusterError,
-    TrialResources,
-    bundles,
-    check_stores_reach_every_node,
-    connect,
-    resolve_gpu,
-    trial_resources,
-    wait_until_placeable,
-)
+from orchestration.cluster import ClusterError, TrialResources, open_cluster
 from orchestration.ensembles import evaluate_ensembles, feature_rows
 from orchestration.naming import slug
 from orchestration.planning import (
     GridOptions,
     GridState,
     Plan,
-    is_local_plan,
     record_parent,
     trial_folder,
     trial_run_name,
@@ -58,23 +48,14 @@ def run_grid(
     experiment_id = state.experiment_id if state else tracker.experiment(options.experiment_name)
     try:
         # The tracking URI reaches trials through the job's environment, never their stored config.
-        connect(options.address, uri, options.num_cpus)
+        placement = open_cluster(
+            options.address, uri, options.num_cpus, folder, options.shared_storage, list(plan.configs.values()),
+            options.max_concurrent, options.placement_timeout_s,
+        )  # fmt: skip
     except ClusterError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    try:
-        check_stores_reach_every_node(uri, folder, options.shared_storage)
-        use_gpu = resolve_gpu(plan.base.scaling.use_gpu)
-        biggest = max(plan.configs.values(), key=lambda c: c.scaling.num_workers * c.scaling.cpus_per_worker)
-        local = is_local_plan(plan, use_gpu)
-        resources = trial_resources(biggest, use_gpu, local, options.max_concurrent)
-        # A cluster started here is what it is; one given by --address may still be growing.
-        timeout = options.placement_timeout_s if options.address else 0.0
-        wait_until_placeable(bundles(biggest, use_gpu, resources, local), timeout)
-    except ClusterError as error:
-        print(f"error: {error}", file=sys.stderr)
-        ray.shutdown()
-        return 2
+    use_gpu, resources = placement.use_gpu, placement.resources
     try:
         if state is None:
             state = GridState(
@@ -90,7 +71,7 @@ def run_grid(
         state.write(folder)
         print(
             f"grid {folder}\nMLflow: experiment '{options.experiment_name}', parent run {state.parent_run_id}\n"
-            f"{'local mode' if is_local_plan(plan, use_gpu) else 'worker groups'}, {'GPU' if use_gpu else 'CPU'}, "
+            f"{'local mode' if placement.local else 'worker groups'}, {'GPU' if use_gpu else 'CPU'}, "
             f"{resources.concurrency} trial(s) at a time"
         )
         tuner = build_tuner(plan, options, state, folder, use_gpu, resources)

@@ -25,17 +25,8 @@ from mgn.data.loading import load_dataset
 from mgn.data.records import DatasetError
 from mgn.evaluation import keys
 from mgn.search import Candidate, SearchConfig, apply, baseline
-from orchestration.cluster import (
-    ClusterError,
-    TrialResources,
-    bundles,
-    check_stores_reach_every_node,
-    connect,
-    resolve_gpu,
-    trial_resources,
-    wait_until_placeable,
-)
-from orchestration.planning import is_local, trial_folder
+from orchestration.cluster import ClusterError, TrialResources, open_cluster
+from orchestration.planning import trial_folder
 from orchestration.search_plan import (
     BASE_ROW,
     FINAL_STAGE,
@@ -81,7 +72,7 @@ def run_search_trial(params: dict[str, Any]) -> None:
                     "stage": SEARCH_STAGE,
                     "candidate": json.dumps(params["candidate"]),
                     "base_recipe": str(is_base).lower(),
-                },  # fmt: skip
+                },
             },
         }
     )
@@ -198,14 +189,11 @@ def record_outcomes(tracker: Tracker, state: SearchState, scored: list[Scored]) 
             tracker.finish(run.run_id)
 
 
-def winner(scored: list[Scored], base: Candidate) -> Scored:
-    """The best finished trial by validation mAP; the base recipe unless a candidate beats it."""
+def winner(scored: list[Scored], base: Candidate) -> Scored | None:
+    """The best finished trial by validation mAP (the base recipe unless a candidate beats it);
+    None when no trial trained to its end."""
     finished = [s for s in scored if s.status == "finished"]
-    if not finished:
-        raise RuntimeError(
-            "no search trial finished its training: nothing to choose from (see the failures above)"
-        )
-    return max(finished, key=lambda s: (s.val_map, s.candidate == base))
+    return max(finished, key=lambda s: (s.val_map, s.candidate == base), default=None)
 
 
 def final_trials(search: SearchConfig, chosen: Candidate) -> list[dict[str, Any]]:
@@ -273,22 +261,16 @@ def run_search(
     search: SearchConfig, options: SearchOptions, uri: str, folder: Storage, state: SearchState
 ) -> int:
     tracker = Tracker(uri)
+    validating = search.validating(search.base)
     try:
-        connect(options.address, uri, options.num_cpus)
+        placement = open_cluster(
+            options.address, uri, options.num_cpus, folder, options.shared_storage, [validating],
+            options.max_concurrent, options.placement_timeout_s,
+        )  # fmt: skip
     except ClusterError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    try:
-        check_stores_reach_every_node(uri, folder, options.shared_storage)
-        validating = search.validating(search.base)
-        use_gpu = resolve_gpu(validating.scaling.use_gpu)
-        local = is_local(validating, use_gpu)
-        resources = trial_resources(validating, use_gpu, local, options.max_concurrent)
-        wait_until_placeable(bundles(validating, use_gpu, resources, local), 0.0)
-    except ClusterError as error:
-        print(f"error: {error}", file=sys.stderr)
-        ray.shutdown()
-        return 2
+    use_gpu, resources = placement.use_gpu, placement.resources
     try:
         setup = TrialSetup(table=TABLE, script=SCRIPT, experiment_id=state.experiment_id,
                            parent_run_id=state.parent_run_id, storage=folder.uri, git_commit=git_commit(),
@@ -302,6 +284,11 @@ def run_search(
         scored = scored_trials(folder, results, search)
         record_outcomes(tracker, state, scored)
         chosen = winner(scored, baseline(search.base))
+        if chosen is None:
+            print("error: no search trial trained to its end (see the failures above): nothing to choose from",
+                  file=sys.stderr)  # fmt: skip
+            tracker.finish(state.parent_run_id, failed=True)
+            return 1
         print(f"winner: {chosen.trial_id} {describe(chosen.candidate)}, val mAP {chosen.val_map:.1f}")
         # The first time anything reads the test set: the chosen recipe is fixed by now.
         try:

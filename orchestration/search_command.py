@@ -68,6 +68,8 @@ def parser() -> argparse.ArgumentParser:
         "--max-failures", type=int, default=2, help="restarts of a failing trial before it is given up"
     )
     p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    p.add_argument("--placement-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="with --address: how long to wait for a node that can hold a trial")  # fmt: skip
     p.add_argument("--num-cpus", type=int, help=argparse.SUPPRESS)  # size of a local Ray instance (tests)
     return p
 
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         max_failures=args.max_failures,
         max_concurrent=args.max_concurrent,
         shared_storage=args.shared_storage,
+        placement_timeout_s=args.placement_timeout,
     )
     try:
         if state is None:

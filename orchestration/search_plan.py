@@ -37,6 +37,7 @@ class SearchOptions:
     max_failures: int = 2
     max_concurrent: int | None = None
     shared_storage: bool = False
+    placement_timeout_s: float = 300.0  # how long a cluster given by --address may take to fit a trial
 
 
 @dataclass(frozen=True)
