@@ -5,7 +5,7 @@ A Ray Tune search (Optuna's TPE proposing, ASHA stopping poor trials early) over
 validation split, records each as an MLflow child run with its validation curve, and never reads the
 test set. The winner is written as results/recipe_search.yaml; it and the base recipe are then trained
 on every training identity with several seeds and evaluated once on the test set: results/recipe_search.md.
-Without --data-root it searches around smoke() on the embedded synthetic data set (~10 minutes, 2 cores).
+Without --data-root it searches around smoke() on the embedded synthetic data set (~12 minutes, 2 cores).
 `python experiments/recipe_search.py --help` lists the options.
 """
 

@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
         description="Search for the training recipe with the best validation mAP (Ray Tune: Optuna's TPE and ASHA), "
         "on training identities held out from training, then train the winner and the base recipe with several "
         "seeds and evaluate both, once, on the test set. Without --data-root: around smoke() on the embedded "
-        "synthetic data set (about 10 minutes on 2 cores).",
+        "synthetic data set (about 12 minutes on 2 cores).",
     )
     p.add_argument("--profile", choices=[p.value for p in SEARCHES],
                    help="the named study (default: smoke without --data-root, else paper)")  # fmt: skip

@@ -133,7 +133,8 @@ def source_tags(command: str, description: str) -> dict[str, str]:
 
 
 def git_commit(project_root: Path = PROJECT_ROOT) -> str:
-    """The checked-out commit, with ``-dirty`` when files differ from it; ``unknown`` outside git."""
+    """The checked-out commit, with ``-dirty`` when files differ from it; ``unknown`` outside git.
+    The generated tables in ``results/`` do not count: regenerating them changes no experiment."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],
@@ -143,7 +144,7 @@ def git_commit(project_root: Path = PROJECT_ROOT) -> str:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
             cwd=project_root,
             capture_output=True,
             text=True,
