@@ -39,6 +39,10 @@ def cluster(object_store: ObjectStore) -> Iterator:
             "include_dashboard": True,  # its State API keeps Train-inside-Tune from hanging (ray#54305)
             "dashboard_host": "127.0.0.1",
             "dashboard_port": free_port(),
+            # A killed node's raylet refuses the GCS's health checks at once: declare it dead after 3 of
+            # them a second apart (Ray's default, 5 every 3 s, adds 12 s to the lost-node test). Each
+            # check still waits Ray's 10 s before a live but busy node counts as failing one.
+            "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3},
         },
     )
     try:

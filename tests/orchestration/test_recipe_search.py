@@ -28,13 +28,13 @@ TEST_FOLDERS = ("query", "bounding_box_test", "gt_bbox")
 
 
 def _study(data_root: Path) -> dict:
-    """Three trials of two epochs on 4 held-out of 12 training ids, judged after the first epoch."""
+    """Two trials of two epochs on 4 held-out of 12 training ids, judged after the first epoch."""
     return {
         "validation_ids": 4,
-        "trials": 3,
+        "trials": 2,
         "grace_epochs": 1,
         "final_seeds": 1,
-        "startup_trials": 2,
+        "startup_trials": 1,
         "base": {
             "data": {
                 "height": 64,
@@ -78,10 +78,10 @@ def test_a_search_never_reads_the_test_set_and_resumes_after_its_driver_is_kille
 
     # Tune saves its state every second; the driver dies once a trial has finished.
     driver = Process(args, env={"TUNE_GLOBAL_CHECKPOINT_S": "1"}, script=SCRIPT)
-    driver.wait_for(r"^\[search 1/3\] \w+ .*: val mAP")
+    driver.wait_for(r"^\[search 1/2\] \w+ .*: val mAP")
     time.sleep(3)  # Tune has saved that the trial ended
     driver.kill()
-    ended = {f"search-{m[1]}" for line in driver.lines if (m := re.match(r"^\[search \d/3\] (\w+) ", line))}
+    ended = {f"search-{m[1]}" for line in driver.lines if (m := re.match(r"^\[search \d/2\] (\w+) ", line))}
     assert ended and all(n == 1 for n in _attempts(storage).values())
 
     # Resumed with the test images still unreadable: the search ends, and only then is the test set read.
@@ -91,7 +91,7 @@ def test_a_search_never_reads_the_test_set_and_resumes_after_its_driver_is_kille
     assert "FAILED" not in log and "winner: " in log
     assert "error: the test set, read for the final evaluation" in log and "--resume" in log
     attempts = _attempts(storage)
-    assert len(attempts) == 3 and all(attempts[name] == 1 for name in ended)  # not trained again
+    assert len(attempts) == 2 and all(attempts[name] == 1 for name in ended)  # not trained again
 
     for name in TEST_FOLDERS:
         shutil.rmtree(dataset / name)
@@ -103,7 +103,7 @@ def test_a_search_never_reads_the_test_set_and_resumes_after_its_driver_is_kille
     runs = children(uri, "MGN recipe search")
     search = [r for r in runs if r.data.tags["mgn.stage"] == "search"]
     tested = [r for r in runs if r.data.tags["mgn.stage"] == "final"]
-    assert len(search) == 3 and {r.data.tags["mgn.row"] for r in search} == {
+    assert len(search) == 2 and {r.data.tags["mgn.row"] for r in search} == {
         n.replace("-", " ", 1) for n in attempts
     }
     client = MlflowClient(uri)
