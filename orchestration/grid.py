@@ -233,18 +233,17 @@ def publish_grid(
         print(f"differing from {plan.spec.compare_to} beyond chance (95%, paired bootstrap over the test queries): "
               + ("; ".join(table.significant) or "none"))  # fmt: skip
     print(f"wrote {', '.join(str(p) for p in paths)}")
-    print(runs_banner(tracker, state.experiment_id, state.parent_run_id))
+    print(runs_banner(tracker, state.experiment_id, state.parent_run_id, RUNS_VIEW_METRICS))
     return 1 if failed else 0
 
 
 RUNS_VIEW_METRICS = [keys.R1, keys.MAP, keys.MINP, keys.reranked(keys.R1), keys.reranked(keys.MAP)]
 
 
-def runs_banner(tracker: Tracker, experiment_id: str, parent_run_id: str) -> str:
-    """The last lines of a grid: how to open its runs (a local store needs ``mlflow ui`` first)."""
-    url = tracker.runs_url(
-        experiment_id, tracker.share_runs_view(experiment_id, parent_run_id, RUNS_VIEW_METRICS)
-    )
+def runs_banner(tracker: Tracker, experiment_id: str, parent_run_id: str, metrics: list[str]) -> str:
+    """The last lines of a grid or search: how to open its runs, with ``metrics`` as columns (a local
+    store needs ``mlflow ui`` first)."""
+    url = tracker.runs_url(experiment_id, tracker.share_runs_view(experiment_id, parent_run_id, metrics))
     if tracker.uri.startswith(("http://", "https://")):
         return f"runs: {url}"
     return (

@@ -26,6 +26,7 @@ from mgn.data.records import DatasetError
 from mgn.evaluation import keys
 from mgn.search import Candidate, SearchConfig, apply, baseline
 from orchestration.cluster import ClusterError, TrialResources, open_cluster
+from orchestration.grid import runs_banner
 from orchestration.planning import trial_folder
 from orchestration.search_plan import (
     BASE_ROW,
@@ -47,6 +48,8 @@ from orchestration.trial import TrialSetup, run_trial
 from orchestration.worker import DIVERGED_FILE, DONE_FILE, KEEP_CHECKPOINTS, ONGOING_EPOCH
 
 METRIC = keys.validation(keys.MAP)  # what the searcher maximises and ASHA judges
+# The runs table's columns: search trials fill the validation ones, final trials the test ones.
+RUNS_VIEW_METRICS = [METRIC, keys.validation(keys.R1), keys.R1, keys.MAP, keys.reranked(keys.MAP)]
 
 
 def search_row(trial_id: str) -> str:
@@ -309,6 +312,8 @@ def run_search(
                 return 1
             return _interrupted(tracker, state, folder, "final training")
         replay_grid(folder, tracker)
-        return publish_search(search, tracker, state, scored, chosen, options.results_dir)
+        publish_search(search, tracker, state, scored, chosen, options.results_dir)
+        print(runs_banner(tracker, state.experiment_id, state.parent_run_id, RUNS_VIEW_METRICS))
+        return 0
     finally:
         ray.shutdown()

@@ -154,4 +154,3 @@ def publish_search(
         + ("; ".join(significant) or "none")
     )
     print(f"wrote {path}, {recipe}")
-    return 0
