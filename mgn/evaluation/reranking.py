@@ -24,6 +24,12 @@ from torch import Tensor
 from mgn.evaluation.distance import as_features, query_blocks
 from mgn.evaluation.neighbours import GalleryPass, Neighbours, gallery_pass, neighbours
 
+# Queries per step of the Jaccard stage, so that its pair arrays (positions, overlaps, cells: one per
+# query entry x gallery entry sharing a column) and its (rows, G) accumulator stay in the caches. On
+# the benchmark's multiple-query problem (110 M pairs, hub columns) 32 rows take 1.2 s where 512 took
+# 3.0 s; single query (3.3 M pairs) 0.17 s against 0.3 s. The sums are the same, in the same order.
+JACCARD_ROWS = 32
+
 
 def _reciprocal(neighbours: Tensor) -> Tensor:
     """(N, k+1) nearest-first neighbours -> (N, k+1) mask: j is a neighbour of i and i of j."""
@@ -171,7 +177,7 @@ def re_rank_with_distances(
     v_query = v[:num_query]
     v_gallery = v[num_query:].tocsc()
     width = n - num_query
-    for block_rows in query_blocks(num_query, max(1, block // 4)):
+    for block_rows in query_blocks(num_query, JACCARD_ROWS):
         part = v_query[block_rows].tocoo()
         starts = v_gallery.indptr[part.col]
         lengths = v_gallery.indptr[part.col + 1] - starts
