@@ -44,7 +44,9 @@ class PerQuery:
         """One array per seed of ``cell``'s trial; empty when any seed lacks them (an older run)."""
         if cell is None or cell.trial is None:  # an ensemble: no per-query values
             return []
-        runs = [run for run in self._runs if run.row == cell.trial]
+        # In seed order, not the store's (which follows finishing times): the seed resampling
+        # draws by position, so the same runs give the same interval however they finished.
+        runs = sorted((run for run in self._runs if run.row == cell.trial), key=lambda run: run.seed)
         found = [self._values.get(run.run_id, {}).get(cell.key) for run in runs]
         return [] if not found or any(v is None for v in found) else found
 

@@ -53,3 +53,12 @@ def test_seeds_of_a_row_are_resampled_together():
     per_query = PerQuery(_Store(files), [_run("s0", "MGN", 0), _run("s1", "MGN", 1)])
     stats = per_query.statistics(Cell("MGN", "R1"), None)
     assert stats.interval.mean == np.mean(base) + 2 and stats.versus is None
+
+
+def test_an_interval_does_not_depend_on_the_order_the_seeds_finished_in():
+    rng = np.random.default_rng(1)
+    files = {f"s{s}": {"mAP": rng.uniform(0, 100, 60)} for s in range(3)}
+    runs = [_run(f"s{s}", "MGN", s) for s in range(3)]
+    listed = PerQuery(_Store(files), runs).statistics(Cell("MGN", "mAP"), None)
+    finished_otherwise = PerQuery(_Store(files), runs[::-1]).statistics(Cell("MGN", "mAP"), None)
+    assert listed == finished_otherwise  # the store lists runs newest first: regenerated tables agree
