@@ -214,22 +214,30 @@ def describe(plan: Plan, shapes: dict[tuple[str, int], TrialShape]) -> list[str]
     return lines
 
 
-def _grids(storage: Storage, prefix: str) -> list[Storage]:
-    return [g for g in storage.children() if g.name.startswith(f"{prefix}-") and (g / STATE_FILE).exists()]
+def run_folder(storage: Storage, prefix: str, state_file: str, resume: str | None, what: str) -> Storage:
+    """A new folder ``<prefix>-<time>-<random>`` (unique: two runs started in the same second get
+    two), or with ``resume`` the latest (``"latest"``) or named one holding ``state_file``."""
+    if resume is None:
+        return storage / f"{prefix}-{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    if resume == "latest":
+        found = [
+            g for g in storage.children() if g.name.startswith(f"{prefix}-") and (g / state_file).exists()
+        ]
+        folder = found[-1] if found else None
+    else:
+        folder = storage / resume
+    if folder is None or not (folder / state_file).exists():
+        raise UsageError(f"--resume: no {what} ({prefix}-*) to resume in {storage}")
+    return folder
 
 
 def grid_folder(
     storage: Storage, spec: PaperTable, base: ExperimentConfig, resume: str | None
 ) -> tuple[Storage, GridState | None]:
-    """A new grid folder (unique: two grids started in the same second get two), or the one to
-    resume (with its saved state)."""
+    """A new grid folder, or the one to resume (with its saved state)."""
     prefix = f"{spec.key}-{base.profile.value}-{base.data.dataset.value}"
-    if resume is None:
-        return storage / f"{prefix}-{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}", None
-    folder = (_grids(storage, prefix) or [None])[-1] if resume == "latest" else storage / resume
-    if folder is None or not (folder / STATE_FILE).exists():
-        raise UsageError(f"--resume: no grid of {spec.key} ({prefix}-*) to resume in {storage}")
-    return folder, GridState.read(folder)
+    folder = run_folder(storage, prefix, STATE_FILE, resume, f"grid of {spec.key}")
+    return folder, (GridState.read(folder) if resume is not None else None)
 
 
 def networks_tag(plan: Plan) -> str:
@@ -338,10 +346,6 @@ def record_parent(tracker: Tracker, plan: Plan, experiment_id: str, command: str
     )
     tracker.log_params(run_id, flatten(plan.base))
     return run_id
-
-
-def is_local_plan(plan: Plan, use_gpu: bool) -> bool:
-    return all(is_local(c, use_gpu) for c in plan.configs.values())
 
 
 def _union_of_deviations(plan: Plan) -> str:

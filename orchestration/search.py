@@ -27,7 +27,7 @@ from mgn.evaluation import keys
 from mgn.search import Candidate, SearchConfig, apply, baseline
 from orchestration.cluster import ClusterError, TrialResources, open_cluster
 from orchestration.grid import runs_banner
-from orchestration.planning import trial_folder
+from orchestration.planning import GridOptions, trial_folder
 from orchestration.search_plan import (
     BASE_ROW,
     FINAL_STAGE,
@@ -35,7 +35,6 @@ from orchestration.search_plan import (
     SEARCH_STAGE,
     SEARCHED_ROW,
     TABLE,
-    SearchOptions,
     SearchState,
     final_seeds,
 )
@@ -261,7 +260,7 @@ def _unfinished_search(results: tune.ResultGrid | None, search: SearchConfig) ->
 
 
 def run_search(
-    search: SearchConfig, options: SearchOptions, uri: str, folder: Storage, state: SearchState
+    search: SearchConfig, options: GridOptions, uri: str, folder: Storage, state: SearchState
 ) -> int:
     tracker = Tracker(uri)
     validating = search.validating(search.base)

@@ -12,11 +12,10 @@ from mgn.data.records import DatasetError
 from mgn.search import SEARCHES
 from orchestration.driver_lock import GridLocked, acquire, release
 from orchestration.experiment import check_results_dir
-from orchestration.planning import UsageError
+from orchestration.planning import GridOptions, UsageError
 from orchestration.search_plan import (
     EXPERIMENT,
     SCRIPT,
-    SearchOptions,
     check_validation_data,
     new_state,
     resumed_study,
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from orchestration.search import run_search  # Ray is imported only once the input is known to be good
 
-    options = SearchOptions(
+    options = GridOptions(  # a search runs its trials as a grid does, without model logging
         experiment_name=args.experiment_name,
         results_dir=args.results_dir,
         address=args.address,

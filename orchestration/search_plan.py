@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import secrets
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from mgn.config_io import apply_overrides, flatten, from_dict, merged, read_mapp
 from mgn.data.loading import load_dataset
 from mgn.data.records import ReidDataset
 from mgn.search import SEARCHES, SearchConfig
-from orchestration.planning import UsageError
+from orchestration.planning import UsageError, run_folder
 from orchestration.storage import Storage
 from orchestration.tracking import Tracker, git_commit, redact, source_tags
 
@@ -26,18 +25,6 @@ EXPERIMENT = "MGN recipe search"
 STATE_FILE = "mgn_search.json"
 SEARCH_STAGE, FINAL_STAGE = "search", "final"  # Tune folders, and the mgn.stage tag of the runs
 BASE_ROW, SEARCHED_ROW = "base recipe", "searched recipe"
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    experiment_name: str
-    results_dir: Path
-    address: str | None = None
-    num_cpus: int | None = None
-    max_failures: int = 2
-    max_concurrent: int | None = None
-    shared_storage: bool = False
-    placement_timeout_s: float = 300.0  # how long a cluster given by --address may take to fit a trial
 
 
 @dataclass(frozen=True)
@@ -94,18 +81,8 @@ def search_folder(
     storage: Storage, search: SearchConfig, resume: str | None
 ) -> tuple[Storage, SearchState | None]:
     prefix = f"{TABLE}-{search.base.profile.value}-{search.base.data.dataset.value}"
-    if resume is None:
-        return storage / f"{prefix}-{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}", None
-    if resume == "latest":
-        found = [
-            g for g in storage.children() if g.name.startswith(f"{prefix}-") and (g / STATE_FILE).exists()
-        ]
-        folder = found[-1] if found else None
-    else:
-        folder = storage / resume
-    if folder is None or not (folder / STATE_FILE).exists():
-        raise UsageError(f"--resume: no recipe search ({prefix}-*) to resume in {storage}")
-    return folder, SearchState.read(folder)
+    folder = run_folder(storage, prefix, STATE_FILE, resume, "recipe search")
+    return folder, (SearchState.read(folder) if resume is not None else None)
 
 
 def resumed_study(search: SearchConfig, state: SearchState, changed: bool, folder: Storage) -> SearchConfig:
