@@ -29,6 +29,53 @@ from orchestration.tracking import (
 )
 
 
+def add_run_options(p: argparse.ArgumentParser, experiment_name: str, written: str) -> None:
+    """Where trials run and their results go: the options a table script and the recipe search share."""
+    p.add_argument("--address", help="a running Ray cluster (default: start one on this machine)")
+    p.add_argument(
+        "--storage-path",
+        default=str(PROJECT_ROOT / "ray_results"),
+        metavar="PATH_OR_URI",
+        help="where trials, checkpoints and features go: a local folder (default ./ray_results) or an "
+        "object store every node reaches (s3://bucket/prefix; endpoint and credentials from the "
+        "environment)",
+    )
+    p.add_argument("--shared-storage", action="store_true",
+                   help="the local --storage-path is a shared filesystem (NFS) mounted at the same path on every "
+                        "node; without it a multi-node cluster needs an object-store URI")  # fmt: skip
+    p.add_argument(
+        "--tracking-uri", help="MLflow store or server (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)"
+    )
+    p.add_argument("--experiment-name", default=experiment_name, help="MLflow experiment")
+    p.add_argument("--results-dir", type=Path, default=PROJECT_ROOT / "results", help=f"where {written}")
+    p.add_argument(
+        "--max-failures", type=int, default=2, help="restarts of a failing trial before it is given up"
+    )
+    p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    p.add_argument("--placement-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="with --address: how long to wait for a node that can hold a trial (an autoscaler "
+                        "adding one) before giving up with a message")  # fmt: skip
+    p.add_argument("--num-cpus", type=int, help=argparse.SUPPRESS)  # size of a local Ray instance (tests)
+
+
+def run_options(
+    args: argparse.Namespace, log_checkpoint: bool = False, register: bool = False
+) -> GridOptions:
+    """The ``add_run_options`` of a parsed command line, as the grid (and the search) take them."""
+    return GridOptions(
+        experiment_name=args.experiment_name,
+        results_dir=args.results_dir,
+        address=args.address,
+        num_cpus=args.num_cpus,
+        max_failures=args.max_failures,
+        max_concurrent=args.max_concurrent,
+        log_checkpoint=log_checkpoint,
+        register=register,
+        shared_storage=args.shared_storage,
+        placement_timeout_s=args.placement_timeout,
+    )
+
+
 def parser(spec: PaperTable, script: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=script,
@@ -58,34 +105,9 @@ def parser(spec: PaperTable, script: str) -> argparse.ArgumentParser:
         default=None,
         help="train on GPUs (default: if the cluster has them)",
     )
-    p.add_argument("--address", help="a running Ray cluster (default: start one on this machine)")
-    p.add_argument(
-        "--storage-path",
-        default=str(PROJECT_ROOT / "ray_results"),
-        metavar="PATH_OR_URI",
-        help="where grids, checkpoints and features go: a local folder (default ./ray_results) or an "
-        "object store every node reaches (s3://bucket/prefix; endpoint and credentials from the "
-        "environment)",
-    )
-    p.add_argument("--shared-storage", action="store_true",
-                   help="the local --storage-path is a shared filesystem (NFS) mounted at the same path on every "
-                        "node; without it a multi-node cluster needs an object-store URI")  # fmt: skip
-    p.add_argument(
-        "--tracking-uri", help="MLflow store or server (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)"
-    )
-    p.add_argument("--experiment-name", default=spec.experiment_name, help="MLflow experiment")
+    add_run_options(p, spec.experiment_name, "the table is written")
     p.add_argument("--resume", nargs="?", const="latest", metavar="GRID",
                    help="finish an interrupted grid (the latest of this table, or the named folder) without retraining finished trials")  # fmt: skip
-    p.add_argument(
-        "--results-dir", type=Path, default=PROJECT_ROOT / "results", help="where the table is written"
-    )
-    p.add_argument(
-        "--max-failures", type=int, default=2, help="restarts of a failing trial before it is given up"
-    )
-    p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
-    p.add_argument("--placement-timeout", type=float, default=300.0, metavar="SECONDS",
-                   help="with --address: how long to wait for a node that can hold a trial (an autoscaler "
-                        "adding one) before giving up with a message")  # fmt: skip
     p.add_argument("--log-checkpoint", action="store_true",
                    help="log each trial's trained embedding network to MLflow: an MLflow Model (ONNX, with "
                         "signature and input example) and the weights file the mgn commands read")  # fmt: skip
@@ -95,7 +117,6 @@ def parser(spec: PaperTable, script: str) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", type=int, nargs="?", const=1, metavar="STEPS",
                    help="train every row for STEPS steps (default 1) at full shape and embed one test batch, "
                         "print time and peak memory per row and forecast the grid; no Ray, no MLflow")  # fmt: skip
-    p.add_argument("--num-cpus", type=int, help=argparse.SUPPRESS)  # size of a local Ray instance (tests)
     return p
 
 
@@ -144,18 +165,7 @@ def run(spec: PaperTable, argv: list[str] | None, script: str) -> int:
         return 2
     from orchestration.grid import run_grid  # Ray is imported only once the input is known to be good
 
-    options = GridOptions(
-        experiment_name=args.experiment_name,
-        results_dir=args.results_dir,
-        address=args.address,
-        num_cpus=args.num_cpus,
-        max_failures=args.max_failures,
-        max_concurrent=args.max_concurrent,
-        log_checkpoint=args.log_checkpoint or args.register,
-        register=args.register,
-        shared_storage=args.shared_storage,
-        placement_timeout_s=args.placement_timeout,
-    )
+    options = run_options(args, log_checkpoint=args.log_checkpoint or args.register, register=args.register)
     try:
         return run_grid(plan, options, uri, folder, state, command)
     finally:

@@ -11,8 +11,8 @@ from mgn.config import ConfigError
 from mgn.data.records import DatasetError
 from mgn.search import SEARCHES
 from orchestration.driver_lock import GridLocked, acquire, release
-from orchestration.experiment import check_results_dir
-from orchestration.planning import GridOptions, UsageError
+from orchestration.experiment import add_run_options, check_results_dir, run_options
+from orchestration.planning import UsageError
 from orchestration.search_plan import (
     EXPERIMENT,
     SCRIPT,
@@ -24,7 +24,6 @@ from orchestration.search_plan import (
 )
 from orchestration.storage import Storage, StorageError
 from orchestration.tracking import (
-    PROJECT_ROOT,
     Tracker,
     TrackingUnavailable,
     check_reachable,
@@ -48,28 +47,9 @@ def parser() -> argparse.ArgumentParser:
                    help="override one field of the study, e.g. --set trials=20, --set space.epochs=[8,12], "
                         "--set base.train.epochs=10 (repeatable)")  # fmt: skip
     p.add_argument("--data-root", help="folder holding Market-1501 (see README for layouts)")
-    p.add_argument("--address", help="a running Ray cluster (default: start one on this machine)")
-    p.add_argument("--storage-path", default=str(PROJECT_ROOT / "ray_results"), metavar="PATH_OR_URI",
-                   help="where the search's trials and checkpoints go: a local folder or s3://bucket/prefix")  # fmt: skip
-    p.add_argument(
-        "--shared-storage", action="store_true", help="the local --storage-path is mounted on every node"
-    )
-    p.add_argument(
-        "--tracking-uri", help="MLflow store or server (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)"
-    )
-    p.add_argument("--experiment-name", default=EXPERIMENT, help="MLflow experiment")
+    add_run_options(p, EXPERIMENT, "the report and the recipe file are written")
     p.add_argument("--resume", nargs="?", const="latest", metavar="SEARCH",
                    help="continue an interrupted search (the latest, or the named folder) without rerunning finished trials")  # fmt: skip
-    p.add_argument(
-        "--results-dir", type=Path, default=PROJECT_ROOT / "results", help="where the report and recipe go"
-    )
-    p.add_argument(
-        "--max-failures", type=int, default=2, help="restarts of a failing trial before it is given up"
-    )
-    p.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
-    p.add_argument("--placement-timeout", type=float, default=300.0, metavar="SECONDS",
-                   help="with --address: how long to wait for a node that can hold a trial")  # fmt: skip
-    p.add_argument("--num-cpus", type=int, help=argparse.SUPPRESS)  # size of a local Ray instance (tests)
     return p
 
 
@@ -104,16 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from orchestration.search import run_search  # Ray is imported only once the input is known to be good
 
-    options = GridOptions(  # a search runs its trials as a grid does, without model logging
-        experiment_name=args.experiment_name,
-        results_dir=args.results_dir,
-        address=args.address,
-        num_cpus=args.num_cpus,
-        max_failures=args.max_failures,
-        max_concurrent=args.max_concurrent,
-        shared_storage=args.shared_storage,
-        placement_timeout_s=args.placement_timeout,
-    )
+    options = run_options(args)  # a search runs its trials as a grid does, without logging models
     try:
         if state is None:
             state = new_state(Tracker(uri), search, args.experiment_name, command, uri)
