@@ -29,6 +29,10 @@ from mgn.evaluation.neighbours import GalleryPass, Neighbours, gallery_pass, nei
 # the benchmark's multiple-query problem (110 M pairs, hub columns) 32 rows take 1.2 s where 512 took
 # 3.0 s; single query (3.3 M pairs) 0.17 s against 0.3 s. The sums are the same, in the same order.
 JACCARD_ROWS = 32
+# Pairs per step when distances outside the neighbour tables are computed: (pairs, D) temporaries of
+# a few MB are reused by the allocator, where one (misses, D) array of 100 MB is fresh memory whose
+# first touch (page faults) cost 0.5 s on the benchmark's 12,726 misses.
+MISS_PAIRS = 1024
 
 
 def _reciprocal(neighbours: Tensor) -> Tensor:
@@ -66,8 +70,27 @@ def _expanded_sets(top_idx: Tensor, k1: int, block: int) -> tuple[Tensor, Tensor
     return torch.cat(members), torch.cat(masks)
 
 
-def _lookup(features: Tensor, known: Neighbours, rows: Tensor, cols: Tensor) -> Tensor:
-    """Normalised distances of pairs (rows[p], cols[p]): from the neighbour tables, else computed."""
+def _stacked(query: Tensor, gallery: Tensor, index: Tensor) -> Tensor:
+    """Rows ``index`` of the query and gallery features stacked (query first), without stacking."""
+    out = torch.empty((len(index), query.shape[1]), device=query.device)
+    in_query = index < len(query)
+    out[in_query] = query[index[in_query]]
+    out[~in_query] = gallery[index[~in_query] - len(query)]
+    return out
+
+
+def _exact(query: Tensor, gallery: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """Squared distances of pairs of stacked images, MISS_PAIRS at a time (small temporaries)."""
+    out = torch.empty(len(rows), device=rows.device)
+    for part in query_blocks(len(rows), MISS_PAIRS):
+        difference = _stacked(query, gallery, rows[part]).sub_(_stacked(query, gallery, cols[part]))
+        out[part] = difference.pow_(2).sum(dim=1)
+    return out
+
+
+def _lookup(query: Tensor, gallery: Tensor, known: Neighbours, rows: Tensor, cols: Tensor) -> Tensor:
+    """Normalised distances of pairs (rows[p], cols[p]) of stacked images: from the neighbour
+    tables, else computed."""
     n = known.known_index.shape[0]
     valid = known.known_index >= 0
     row_of = torch.arange(n, device=rows.device)[:, None].expand_as(valid)
@@ -79,7 +102,7 @@ def _lookup(features: Tensor, known: Neighbours, rows: Tensor, cols: Tensor) -> 
     values = torch.where(hit, cache_vals[position], torch.zeros((), device=rows.device))
     miss = (~hit).nonzero().squeeze(1)
     if miss.numel():  # outside the tables: computed exactly
-        values[miss] = (features[rows[miss]] - features[cols[miss]]).pow(2).sum(dim=1)
+        values[miss] = _exact(query, gallery, rows[miss], cols[miss])
     return values / known.row_max.clamp(min=torch.finfo(torch.float32).tiny)[rows]
 
 
@@ -151,16 +174,15 @@ def re_rank_with_distances(
     )
     _check(query, gallery, k1, k2)
     shared = shared or share_gallery(gallery, k1, k2, cache_size=cache_size, block=block)
-    features = torch.cat([query, shared.gallery])
-    known, query_gallery = neighbours(features, query.shape[0], shared, block)
-    n, num_query = features.shape[0], query.shape[0]
+    known, query_gallery = neighbours(query, shared, block)
+    n, num_query = query.shape[0] + shared.gallery.shape[0], query.shape[0]
     original = query_gallery / known.row_max[:num_query, None].clamp(min=torch.finfo(torch.float32).tiny)
 
     # V: for each image, the Gaussian-weighted (exp(-d)) memberships of its expanded k-reciprocal set.
     members, mask = _expanded_sets(known.near_index, k1, block)
     rows = torch.arange(n, device=members.device)[:, None].expand_as(members)[mask]
     cols = members[mask]
-    weights = torch.exp(-_lookup(features, known, rows, cols))
+    weights = torch.exp(-_lookup(query, shared.gallery, known, rows, cols))
     weights = (weights / torch.zeros(n, device=weights.device).index_add_(0, rows, weights)[rows]).cpu()
     rows, cols = rows.cpu(), cols.cpu()
     v = sp.csr_matrix((weights.numpy(), (rows.numpy(), cols.numpy())), shape=(n, n))
