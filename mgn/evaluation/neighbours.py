@@ -14,12 +14,14 @@ The matrix products run on the features' device (a GPU when they are there; ``di
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
 
-from mgn.evaluation.distance import product_into, products, query_blocks, squared_norms
+from mgn.evaluation.distance import product_into, product_runner, products, query_blocks, squared_norms
 from mgn.evaluation.selection import down_to_bound, smallest
 
 # Extra candidates taken at each cut, so that a tie straddling the k-th neighbour is still ordered
@@ -30,6 +32,11 @@ TIE_MARGIN = 8
 ALONG_GROUP = 32
 # Rows per group when reading down a strip's columns: a hit group costs this many gathered entries.
 DOWN_GROUP = 8
+# Columns per product task of a strip: small enough that the threads sharing a strip's tasks finish
+# together (a 2,048 x 1,024 product takes about 65 ms on one core), large enough for full BLAS speed.
+COLUMN_CHUNK = 1024
+
+ProductRunner = Callable[[Sequence[Callable[[], None]]], None]
 
 
 def _ordered(values: Tensor, index: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -148,23 +155,30 @@ class Side:
         return self.features.shape[0]
 
 
-def _strip(buffer: Tensor, side: Side, start: int, stop: int, tail: Side | None = None) -> Tensor:
+def _strip(
+    buffer: Tensor, side: Side, start: int, stop: int, run: ProductRunner, tail: Side | None = None
+) -> Tensor:
     """Squared distances of ``side`` rows start:stop to its rows start:N, then (given) to every
     row of ``tail``: (stop - start, N - start [+ len(tail)]), a view of ``buffer``, not clamped at 0.
 
     The diagonal block is symmetric: NumPy computes ``x @ x.T`` as one triangle (syrk) and mirrors
-    it, 40% less time than the full block; everything right of it is one product each.
+    it, 40% less time than the full block. Everything right of it is one product per
+    ``COLUMN_CHUNK`` columns, the chunks shared out among ``run``'s threads.
     """
     size, own = stop - start, len(side) - start
     d2 = buffer[:size, : own + (len(tail) if tail is not None else 0)]
     x, squared = side.features[start:stop], side.squared[start:stop]
-    torch.add(squared[:, None], products(x, x).to(x.device), alpha=-2.0, out=d2[:, :size])
-    d2[:, :size] += squared[None, :]
     left = side.left(slice(start, stop))
-    if size < own:
-        product_into(d2[:, size:own], left, side.right[stop:])
-    if tail is not None:
-        product_into(d2[:, own:], left, tail.right)
+    diagonal: list[Tensor] = []
+    tasks = [lambda: diagonal.append(products(x, x))]
+    pieces = [(side.right[stop:], size)] + ([(tail.right, own)] if tail is not None else [])
+    for right, at in pieces:
+        for chunk in query_blocks(right.shape[0], COLUMN_CHUNK):
+            out = d2[:, at + chunk.start : at + chunk.stop]
+            tasks.append(partial(product_into, out, left, right[chunk]))
+    run(tasks)
+    torch.add(squared[:, None], diagonal[0].to(x.device), alpha=-2.0, out=d2[:, :size])
+    d2[:, :size] += squared[None, :]
     return d2
 
 
@@ -185,8 +199,9 @@ def gallery_pass(gallery: Tensor, near: int, cache: int, block: int) -> GalleryP
     side = Side.of(gallery)
     running = _Running.empty(len(side), cache, near, gallery.device)
     buffer = torch.empty((min(block, len(side)), len(side)), device=gallery.device)
-    for rows in query_blocks(len(side), block):
-        running.read_strip(_strip(buffer, side, rows.start, rows.stop), rows.start, rows.stop)
+    with product_runner(gallery.device) as run:
+        for rows in query_blocks(len(side), block):
+            running.read_strip(_strip(buffer, side, rows.start, rows.stop, run), rows.start, rows.stop)
     return GalleryPass(side, running, near)
 
 
@@ -209,8 +224,9 @@ def neighbours(query: Tensor, shared: GalleryPass, block: int) -> tuple[Neighbou
     side = Side.of(query)
     query_gallery = torch.empty((num_query, n - num_query), device=query.device)
     buffer = torch.empty((min(block, num_query), n), device=query.device)
-    for rows in query_blocks(num_query, block):
-        d2 = _strip(buffer, side, rows.start, rows.stop, tail=shared.side)
-        running.read_strip(d2, rows.start, rows.stop)
-        torch.clamp(d2[:, num_query - rows.start :], min=0, out=query_gallery[rows])
+    with product_runner(query.device) as run:
+        for rows in query_blocks(num_query, block):
+            d2 = _strip(buffer, side, rows.start, rows.stop, run, tail=shared.side)
+            running.read_strip(d2, rows.start, rows.stop)
+            torch.clamp(d2[:, num_query - rows.start :], min=0, out=query_gallery[rows])
     return running.freeze(near), query_gallery

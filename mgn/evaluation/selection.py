@@ -46,11 +46,13 @@ def down_to_bound(values: Tensor, bound: Tensor, k: int, group: int) -> tuple[Te
     """Every entry of (R, W) ``values`` that can be among the k smallest of its column once joined
     to that column's k smallest so far, whose largest is ``bound`` (W,) (inf: fewer than k so far).
 
-    Returns (columns, rows, values), one per entry, ordered by column then row. An entry qualifies
-    when it is <= the column's bound, tightened, where the bound is inf, to the k-th smallest of
-    the column's group minima (an upper bound of its k-th smallest entry). Groups of ``group`` rows
-    whose minimum exceeds the bound are never read again: once a column has its k nearest from
-    the strips above, a strip of b rows brings it about k * b / (rows above) new candidates.
+    Returns (columns, rows, values), one per entry, ordered by column then row. Groups of
+    ``group`` rows whose minimum exceeds the column's bound are never read again: once a column
+    has its k nearest from the strips above, a strip of b rows brings it about k * b / (rows above)
+    candidates. Where more than k groups beat the bound (no bound yet, or rows that are nearer to
+    the column than everything above, as sorted identities or hub queries are), the bound is first
+    tightened to the k-th smallest group minimum, an upper bound of the column's k-th smallest
+    entry; so no column reads more than about k groups.
     """
     rows, width = values.shape
     whole = rows // group * group
@@ -58,10 +60,11 @@ def down_to_bound(values: Tensor, bound: Tensor, k: int, group: int) -> tuple[Te
     if whole < rows:
         minima = torch.cat([minima, values[whole:].amin(dim=0, keepdim=True)])
     by_column = minima.T  # (W, R // group), a view
-    bound = bound.clone()
-    unfilled = torch.isinf(bound)
-    if by_column.shape[1] >= k and bool(unfilled.any()):
-        bound[unfilled] = torch.topk(by_column[unfilled], k, dim=1, largest=False).values[:, -1]
+    crowded = (by_column <= bound[:, None]).sum(dim=1) > k  # never true with at most k groups
+    if bool(crowded.any()):
+        bound = bound.clone()
+        kth = torch.topk(by_column[crowded], k, dim=1, largest=False).values[:, -1]
+        bound[crowded] = torch.minimum(bound[crowded], kth)
     hit_columns, hit_groups = (by_column <= bound[:, None]).nonzero(as_tuple=True)  # column-major
     offsets = torch.arange(group, device=values.device)
     row = (hit_groups[:, None] * group + offsets).flatten()
