@@ -79,3 +79,20 @@ def test_the_plain_distances_it_returns_are_the_squared_euclidean_ones():
     query, gallery = _features(9, 12, 40, 8)
     _, squared = re_rank_with_distances(query, gallery, block=8)
     np.testing.assert_allclose(squared, cdist(query, gallery, "sqeuclidean"), rtol=1e-5, atol=1e-4)
+
+
+def test_hub_queries_and_gallery_sorted_by_identity():
+    """Queries nearer to every gallery image than its own neighbours (averaged views, as multiple
+    query pools them) and a gallery sorted by identity (each image's neighbours in its own or the
+    next strip): a strip brings columns more candidates than the strips above left room for, and
+    with strips of 256 rows (32 groups of 8, more than k) their bounds are tightened first."""
+    rng = np.random.default_rng(11)
+    ids = np.sort(rng.integers(0, 6, 800))
+    centres = 3 * rng.standard_normal((6, 16))
+    gallery = (centres[ids] + rng.standard_normal((800, 16))).astype(np.float32)
+    query = (0.3 * (centres[ids[::3]] + rng.standard_normal((267, 16)))).astype(np.float32)  # hubs
+    published = published_re_ranking(
+        cdist(query, gallery).astype(np.float32), cdist(query, query).astype(np.float32),
+        cdist(gallery, gallery).astype(np.float32), 20, 6, 0.3,
+    )  # fmt: skip
+    np.testing.assert_allclose(re_rank(query, gallery, block=256), published, atol=1e-5)
