@@ -45,12 +45,19 @@ def distance_block(
     return dist.add_(squared_norms(query)[:, None])
 
 
+# The CPU's products go through NumPy's BLAS: 1.2-1.4x faster than torch's on the strips of
+# re-ranking's distance pass on our machines, and it computes ``products(a, a)`` as one triangle
+# (syrk) mirrored. Tests set this to False to run the GPU's code path (torch throughout) on the CPU.
+NUMPY_ON_CPU = True
+
+
+def _through_numpy(device: torch.device) -> bool:
+    return device.type == "cpu" and NUMPY_ON_CPU
+
+
 def products(a: Tensor, b: Tensor) -> Tensor:
-    """(A, D) x (B, D) -> (A, B) inner products, on the inputs' device. On the CPU through NumPy's
-    BLAS, which is 1.6x faster than torch's on the strips of re-ranking's distance pass on our
-    machines (``benchmarks/eval_speed.py`` prints both floors), and which computes ``products(a, a)``
-    as one triangle (syrk) mirrored."""
-    if a.device.type == "cpu":
+    """(A, D) x (B, D) -> (A, B) inner products, on the inputs' device (``NUMPY_ON_CPU``)."""
+    if _through_numpy(a.device):
         return torch.from_numpy(np.matmul(a.numpy(), b.numpy().T))
     return a @ b.T
 
@@ -69,7 +76,7 @@ def product_runner(device: torch.device) -> Iterator[Callable[[Sequence[Task]], 
     get half the cores; re-ranking's pass alternates products and torch selection 25 times on
     Market-1501. Python threads waiting on a queue sleep instead. On a GPU the tasks simply run.
     """
-    if device.type != "cpu":
+    if not _through_numpy(device):
         yield lambda tasks: [task() for task in tasks]  # type: ignore[func-returns-value]
         return
     with ThreadPoolExecutor(torch.get_num_threads()) as pool, threadpool_limits(1, user_api="blas"):
@@ -84,7 +91,7 @@ def product_runner(device: torch.device) -> Iterator[Callable[[Sequence[Task]], 
 def product_into(out: Tensor, a: Tensor, b: Tensor) -> None:
     """out (A, B) <- a (A, D) x b (B, D)^T, written in place (``out`` may be a strided view of a wider
     buffer: BLAS writes it with its row stride, no temporary)."""
-    if a.device.type == "cpu":
+    if _through_numpy(a.device):
         np.matmul(a.numpy(), b.numpy().T, out=out.numpy())
     else:
         torch.matmul(a, b.T, out=out)

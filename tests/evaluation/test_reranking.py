@@ -2,11 +2,14 @@
 
 import numpy as np
 import pytest
+import torch
 from scipy.spatial.distance import cdist
 
-from mgn.evaluation import re_rank
+from mgn.evaluation import distance, re_rank
 from mgn.evaluation.reranking import re_rank_with_distances, share_gallery
 from tests.evaluation.published_reranking import published_re_ranking
+
+torch_matmul = torch.matmul
 
 
 def _features(seed: int, num_q: int, num_g: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,3 +99,16 @@ def test_hub_queries_and_gallery_sorted_by_identity():
         cdist(gallery, gallery).astype(np.float32), 20, 6, 0.3,
     )  # fmt: skip
     np.testing.assert_allclose(re_rank(query, gallery, block=256), published, atol=1e-5)
+
+
+def test_the_gpu_code_path_gives_the_same_result(monkeypatch):
+    """With NumPy's BLAS off, every product is a torch product written into the strip buffers, as on
+    a GPU, and the products run one after another instead of in threads."""
+    query, gallery = _features(12, 40, 300, 24)
+    numpy_path = re_rank(query, gallery, block=64)
+    monkeypatch.setattr(distance, "NUMPY_ON_CPU", False)
+    calls = []
+    monkeypatch.setattr(distance.torch, "matmul", lambda *a, **k: calls.append(1) or torch_matmul(*a, **k))
+    torch_path = re_rank(query, gallery, block=64)
+    assert len(calls) == 5  # each strip with columns right of its diagonal block: 4 gallery, 1 query
+    np.testing.assert_allclose(torch_path, numpy_path, atol=1e-6)
