@@ -20,9 +20,9 @@ one identity share a component. Stages, each with its reference measured in the 
    re-ranked) against its floors: half the N x N product, plus half of the pooled queries' own
    product and their product with the gallery (goal <= 1.3).
 
-Floors and re-ranking stages run twice, each in a fresh process; the faster run counts. Peak memory
-is measured in a fresh process per stage (``ru_maxrss`` of a spawned child), minus
-that child's memory before the stage. Run: ``python benchmarks/eval_speed.py [--port]``.
+Floors and re-ranking stages run twice, round after round, each in a fresh process; the faster run
+counts. Peak memory is measured in a fresh process per stage (``ru_maxrss`` of a spawned child),
+minus that child's memory before the stage. Run: ``python benchmarks/eval_speed.py [--port]``.
 """
 
 from __future__ import annotations
@@ -185,12 +185,22 @@ def _floor_product(stage: str, query: FeatureSet, gallery: FeatureSet) -> Callab
     return lambda: torch.from_numpy(np.matmul(left.numpy(), right.numpy().T, out=out.numpy()))
 
 
-def best_isolated(stage: str, runs: int = 2) -> tuple[float, float, float, dict[str, float]]:
-    """``isolated`` ``runs`` times: the fastest run's time, value and stage times, the largest peak
-    (this machine's timings vary by 20% from minute to minute)."""
-    results = [isolated(stage) for _ in range(runs)]
-    fastest = min(results, key=lambda result: result[0])
-    return fastest[0], max(result[1] for result in results), fastest[2], fastest[3]
+Result = tuple[float, float, float, dict[str, float]]  # seconds, peak GiB, a value, stage times
+
+
+def interleaved(stages: list[str], rounds: int = 2) -> dict[str, Result]:
+    """Each stage ``rounds`` times in fresh processes, round after round (this machine's speed
+    drifts by 20% from minute to minute, so a floor and what is compared with it are measured in
+    the same minutes): per stage the fastest run's time, value and stage times, the largest peak."""
+    runs: dict[str, list[Result]] = {stage: [] for stage in stages}
+    for _ in range(rounds):
+        for stage in stages:
+            runs[stage].append(isolated(stage))
+    best = {}
+    for stage, results in runs.items():
+        fastest = min(results, key=lambda result: result[0])
+        best[stage] = (fastest[0], max(result[1] for result in results), fastest[2], fastest[3])
+    return best
 
 
 def isolated(stage: str) -> tuple[float, float, float, dict[str, float]]:
@@ -264,17 +274,18 @@ def main() -> None:
 def reranking_section(port: bool, labels: tuple) -> None:
     n = NUM_QUERY + NUM_GALLERY
     print(f"\n3. re-ranking all {n:,} images (k1=20, k2=6, lambda=0.3), fresh process each")
-    floors = {
-        stage: best_isolated(f"floor {stage}")[0]
-        for stage in ("numpy N x N", "torch N x N", "numpy Q x G", "torch Q x G")
-    }
+    floor_names = ("numpy N x N", "torch N x N", "numpy Q x G", "torch Q x G")
+    measured = interleaved(
+        [f"floor {name}" for name in floor_names] + ["symmetric numpy N x N", "rerank", "protocol"]
+    )
+    floors = {name: measured[f"floor {name}"][0] for name in floor_names}
     for stage, seconds in floors.items():
         print(f"   floor {stage:12s} {seconds:8.2f} s")
-    symmetric = best_isolated("symmetric numpy N x N")[0]
+    symmetric = measured["symmetric numpy N x N"][0]
     print(f"   (NumPy's X @ X.T, N x N: {symmetric:.2f} s: syrk, one triangle mirrored; not halved again)")
     full = min(floors["numpy N x N"], floors["torch N x N"])
     per_pair = full / n**2  # the faster library's time per distance
-    t_rr, mem_rr, _, stages = best_isolated("rerank")
+    t_rr, mem_rr, _, stages = measured["rerank"]
     for label, seconds in stages.items():
         print(f"   {label:36s} {seconds:6.2f} s")
     top_level = sum(seconds for label, seconds in stages.items() if not label.startswith(" "))
@@ -283,7 +294,7 @@ def reranking_section(port: bool, labels: tuple) -> None:
     print(f"   ratio to half the N x N floor ({full / 2:.2f} s): {t_rr / (full / 2):.2f} (goal <= 1.2)")
 
     print("\n4. the whole protocol in one call: single and multiple query, plain and re-ranked")
-    t_protocol, mem_protocol, mq_map, stages = best_isolated("protocol")
+    t_protocol, mem_protocol, mq_map, stages = measured["protocol"]
     floor = per_pair * (n**2 / 2 + NUM_QUERY**2 / 2 + NUM_QUERY * NUM_GALLERY)
     print(
         f"   evaluate_protocol  {t_protocol:8.2f} s    peak +{mem_protocol:.2f} GiB   mq/rerank/mAP {mq_map:.4f}"
