@@ -8,6 +8,16 @@ its columns, the rows e:N (nearest among columns s:e, their maxima). Rows are co
 strip above them has been read, which is what lets the gallery's own strips (gallery x gallery,
 three quarters of Market-1501's pairs) be computed once and shared by single and multiple query.
 
+Where the time goes on Market-1501 (``benchmarks/eval_speed.py``): the products, about 1.3x half
+of an N x N product's time. What keeps the rest small:
+- one product per strip gives squared distances (``Side``): no pass over the strip after it;
+- the products run as column chunks in Python threads with one BLAS thread each
+  (``distance.product_runner``): OpenBLAS's own workers spin after each product and would halve
+  the torch selection that follows;
+- selection reads group minima (``mgn.evaluation.selection``): along rows, the k groups of 32 with
+  the smallest minima; down columns, only groups of 8 rows whose minimum beats the row's k-th
+  nearest so far.
+
 Distances are squared Euclidean, un-normalised; ties are ordered by index, as a stable sort would.
 The matrix products run on the features' device (a GPU when they are there; ``distance.products``).
 """

@@ -144,7 +144,8 @@ def re_rank(
         k1, k2, lambda_value: as in the paper (20, 6, 0.3).
         cache_size: exact distances kept per row from the distance pass (default 2 * (k1 + 1));
             expansion members outside them are computed exactly, so it changes speed, not results.
-        block: rows per strip of the distance pass (memory: two block x (Q+G) floats).
+        block: rows per strip of the distance pass (memory: one block x (Q+G) buffer, beside a
+            (Q+G) x (D+2) arrangement of the features for its products).
         shared: ``share_gallery(gallery_features, k1, k2)``, when it was already computed.
 
     Returns:
