@@ -63,10 +63,11 @@ def products(a: Tensor, b: Tensor) -> Tensor:
 
 
 Task = Callable[[], None]
+ProductRunner = Callable[[Sequence[Task]], None]
 
 
 @contextmanager
-def product_runner(device: torch.device) -> Iterator[Callable[[Sequence[Task]], None]]:
+def product_runner(device: torch.device) -> Iterator[ProductRunner]:
     """A function that runs a list of product tasks and returns when all are done.
 
     On the CPU the tasks run in ``torch.get_num_threads()`` Python threads, each with one BLAS

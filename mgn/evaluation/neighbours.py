@@ -24,14 +24,20 @@ The matrix products run on the features' device (a GPU when they are there; ``di
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 import torch
 from torch import Tensor
 
-from mgn.evaluation.distance import product_into, product_runner, products, query_blocks, squared_norms
+from mgn.evaluation.distance import (
+    ProductRunner,
+    product_into,
+    product_runner,
+    products,
+    query_blocks,
+    squared_norms,
+)
 from mgn.evaluation.selection import down_to_bound, smallest
 
 # Extra candidates taken at each cut, so that a tie straddling the k-th neighbour is still ordered
@@ -45,8 +51,6 @@ DOWN_GROUP = 8
 # Columns per product task of a strip: small enough that the threads sharing a strip's tasks finish
 # together (a 2,048 x 1,024 product takes about 65 ms on one core), large enough for full BLAS speed.
 COLUMN_CHUNK = 1024
-
-ProductRunner = Callable[[Sequence[Callable[[], None]]], None]
 
 
 def _ordered(values: Tensor, index: Tensor, k: int) -> tuple[Tensor, Tensor]:
