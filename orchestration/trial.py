@@ -55,10 +55,6 @@ def run_trial(params: dict[str, Any]) -> None:
     row, seed = params["trial"]["row"], int(params["trial"]["seed"])
     config = from_dict(ExperimentConfig, params["trial"]["config"])  # planned once, by the driver
     folder = trial_folder(Storage(setup.storage), row, seed)
-    if (folder / DONE_FILE).exists():
-        # Finished before the driver died, after Tune last saved its state: report, do not retrain.
-        tune.report(json.loads((folder / DONE_FILE).read_text()))
-        return
     local = is_local(config, setup.use_gpu)
     tracker = Tracker.from_env()
     device = f"{'gpu' if setup.use_gpu else 'cpu'} x{config.scaling.num_workers}"
@@ -85,6 +81,13 @@ def run_trial(params: dict[str, Any]) -> None:
             f"{list(config.model.branches)}, {config.profile.value} profile on {config.data.dataset.value}",
         ),
     )
+    if (folder / DONE_FILE).exists():
+        # Finished before the driver died, after Tune last saved its state: report, do not retrain.
+        # Close the run as that attempt would have: the driver's death can cut it short after
+        # done.json (in Ray Train's teardown), and its last word was then "FAILED".
+        SpoolingRecorder(tracker, run_id, folder).finish(failed=(folder / DIVERGED_FILE).exists())
+        tune.report(json.loads((folder / DONE_FILE).read_text()))
+        return
     tracker.log_params(run_id, flatten(config))
     tracker.log_text(run_id, dump_yaml(config), "config.yaml")
     spec = WorkerSpec(
