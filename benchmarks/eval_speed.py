@@ -32,6 +32,7 @@ import multiprocessing as mp
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ from mgn.evaluation import (  # noqa: E402
     FeatureSet,
     evaluate_features,
     evaluate_rank,
-    neighbours,  # noqa: E402
+    neighbours,
     re_rank,
     reranking,
 )
@@ -138,8 +139,8 @@ def _child(stage: str, queue: mp.Queue) -> None:
         stages = _timed_stages()
     if stage == "protocol":
         multi = pooled(query)
-    if stage.startswith("floor") or stage.startswith("symmetric"):
-        product = _floor_product(stage, query, gallery)
+    if stage in FLOORS:
+        product = _floor_product(FLOORS[stage], query, gallery)
     _reset_peak()
     baseline = _status("VmRSS")
     began = time.perf_counter()
@@ -148,7 +149,7 @@ def _child(stage: str, queue: mp.Queue) -> None:
         value = float(out[0, 0])
     elif stage == "features":
         value = evaluate_features(query, gallery).mAP
-    elif stage.startswith("floor") or stage.startswith("symmetric"):
+    elif stage in FLOORS:
         value = float(product()[0, 0])
     elif stage == "rerank":
         value = re_rank(query.features, gallery.features)
@@ -169,18 +170,32 @@ def _child(stage: str, queue: mp.Queue) -> None:
     queue.put((seconds, (_status("VmHWM") - baseline) / GIB, value, stages))
 
 
-def _floor_product(stage: str, query: FeatureSet, gallery: FeatureSet) -> Callable[[], torch.Tensor]:
-    """The product a floor times ("floor numpy N x N", "floor torch Q x G", ..., or "symmetric N x N":
-    NumPy's ``X @ X.T``), its output allocated and touched beforehand: the time is the arithmetic,
-    not the first touch of a 2 GiB result. The floors' operands are distinct arrays: NumPy computes
-    ``X @ X.T`` of one array as one triangle (syrk), mirrored."""
-    _, library, shape = stage.partition(" ")
-    left = torch.cat([query.features, gallery.features]) if shape.endswith("N x N") else query.features
-    right = (
-        left if stage.startswith("symmetric") else (left.clone() if shape == "N x N" else gallery.features)
-    )
+@dataclass(frozen=True)
+class Floor:
+    """A product a floor times: with torch or NumPy; N x N (all features against a copy of them) or
+    Q x G; ``one_array``: NumPy's ``X @ X.T`` of one array, which it computes as one triangle (syrk)."""
+
+    torch: bool
+    square: bool
+    one_array: bool = False
+
+
+FLOORS = {
+    "floor numpy N x N": Floor(torch=False, square=True),
+    "floor torch N x N": Floor(torch=True, square=True),
+    "floor numpy Q x G": Floor(torch=False, square=False),
+    "floor torch Q x G": Floor(torch=True, square=False),
+    "symmetric numpy N x N": Floor(torch=False, square=True, one_array=True),
+}
+
+
+def _floor_product(floor: Floor, query: FeatureSet, gallery: FeatureSet) -> Callable[[], torch.Tensor]:
+    """``floor``'s product, its output allocated and touched beforehand: the time is the arithmetic,
+    not the first touch of a 2 GiB result. Its operands are distinct arrays unless ``one_array``."""
+    left = torch.cat([query.features, gallery.features]) if floor.square else query.features
+    right = left if floor.one_array else (left.clone() if floor.square else gallery.features)
     out = torch.zeros((left.shape[0], right.shape[0]))
-    if library == "torch":
+    if floor.torch:
         return lambda: torch.matmul(left, right.T, out=out)
     return lambda: torch.from_numpy(np.matmul(left.numpy(), right.numpy().T, out=out.numpy()))
 

@@ -78,7 +78,12 @@ def product_runner(device: torch.device) -> Iterator[ProductRunner]:
     Market-1501. Python threads waiting on a queue sleep instead. On a GPU the tasks simply run.
     """
     if not _through_numpy(device):
-        yield lambda tasks: [task() for task in tasks]  # type: ignore[func-returns-value]
+
+        def run_in_order(tasks: Sequence[Task]) -> None:
+            for task in tasks:
+                task()
+
+        yield run_in_order
         return
     with ThreadPoolExecutor(torch.get_num_threads()) as pool, threadpool_limits(1, user_api="blas"):
 

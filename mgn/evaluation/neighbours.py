@@ -24,6 +24,7 @@ The matrix products run on the features' device (a GPU when they are there; ``di
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -143,22 +144,25 @@ class _Running:
 
 @dataclass(frozen=True)
 class Side:
-    """Images whose rows start strips: features (N, D), squared norms (N,) and ``right`` (N, D + 2) =
-    [-2x, 1, |x|^2]. With a strip's ``left`` rows [x, |x|^2, 1], one matrix product gives squared
-    distances, |x_i|^2 + |x_j|^2 - 2 x_i.x_j, with no pass over the strip after it (-2x is exact)."""
+    """Images whose rows start strips: features (N, D) and ``right`` (N, D + 2) = [-2x, 1, |x|^2].
+    With a strip's ``left`` rows [x, |x|^2, 1], one matrix product gives squared distances,
+    |x_i|^2 + |x_j|^2 - 2 x_i.x_j, with no pass over the strip after it (-2x is exact)."""
 
     features: Tensor
-    squared: Tensor
     right: Tensor
 
     @classmethod
     def of(cls, features: Tensor) -> Side:
-        squared = squared_norms(features)
         n, dim = features.shape
         right = torch.empty((n, dim + 2), device=features.device)  # filled in place: no temporaries
         torch.mul(features, -2.0, out=right[:, :dim])
-        right[:, dim], right[:, dim + 1] = 1.0, squared
-        return cls(features, squared, right)
+        right[:, dim], right[:, dim + 1] = 1.0, squared_norms(features)
+        return cls(features, right)
+
+    @property
+    def squared(self) -> Tensor:
+        """(N,) squared norms, the last column of ``right``."""
+        return self.right[:, -1]
 
     def left(self, rows: slice) -> Tensor:
         """(R, D + 2) = [x, |x|^2, 1] of ``rows``."""
@@ -169,31 +173,40 @@ class Side:
         return self.features.shape[0]
 
 
-def _strip(
-    buffer: Tensor, side: Side, start: int, stop: int, run: ProductRunner, tail: Side | None = None
-) -> Tensor:
-    """Squared distances of ``side`` rows start:stop to its rows start:N, then (given) to every
-    row of ``tail``: (stop - start, N - start [+ len(tail)]), a view of ``buffer``, not clamped at 0.
+def _strip(buffer: Tensor, side: Side, rows: slice, run: ProductRunner, tail: Side | None) -> Tensor:
+    """Squared distances of ``side``'s ``rows`` (start:stop) to its rows start:N, then (given) to
+    every row of ``tail``: (stop - start, N - start [+ len(tail)]), a view of ``buffer``, not
+    clamped at 0.
 
     The diagonal block is symmetric: NumPy computes ``x @ x.T`` as one triangle (syrk) and mirrors
     it, 40% less time than the full block. Everything right of it is one product per
     ``COLUMN_CHUNK`` columns, the chunks shared out among ``run``'s threads.
     """
-    size, own = stop - start, len(side) - start
+    size, own = rows.stop - rows.start, len(side) - rows.start
     d2 = buffer[:size, : own + (len(tail) if tail is not None else 0)]
-    x, squared = side.features[start:stop], side.squared[start:stop]
-    left = side.left(slice(start, stop))
+    x, squared = side.features[rows], side.squared[rows]
+    left = side.left(rows)
     diagonal: list[Tensor] = []
     tasks = [lambda: diagonal.append(products(x, x))]
-    pieces = [(side.right[stop:], size)] + ([(tail.right, own)] if tail is not None else [])
+    pieces = [(side.right[rows.stop :], size)] + ([(tail.right, own)] if tail is not None else [])
     for right, at in pieces:
         for chunk in query_blocks(right.shape[0], COLUMN_CHUNK):
             out = d2[:, at + chunk.start : at + chunk.stop]
             tasks.append(partial(product_into, out, left, right[chunk]))
     run(tasks)
-    torch.add(squared[:, None], diagonal[0].to(x.device), alpha=-2.0, out=d2[:, :size])
+    torch.add(squared[:, None], diagonal[0], alpha=-2.0, out=d2[:, :size])
     d2[:, :size] += squared[None, :]
     return d2
+
+
+def _strips(side: Side, block: int, tail: Side | None = None) -> Iterator[tuple[slice, Tensor]]:
+    """Every strip of ``side``'s rows in order (``_strip``), each written into one reused buffer:
+    read it before asking for the next."""
+    width = len(side) + (len(tail) if tail is not None else 0)
+    buffer = torch.empty((min(block, len(side)), width), device=side.features.device)
+    with product_runner(side.features.device) as run:
+        for rows in query_blocks(len(side), block):
+            yield rows, _strip(buffer, side, rows, run, tail)
 
 
 @dataclass(frozen=True)
@@ -212,10 +225,8 @@ class GalleryPass:
 def gallery_pass(gallery: Tensor, near: int, cache: int, block: int) -> GalleryPass:
     side = Side.of(gallery)
     running = _Running.empty(len(side), cache, near, gallery.device)
-    buffer = torch.empty((min(block, len(side)), len(side)), device=gallery.device)
-    with product_runner(gallery.device) as run:
-        for rows in query_blocks(len(side), block):
-            running.read_strip(_strip(buffer, side, rows.start, rows.stop, run), rows.start, rows.stop)
+    for rows, d2 in _strips(side, block):
+        running.read_strip(d2, rows.start, rows.stop)
     return GalleryPass(side, running, near)
 
 
@@ -235,12 +246,8 @@ def neighbours(query: Tensor, shared: GalleryPass, block: int) -> tuple[Neighbou
     running.down_d2[num_query:] = gallery_rows.down_d2
     running.down_index[num_query:] = torch.where(gallery_rows.down_index >= 0, gallery_rows.down_index + num_query, -1)  # fmt: skip
     running.row_max[num_query:] = gallery_rows.row_max
-    side = Side.of(query)
     query_gallery = torch.empty((num_query, n - num_query), device=query.device)
-    buffer = torch.empty((min(block, num_query), n), device=query.device)
-    with product_runner(query.device) as run:
-        for rows in query_blocks(num_query, block):
-            d2 = _strip(buffer, side, rows.start, rows.stop, run, tail=shared.side)
-            running.read_strip(d2, rows.start, rows.stop)
-            torch.clamp(d2[:, num_query - rows.start :], min=0, out=query_gallery[rows])
+    for rows, d2 in _strips(Side.of(query), block, tail=shared.side):
+        running.read_strip(d2, rows.start, rows.stop)
+        torch.clamp(d2[:, num_query - rows.start :], min=0, out=query_gallery[rows])
     return running.freeze(near), query_gallery

@@ -14,6 +14,18 @@ import torch
 from torch import Tensor
 
 
+def group_minima(values: Tensor, group: int, dim: int) -> Tensor:
+    """Minima of ``values`` over consecutive groups of ``group`` entries along ``dim`` (0 or 1 of a
+    2-d tensor); the last group may be short."""
+    length = values.shape[dim]
+    whole = length // group * group
+    minima = values.narrow(dim, 0, whole).unflatten(dim, (-1, group)).amin(dim=dim + 1)
+    if whole == length:
+        return minima
+    rest = values.narrow(dim, whole, length - whole).amin(dim=dim, keepdim=True)
+    return torch.cat([minima, rest], dim=dim)
+
+
 def smallest(values: Tensor, k: int, group: int) -> tuple[Tensor, Tensor]:
     """(R, W) -> the k smallest of each row, (R, k) values and (R, k) column indices, in no
     particular order. Any strides (a transposed view selects down columns).
@@ -29,10 +41,7 @@ def smallest(values: Tensor, k: int, group: int) -> tuple[Tensor, Tensor]:
     if width <= 2 * k * group:  # too narrow to gain: read every entry
         best = torch.topk(values, k, dim=1, largest=False)
         return best.values, best.indices
-    whole = width // group * group
-    minima = values[:, :whole].unflatten(1, (-1, group)).amin(dim=2)  # (R, W // group)
-    if whole < width:
-        minima = torch.cat([minima, values[:, whole:].amin(dim=1, keepdim=True)], dim=1)
+    minima = group_minima(values, group, dim=1)  # (R, ceil(W / group))
     groups = torch.topk(minima.contiguous(), k, dim=1, largest=False).indices  # (R, k)
     offsets = torch.arange(group, device=values.device)
     columns = (groups[:, :, None] * group + offsets).flatten(1)  # (R, k * group)
@@ -54,12 +63,8 @@ def down_to_bound(values: Tensor, bound: Tensor, k: int, group: int) -> tuple[Te
     tightened to the k-th smallest group minimum, an upper bound of the column's k-th smallest
     entry; so no column reads more than about k groups.
     """
-    rows, width = values.shape
-    whole = rows // group * group
-    minima = values[:whole].unflatten(0, (-1, group)).amin(dim=1)  # (R // group, W)
-    if whole < rows:
-        minima = torch.cat([minima, values[whole:].amin(dim=0, keepdim=True)])
-    by_column = minima.T  # (W, R // group), a view
+    rows = values.shape[0]
+    by_column = group_minima(values, group, dim=0).T  # (W, ceil(R / group)), a view
     crowded = (by_column <= bound[:, None]).sum(dim=1) > k  # never true with at most k groups
     if bool(crowded.any()):
         bound = bound.clone()
@@ -69,7 +74,7 @@ def down_to_bound(values: Tensor, bound: Tensor, k: int, group: int) -> tuple[Te
     offsets = torch.arange(group, device=values.device)
     row = (hit_groups[:, None] * group + offsets).flatten()
     column = hit_columns.repeat_interleave(group)
-    if whole < rows:  # the last group is short
+    if rows % group:  # the last group is short
         inside = row < rows
         row, column = row[inside], column[inside]
     value = _entries(values, row, column)
