@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mgn.dry_run import peak_memory  # noqa: E402
-from orchestration.experiment import main  # noqa: E402
+from orchestration.tables.command import main  # noqa: E402
 
 PAPER_ON_THIS_MACHINE = [
     "--profile", "paper",

@@ -29,7 +29,7 @@ from mgn.data import load_dataset  # noqa: E402
 from mgn.recipes import smoke  # noqa: E402
 from mgn.table5 import ROWS_BY_NAME  # noqa: E402
 from mgn.training import fit  # noqa: E402
-from orchestration.experiment import main as run_table  # noqa: E402
+from orchestration.tables.command import main as run_table  # noqa: E402
 
 EPOCHS = 5
 

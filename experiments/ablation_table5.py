@@ -7,7 +7,7 @@ the embedded synthetic data set (CPU, minutes). `python experiments/ablation_tab
 
 import sys
 
-from orchestration.experiment import main
+from orchestration.tables.command import main
 
 if __name__ == "__main__":
     sys.exit(main("table5", script="experiments/ablation_table5.py"))

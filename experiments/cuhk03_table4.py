@@ -7,7 +7,7 @@ the embedded synthetic data set (CPU, minutes). `python experiments/cuhk03_table
 
 import sys
 
-from orchestration.experiment import main
+from orchestration.tables.command import main
 
 if __name__ == "__main__":
     sys.exit(main("table4", script="experiments/cuhk03_table4.py"))

@@ -7,7 +7,7 @@ the embedded synthetic data set (CPU, minutes). `python experiments/duke_table3.
 
 import sys
 
-from orchestration.experiment import main
+from orchestration.tables.command import main
 
 if __name__ == "__main__":
     sys.exit(main("table3", script="experiments/duke_table3.py"))

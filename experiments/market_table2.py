@@ -7,7 +7,7 @@ the embedded synthetic data set (CPU, minutes). `python experiments/market_table
 
 import sys
 
-from orchestration.experiment import main
+from orchestration.tables.command import main
 
 if __name__ == "__main__":
     sys.exit(main("table2", script="experiments/market_table2.py"))

@@ -55,7 +55,7 @@ class ModelSource:
         # The tracking client is orchestration's (the one door to MLflow); imported only here, so
         # that commands given files never load MLflow.
         from mgn.data.synthetic import cache_root
-        from orchestration.tracking import Tracker, resolve_tracking_uri
+        from orchestration.runtime.tracking import Tracker, resolve_tracking_uri
 
         folder = cache_root() / "models" / "".join(c if c.isalnum() else "-" for c in self.given)
         try:

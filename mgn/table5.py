@@ -9,7 +9,7 @@ Each row is one of three kinds:
 Rows name networks by the paper's ResNet-50/101; ``deeper`` maps the base recipe's backbone to
 the deeper one of its family, so that the smoke profile's ResNet-18 gets a ResNet-34 baseline.
 Each row carries the paper's numbers (R1, R5, R10, mAP on Market-1501, in percent): a new row is
-one entry of ``ROWS`` (``orchestration/paper/table5.py`` lays the table out from it).
+one entry of ``ROWS`` (``orchestration/tables/paper/table5.py`` lays the table out from it).
 """
 
 from __future__ import annotations

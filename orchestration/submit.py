@@ -18,7 +18,7 @@ import shlex
 import sys
 import time
 
-from orchestration.tracking import PROJECT_ROOT, redact, split_credentials
+from orchestration.runtime.tracking import PROJECT_ROOT, redact, split_credentials
 
 EXCLUDES = [
     ".venv/",

@@ -42,7 +42,7 @@ def test_a_checkpoint_on_a_full_disk_is_named_cleaned_up_and_keeps_the_previous(
 
 
 def test_grid_storage_on_a_full_disk_is_named_and_cleaned_up(full_disk):
-    from orchestration.storage import Storage
+    from orchestration.runtime.storage import Storage
 
     grid = Storage.parse(full_disk)
     (grid / "done.json").write_text("{}")

@@ -18,7 +18,7 @@ def test_the_library_leaves_ray_and_mlflow_unloaded():
     assert json.loads(run.stdout) == []
     # The probe can fail: orchestration does load them.
     run = subprocess.run(
-        [sys.executable, "-c", probe.replace("mgn.cli\n", "mgn.cli, orchestration.grid\n")],
+        [sys.executable, "-c", probe.replace("mgn.cli\n", "mgn.cli, orchestration.tables.grid\n")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert json.loads(run.stdout) == ["mlflow", "ray"]

@@ -88,7 +88,7 @@ GRID_ROWS = ("ResNet-50+TP", "MGN")
 def finished_grid(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A two-row grid that registered its models, run once for the session (the grid and the
     browser tests read it); ``out`` is its console."""
-    from orchestration.experiment import main
+    from orchestration.tables.command import main
 
     folder = tmp_path_factory.mktemp("grid")
     workspace = {"storage": str(folder / "ray_results"), "uri": f"sqlite:///{folder / 'mlflow.db'}",

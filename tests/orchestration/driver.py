@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from orchestration.faults import ENV as FAULTS_ENV
+from orchestration.runtime.faults import ENV as FAULTS_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,5 +73,5 @@ class Process:
 
 
 def faults_env(**fields: object) -> dict[str, str]:
-    """The environment that injects faults into a grid (orchestration/faults.py)."""
+    """The environment that injects faults into a grid (orchestration/runtime/faults.py)."""
     return {FAULTS_ENV: json.dumps(fields)}

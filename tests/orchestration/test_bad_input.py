@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from orchestration.experiment import main
+from orchestration.tables.command import main
 from tests.orchestration.conftest import grid_args
 
 
@@ -171,10 +171,10 @@ def test_a_trial_that_cannot_be_placed_is_refused_not_waited_for(capsys, workspa
 def _recorded_grid(workspace, table: str, *plan_flags: str) -> str:
     """A grid folder as a driver leaves it (its state file), without training: returns its name."""
     from mgn.config_io import to_dict
-    from orchestration.experiment import parser
-    from orchestration.paper_tables import TABLES
-    from orchestration.planning import GridState, grid_folder, make_plan
-    from orchestration.storage import Storage
+    from orchestration.runtime.storage import Storage
+    from orchestration.tables.command import parser
+    from orchestration.tables.planning import GridState, grid_folder, make_plan
+    from orchestration.tables.registry import TABLES
 
     spec = TABLES[table]
     plan = make_plan(spec, parser(spec, spec.script).parse_args(grid_args(workspace, *plan_flags)))
@@ -203,7 +203,7 @@ def test_a_grid_run_by_a_live_driver_is_refused_naming_its_pid(capsys, workspace
     import socket
     import subprocess
 
-    from orchestration.storage import Storage
+    from orchestration.runtime.storage import Storage
 
     name = _recorded_grid(workspace, "table5")
     holder = subprocess.Popen(["sleep", "60"])  # a live process standing in for the first driver
@@ -218,9 +218,9 @@ def test_a_grid_run_by_a_live_driver_is_refused_naming_its_pid(capsys, workspace
 
 def test_two_grids_started_in_the_same_second_get_two_folders(workspace):
     from mgn.recipes import smoke
-    from orchestration.paper_tables import TABLES
-    from orchestration.planning import grid_folder
-    from orchestration.storage import Storage
+    from orchestration.runtime.storage import Storage
+    from orchestration.tables.planning import grid_folder
+    from orchestration.tables.registry import TABLES
 
     storage = Storage.parse(workspace["storage"])
     first, _ = grid_folder(storage, TABLES["table5"], smoke(), None)
@@ -240,9 +240,9 @@ def test_results_dir_that_cannot_be_written_is_refused_before_compute(capsys, wo
 
 
 def test_a_relative_data_root_is_made_absolute_where_it_was_typed(workspace, tmp_path, monkeypatch):
-    from orchestration.experiment import parser
-    from orchestration.paper_tables import TABLES
-    from orchestration.planning import make_plan
+    from orchestration.tables.command import parser
+    from orchestration.tables.planning import make_plan
+    from orchestration.tables.registry import TABLES
 
     monkeypatch.chdir(tmp_path)
     spec = TABLES["table5"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestration.experiment import main
+from orchestration.tables.command import main
 from tests.orchestration.conftest import grid_args
 from tests.orchestration.driver import Process, children, faults_env
 from tests.servers import ObjectStore, free_port

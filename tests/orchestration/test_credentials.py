@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestration.tracking import redact, split_credentials
+from orchestration.runtime.tracking import redact, split_credentials
 
 
 @pytest.mark.parametrize(
@@ -34,9 +34,9 @@ def test_credentials_move_from_the_uri_to_mlflows_environment_variables():
 def test_a_shared_cluster_is_not_given_credentials_through_rays_logs(monkeypatch):
     # Imported here: importing Ray at collection fixes its auth mode for the whole session
     # (test_submit.py needs Ray's token auth, set up before Ray is first imported).
-    from orchestration.cluster import ClusterError, connect
+    from orchestration.runtime.cluster import ClusterError, connect
 
-    monkeypatch.setattr("orchestration.cluster.check_address", lambda address: None)
+    monkeypatch.setattr("orchestration.runtime.cluster.check_address", lambda address: None)
     with pytest.raises(ClusterError) as error:
         connect("10.0.0.1:6379", "https://alice:s3cret@mlflow.internal")
     message = str(error.value)

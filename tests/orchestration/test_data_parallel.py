@@ -82,7 +82,7 @@ def _worker(loop_config: dict) -> None:
     from mgn.distributed import convert_to_cross_rank_bn, mean_over_ranks
     from mgn.table5 import trained_rows
     from mgn.training import TrainingEnv, evaluate, fit, train_step
-    from orchestration.worker import ray_environment
+    from orchestration.runtime.worker import ray_environment
 
     torch.set_num_threads(1)
     env = ray_environment(cpus=1)

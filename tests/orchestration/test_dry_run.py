@@ -13,7 +13,7 @@ from mgn.data import load_dataset
 from mgn.dry_run import dry_run
 from mgn.model import MGN
 from mgn.recipes import smoke
-from orchestration.experiment import main
+from orchestration.tables.command import main
 from tests.conftest import tiny_config
 
 PAPER_AT_FULL_SHAPE = [

@@ -9,11 +9,11 @@ from mlflow.tracking import MlflowClient
 
 from mgn.evaluation import FeatureSet
 from mgn.evaluation.protocol import Evaluation
-from orchestration.ensembles import evaluate_ensembles
-from orchestration.planning import trial_folder
-from orchestration.storage import Storage
-from orchestration.tracking import Tracker
-from orchestration.worker import FEATURES_FILE, save_features
+from orchestration.runtime.storage import Storage
+from orchestration.runtime.tracking import Tracker
+from orchestration.runtime.worker import FEATURES_FILE, save_features
+from orchestration.tables.ensembles import evaluate_ensembles
+from orchestration.tables.planning import trial_folder
 from tests.orchestration.test_paper_tables import _plan
 
 ROW = "G+P2+P3 (Single)"

@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestration import tables
-from orchestration.experiment import main
-from orchestration.paper_tables import TABLES
-from orchestration.spool import SPOOL_DIR
-from orchestration.spool import main as replay
-from orchestration.tables import table_stem
+from orchestration.runtime.spool import SPOOL_DIR
+from orchestration.runtime.spool import main as replay
+from orchestration.tables import render as tables
+from orchestration.tables.command import main
+from orchestration.tables.registry import TABLES
+from orchestration.tables.render import table_stem
 from tests.orchestration.conftest import grid_args
 from tests.orchestration.driver import Process, children, faults_env
 
@@ -128,7 +128,7 @@ def test_the_tracking_server_going_away_loses_no_training(workspace, tmp_path):
         (tmp_path / "pause-resnet-50-tp").unlink()
         assert driver.finish() == 1  # training finished; the table waits for the store
         log = "".join(driver.lines)
-        assert "Training is done and nothing is lost" in log and "python -m orchestration.replay" in log
+        assert "Training is done and nothing is lost" in log and "python -m orchestration.runtime.replay" in log
         (spool,) = Path(workspace["storage"]).rglob(SPOOL_DIR)
         assert any('"op": "terminate"' in record.read_text() for record in spool.glob("*.json"))
 

@@ -10,10 +10,10 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestration import tables
-from orchestration.experiment import main
-from orchestration.paper_tables import TABLES
-from orchestration.tables import table_stem
+from orchestration.tables import render as tables
+from orchestration.tables.command import main
+from orchestration.tables.registry import TABLES
+from orchestration.tables.render import table_stem
 from tests.orchestration.conftest import GRID_ROWS, grid_args
 
 pytestmark = pytest.mark.integration

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from mgn.config import DatasetName
-from orchestration.experiment import parser
-from orchestration.paper_tables import TABLES
-from orchestration.planning import make_plan, networks_tag
+from orchestration.tables.command import parser
+from orchestration.tables.planning import make_plan, networks_tag
+from orchestration.tables.registry import TABLES
 
 
 def _plan(key: str, *argv: str):
@@ -58,7 +58,7 @@ def test_smoke_profile_on_real_data_trains_each_row_on_its_own_set(tmp_path):
 
 
 def test_every_trial_records_how_it_departs_from_the_papers_recipe_for_its_row():
-    from orchestration.planning import trial_tags
+    from orchestration.tables.planning import trial_tags
 
     plan = _plan("table5", "--profile", "paper", "--set", "model.init=random", "--set", "train.amp=true")
     tags = trial_tags(plan, "MGN w/o TP", 0)
@@ -75,7 +75,7 @@ def test_every_trial_records_how_it_departs_from_the_papers_recipe_for_its_row()
 
 
 def test_the_plan_before_compute_counts_steps_images_and_training_flops():
-    from orchestration.planning import TrialShape, describe
+    from orchestration.tables.planning import TrialShape, describe
 
     plan = _plan("table5", "--profile", "paper", "--rows", "MGN", "--rows", "ResNet-50", "--seeds", "2")
     lines = describe(plan, {key: TrialShape(steps_per_epoch=202, num_classes=751) for key in plan.configs})
@@ -94,7 +94,7 @@ def test_train_seed_is_the_first_seed_not_ignored():
 
 
 def test_figure_titles_name_the_data_actually_used():
-    from orchestration.figures import figure_title
+    from orchestration.tables.figures import figure_title
 
     spec = TABLES["table5"]
     assert (

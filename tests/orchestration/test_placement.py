@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from orchestration import cluster
-from orchestration.cluster import ClusterError, wait_until_placeable
+from orchestration.runtime import cluster
+from orchestration.runtime.cluster import ClusterError, wait_until_placeable
 
 
 def _node(cpus: float, alive: bool = True, **more: float) -> dict:

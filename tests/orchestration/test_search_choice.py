@@ -1,12 +1,12 @@
-"""Choosing the winner of a search and what the final stage trains (orchestration/search.py): only a
+"""Choosing the winner of a search and what the final stage trains (orchestration/recipe_search/run.py): only a
 trial that trained to its end can win, the base recipe wins ties, and a base that wins is trained once."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from mgn.search import baseline, smoke_search
-from orchestration.search_report import Scored
+from mgn.recipe_search import baseline, smoke_search
+from orchestration.recipe_search.report import Scored
 
 
 def _scored(trial_id: str, val_map: float | None, status: str = "finished", **changes) -> Scored:
@@ -15,7 +15,7 @@ def _scored(trial_id: str, val_map: float | None, status: str = "finished", **ch
 
 
 def test_the_best_finished_trial_wins_and_a_stopped_one_never_does():
-    from orchestration.search import winner  # imports Ray: inside the test
+    from orchestration.recipe_search.run import winner  # imports Ray: inside the test
 
     base = baseline(smoke_search().base)
     trials = [
@@ -31,7 +31,7 @@ def test_the_best_finished_trial_wins_and_a_stopped_one_never_does():
 
 
 def test_the_final_stage_trains_the_winner_and_the_base_with_every_seed_on_all_training_ids():
-    from orchestration.search import final_trials
+    from orchestration.recipe_search.run import final_trials
 
     search = replace(smoke_search(), final_seeds=2)
     better = replace(baseline(search.base), lr=2e-3)

@@ -1,4 +1,4 @@
-"""The search space in Ray Tune's terms (orchestration/search_space.py): what Tune samples is a candidate
+"""The search space in Ray Tune's terms (orchestration/recipe_search/space.py): what Tune samples is a candidate
 of the typed space, and the base recipe reaches the searcher as its first point."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from mgn.search import Range, baseline, smoke_search
-from orchestration.search_space import as_params, candidate_of, first_point, tune_space
+from mgn.recipe_search import Range, baseline, smoke_search
+from orchestration.recipe_search.space import as_params, candidate_of, first_point, tune_space
 
 
 def _sample(space: dict) -> dict:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from orchestration.paper_table import Cell
-from orchestration.statistics import PerQuery
-from orchestration.tracking import ChildRun
+from orchestration.runtime.tracking import ChildRun
+from orchestration.tables.spec import Cell
+from orchestration.tables.statistics import PerQuery
 
 
 class _Store:

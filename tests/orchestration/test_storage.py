@@ -1,4 +1,4 @@
-"""Grid storage (orchestration/storage.py) on a local disk and on an S3-compatible server, the
+"""Grid storage (orchestration/runtime/storage.py) on a local disk and on an S3-compatible server, the
 checkpoint fallback over Ray's kept checkpoints, and bad ``--storage-path`` values refused before
 any compute."""
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from mgn.checkpoint import CHECKPOINT_FILE, TrainingState, save_checkpoint
-from orchestration.experiment import main
-from orchestration.storage import Storage, StorageError
+from orchestration.runtime.storage import Storage, StorageError
+from orchestration.tables.command import main
 from tests.orchestration.conftest import grid_args
 from tests.servers import free_port
 
@@ -87,7 +87,7 @@ def _kept(folder: Path, epochs: int, truncate: bool = False):
 
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_kept_before_it(tmp_path):
-    from orchestration.checkpoints import latest_good_state
+    from orchestration.runtime.checkpoints import latest_good_state
 
     _kept(tmp_path, 1)
     _kept(tmp_path, 2)
@@ -101,7 +101,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_kept_before_it(tmp_pa
 
 
 def test_no_readable_checkpoint_at_all_restarts_from_scratch_and_says_so(tmp_path):
-    from orchestration.checkpoints import latest_good_state
+    from orchestration.runtime.checkpoints import latest_good_state
 
     newest = _kept(tmp_path, 1, truncate=True)
     warnings: list[str] = []

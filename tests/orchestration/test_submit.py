@@ -78,6 +78,6 @@ def test_unreachable_job_server(capsys):
 def test_a_cluster_already_running_here_does_not_capture_the_default_run(head, workspace):
     """`ray start` left a cluster (and its ray_current_cluster file) on this machine: a run without
     --address still starts its own private instance, with its own resources."""
-    from orchestration.experiment import main
+    from orchestration.tables.command import main
 
     assert main("table5", grid_args(workspace, rows=("ResNet-50+TP",))) == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from orchestration.tracking import Tracker
+from orchestration.runtime.tracking import Tracker
 
 
 def test_system_metrics_are_logged_to_the_run_while_inside(tmp_path):

@@ -7,10 +7,10 @@ import json
 
 from mgn.config_io import to_dict
 from mgn.recipes import smoke
-from orchestration.planning import trial_folder
-from orchestration.storage import Storage
-from orchestration.tracking import Tracker
-from orchestration.trial import TrialSetup, run_trial
+from orchestration.runtime.storage import Storage
+from orchestration.runtime.tracking import Tracker
+from orchestration.runtime.trial import TrialSetup, run_trial
+from orchestration.tables.planning import trial_folder
 
 
 class _Context:

@@ -1,0 +1,435 @@
+"""MLflow records: one parent run per table invocation, one child run per trial.
+
+The default store is MLflow 3's embedded SQLite file, ``mlflow.db`` in the project folder, always
+passed as an *absolute* URI (inside Ray actors the working directory is Ray's session folder). A
+tracking server comes from ``--tracking-uri`` or ``MLFLOW_TRACKING_URI``. Credentials in URIs are
+never written to params, tags or logs (``redact``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from mlflow.entities import Metric, Param, Run, RunStatus, RunTag, SourceType
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import (
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_RUN_NOTE,
+    MLFLOW_SOURCE_NAME,
+    MLFLOW_SOURCE_TYPE,
+    MLFLOW_USER,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TAG_PREFIX = "mgn."
+_BATCH = 100  # MLflow's per-call limit on params
+
+
+ENSEMBLE_KIND = "ensemble"  # mgn.kind of an ensemble row's run (orchestration.tables.ensembles)
+MODEL_FILE = "checkpoint/model.pt"  # where a trial logs its weights file (--log-checkpoint)
+RUNS_VIEW_ATTRIBUTES = ("Dataset", "Models", "Source", "Version", "User")  # MLflow's own columns
+SHARED_VIEW_PREFIX = "mlflow.sharedViewState."  # MLflow UI: a view opened by ?viewStateShareKey=
+EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow 3's experiment setting: what the UI opens on
+MODEL_TRAINING = "custom_model_development"
+LOCAL_UI = "http://127.0.0.1:5000"  # where ``mlflow ui`` serves a local store (README)
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking store cannot be reached; the message says which and what to do."""
+
+
+def resolve_tracking_uri(flag: str | None = None, project_root: Path = PROJECT_ROOT) -> str:
+    """``flag``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<project>/mlflow.db``; local paths made absolute."""
+    uri = (
+        flag or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root.absolute() / 'mlflow.db'}"
+    )
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{Path(uri[len('sqlite:///') :]).absolute()}"
+    elif "://" not in uri:  # a bare folder: MLflow's file store (maintenance mode); keep it absolute
+        uri = str(Path(uri).absolute())
+    return uri
+
+
+def redact(uri: str) -> str:
+    """``https://user:secret@host/`` -> ``https://user:***@host/``; a user part alone (a token) ->
+    ``***@host``; ``?token=...`` values -> ``***``. Others unchanged."""
+    parts = urllib.parse.urlsplit(uri)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)  # a raw "@" in the password stays on the left
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}" if ":" in userinfo else f"***@{host}"
+    query = re.sub(r"(?i)((?:token|password|secret|key)=)[^&]+", r"\1***", parts.query)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return uri
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def is_single_machine_store(uri: str) -> bool:
+    """An sqlite file or a file store: only the machine holding the file can write it."""
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def split_credentials(uri: str) -> tuple[str, dict[str, str]]:
+    """A server URI without its user and password, and MLflow's environment variables that carry
+    them instead (``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``, or ``_TOKEN`` for a user part alone)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return uri, {}
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    user, password = urllib.parse.unquote(user), urllib.parse.unquote(password)
+    bare = urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    if ":" not in userinfo:
+        return bare, {"MLFLOW_TRACKING_TOKEN": user}
+    return bare, {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any training, when a tracking server does not answer."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme in ("http", "https"):
+        host, port = parts.hostname or "localhost", parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                pass
+        except OSError as error:
+            raise TrackingUnavailable(
+                f"MLflow tracking server {redact(uri)} is unreachable ({error}). Start it (e.g. `mlflow server "
+                f"--host 127.0.0.1 --port {port}`), fix --tracking-uri / MLFLOW_TRACKING_URI, or unset them to "
+                f"use the local store {PROJECT_ROOT / 'mlflow.db'}."
+            ) from None
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as error:  # any failure of the store itself
+        raise TrackingUnavailable(f"MLflow tracking store {redact(uri)} does not work: {error}") from None
+
+
+def source_tags(command: str, description: str) -> dict[str, str]:
+    """MLflow's standard columns, filled as its own clients fill them: Source (the script), its
+    type, Version (the git commit), User, and the run's description."""
+    script = next((part for part in command.split() if part.endswith(".py")), command.split()[0])
+    commit = git_commit()
+    return {
+        MLFLOW_SOURCE_NAME: script,
+        MLFLOW_SOURCE_TYPE: SourceType.to_string(
+            SourceType.JOB if os.environ.get("RAY_JOB_ID") else SourceType.LOCAL
+        ),
+        **({MLFLOW_GIT_COMMIT: commit.removesuffix("-dirty")} if commit != "unknown" else {}),
+        MLFLOW_USER: getpass.getuser(),
+        MLFLOW_RUN_NOTE: description,
+    }
+
+
+def git_commit(project_root: Path = PROJECT_ROOT) -> str:
+    """The checked-out commit, with ``-dirty`` when files differ from it; ``unknown`` outside git.
+    The generated tables in ``results/`` do not count: regenerating them changes no experiment."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=project_root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"],
+            cwd=project_root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """One trial's run, as tables and figures read it."""
+
+    run_id: str
+    status: str  # FINISHED, FAILED, RUNNING, KILLED
+    row: str  # the table row (``mgn.row``)
+    seed: int
+    metrics: Mapping[str, float]  # the latest value of each metric
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "FINISHED"
+
+    @classmethod
+    def of(cls, run: Run) -> ChildRun:
+        tags = run.data.tags
+        return cls(
+            run.info.run_id,
+            run.info.status,
+            tags.get(f"{TAG_PREFIX}row", ""),
+            int(tags.get(f"{TAG_PREFIX}seed", 0)),
+            dict(run.data.metrics),
+            dict(tags),
+        )
+
+
+class Tracker:
+    """The one door to MLflow, reading and writing: every call names its run; no global state."""
+
+    def __init__(self, uri: str) -> None:
+        # MLflow prints "View run ... at: <tracking URI>" when a run ends: with a server URI that
+        # carries credentials, that line would put the password in every log.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+        self.uri = uri
+        self.client = MlflowClient(uri)
+
+    @classmethod
+    def from_env(cls) -> Tracker:
+        """In trials and workers: the store the driver put in ``MLFLOW_TRACKING_URI`` (kept out of
+        configs, which Ray writes to disk, because a server URI may carry credentials)."""
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            raise TrackingUnavailable(
+                "MLFLOW_TRACKING_URI is not set in this Ray process: start grids with orchestration"
+            )
+        return cls(uri)
+
+    def experiment(self, name: str) -> str:
+        """The experiment's id, created (with an absolute artifact folder for local stores) if new."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            if EXPERIMENT_KIND not in found.tags:  # an experiment made before the kind was set
+                self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+            return found.experiment_id
+        location = None
+        if self.uri.startswith("sqlite:") or "://" not in self.uri:
+            db_folder = (
+                Path(self.uri.removeprefix("sqlite:///")).parent
+                if self.uri.startswith("sqlite:")
+                else Path(self.uri)
+            )
+            location = (db_folder / "mlartifacts").absolute().as_uri()
+        # The kind makes MLflow's UI open the experiment on its runs table (model training), not
+        # on the GenAI overview of traces that MLflow 3 shows by default.
+        return self.client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING}
+        )
+
+    def runs_url(self, experiment_id: str, view: str | None = None) -> str:
+        """Where the experiment's runs table opens in MLflow's UI, in model-training mode (and in a
+        view shared by ``share_runs_view``)."""
+        server = split_credentials(self.uri)[0] if self.uri.startswith(("http://", "https://")) else LOCAL_UI
+        shared = f"viewStateShareKey={view}&" if view else ""
+        return (
+            f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?{shared}workflowType=machine_learning"
+        )
+
+    def share_runs_view(self, experiment_id: str, parent_run_id: str, metrics: list[str]) -> str:
+        """A view of the runs table that MLflow's UI opens from a URL (its "share view", stored as an
+        experiment tag): a grid's trials in table order, with ``metrics``, data sets and models as
+        columns and the grid's parent expanded. Returns the key for ``runs_url``."""
+        key = f"mgn-{parent_run_id[:12]}"
+        state = {
+            "orderByKey": f"tags.`{TAG_PREFIX}row_order`",
+            "orderByAsc": True,
+            "selectedColumns": [f"attributes.`{a}`" for a in RUNS_VIEW_ATTRIBUTES]
+            + [f"metrics.`{m}`" for m in metrics]
+            + [f"tags.`{TAG_PREFIX}row`"],
+            "runsExpanded": {parent_run_id: True},
+        }
+        self.client.set_experiment_tag(experiment_id, f"{SHARED_VIEW_PREFIX}{key}", json.dumps(state))
+        return key
+
+    def start_parent(
+        self, experiment_id: str, name: str, tags: Mapping[str, str], system: Mapping[str, str] | None = None
+    ) -> str:
+        """A table invocation's run: our tags (prefixed) and MLflow's own columns (``source_tags``)."""
+        run = self.client.create_run(
+            experiment_id,
+            run_name=name,
+            tags={**(system or {}), **{TAG_PREFIX + k: v for k, v in tags.items()}},
+        )
+        return run.info.run_id
+
+    def describe(self, run_id: str, text: str) -> None:
+        """The run's description in the UI (MLflow's ``mlflow.note.content``)."""
+        self.client.set_tag(run_id, MLFLOW_RUN_NOTE, text)
+
+    def child(
+        self,
+        experiment_id: str,
+        parent_id: str,
+        trial: str,
+        name: str,
+        tags: Mapping[str, str],
+        system: Mapping[str, str] | None = None,
+    ) -> str:
+        """The child run of ``trial`` under ``parent_id``: found again when a trial is resumed, so a
+        trial never gets two runs."""
+        existing = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and tags.`{TAG_PREFIX}trial` = '{trial}'",
+            max_results=1,
+        )
+        if existing:
+            run_id = existing[0].info.run_id
+            self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            return run_id
+        all_tags = {**(system or {}), "mlflow.parentRunId": parent_id, TAG_PREFIX + "trial": trial}
+        all_tags.update({TAG_PREFIX + k: v for k, v in tags.items()})
+        return self.client.create_run(experiment_id, run_name=name, tags=all_tags).info.run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, str]) -> None:
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), _BATCH):
+            self.client.log_batch(run_id, params=items[start : start + _BATCH])
+
+    def log_metrics(
+        self, run_id: str, metrics: Mapping[str, float], step: int, timestamp_ms: int | None = None
+    ) -> None:
+        now = timestamp_ms or int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for start in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[start : start + 1000])
+
+    def log_onnx_model(self, run_id: str, onnx_path: str | Path, registered_name: str | None = None) -> None:
+        """The trained embedding network as an MLflow Model (ONNX flavour: served and loaded through
+        ``mlflow.pyfunc`` without unpickling anything), with its signature (images (N, 3, H, W) in
+        [0, 1] -> embeddings (N, D)) and an input example, optionally registered as a new version."""
+        import mlflow
+        import onnx
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        model = onnx.load(str(onnx_path))
+        (height, width) = (d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[2:])
+        example = np.random.default_rng(0).random((2, 3, height, width), dtype=np.float32)
+        embedding = model.graph.output[0].type.tensor_type.shape.dim[1].dim_value
+        signature = ModelSignature(
+            Schema([TensorSpec(np.dtype(np.float32), (-1, 3, height, width), "images")]),
+            Schema([TensorSpec(np.dtype(np.float32), (-1, embedding), "embedding")]),
+        )
+        # MLflow links a logged model to the active run: make it this run, for this call only.
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self.uri)
+        try:
+            with mlflow.start_run(run_id=run_id):
+                mlflow.onnx.log_model(
+                    model, name="model", signature=signature, input_example=example,
+                    registered_model_name=registered_name, await_registration_for=0,
+                )  # fmt: skip
+        finally:
+            self.client.update_run(run_id, "RUNNING")  # leaving the block ended it; the worker ends it
+            mlflow.set_tracking_uri(previous)
+
+    def model_file(self, uri: str, folder: str | Path) -> Path:
+        """The weights file (``checkpoint/model.pt``) behind ``models:/NAME/VERSION`` or ``runs:/RUN_ID``
+        (or ``runs:/RUN_ID/path/to/file``), downloaded into ``folder``."""
+        if uri.startswith("models:/"):
+            name, _, version = uri.removeprefix("models:/").partition("/")
+            if not version.isdigit():
+                raise ValueError(f"{uri}: give a version number, e.g. models:/{name}/1")
+            run_id, path = self.client.get_model_version(name, version).run_id, MODEL_FILE
+        elif uri.startswith("runs:/"):
+            run_id, _, path = uri.removeprefix("runs:/").partition("/")
+            path = path or MODEL_FILE
+        else:
+            raise ValueError(f"{uri}: not a models:/ or runs:/ URI")
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return Path(self.client.download_artifacts(run_id, path, str(folder)))
+
+    @contextlib.contextmanager
+    def system_metrics(self, run_id: str, every_s: float = 10.0) -> Iterator[None]:
+        """MLflow's system metrics (CPU, memory, disk, network; GPU utilisation and memory when
+        NVIDIA's library finds one) logged to ``run_id`` every ``every_s`` seconds while inside.
+        ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` overrides the interval (tests)."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=every_s, tracking_uri=self.uri)
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
+
+    def log_datasets(self, run_id: str, records: list[dict]) -> None:
+        """``orchestration.runtime.inputs.dataset_records``: the Dataset column of the runs table."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        inputs = [
+            DatasetInput(
+                Dataset(r["name"], r["digest"], "local", r["source"], profile=r["profile"]),
+                [InputTag("mlflow.data.context", r["context"])],
+            )
+            for r in records
+        ]
+        self.client.log_inputs(run_id, datasets=inputs)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(TAG_PREFIX + k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, run_id: str, path: str | Path, folder: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), folder)
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        self.client.log_text(run_id, text, name)
+
+    def finish(self, run_id: str, failed: bool = False, killed: bool = False) -> None:
+        self.client.set_terminated(run_id, "KILLED" if killed else "FAILED" if failed else "FINISHED")
+
+    # Reading.
+
+    def run(self, run_id: str) -> Run:
+        return self.client.get_run(run_id)
+
+    def last_step(self, run_id: str, metric: str) -> int:
+        """The highest step at which ``metric`` was logged in the run; -1 if never."""
+        return max((m.step for m in self.client.get_metric_history(run_id, metric)), default=-1)
+
+    def child_runs(self, experiment_id: str, parent_id: str) -> list[ChildRun]:
+        """Every trial run of a table invocation (newest first, as MLflow lists them); ensembles'
+        runs, which hold copies of the parent's ensemble metrics, are not trials."""
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", page_token=token
+            )
+            runs += [
+                ChildRun.of(run) for run in page if run.data.tags.get(f"{TAG_PREFIX}kind") != ENSEMBLE_KIND
+            ]
+            token = page.token
+            if not token:
+                return runs
+
+    def latest_parent(self, experiment_name: str, table_key: str) -> str:
+        """The most recent finished invocation of a table; ``LookupError`` saying what to run if none."""
+        experiment = self.client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            raise LookupError(
+                f"the store {redact(self.uri)} has no experiment '{experiment_name}': run the table first"
+            )
+        runs = self.client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.`{TAG_PREFIX}kind` = 'table' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not runs:
+            raise LookupError(f"no finished run of {table_key} in {redact(self.uri)}: run the table first")
+        return runs[0].info.run_id
+
+    def download(self, run_id: str, artifact: str, folder: str | Path) -> Path | None:
+        """A run's artifact, copied into ``folder``; None when the run has none of that name."""
+        try:
+            return Path(self.client.download_artifacts(run_id, artifact, str(folder)))
+        except Exception:  # absent (an older run, a failed trial)
+            return None

@@ -1,0 +1,136 @@
+"""One Tune trial = one ``TorchTrainer`` (the Ray Train V2 pattern) and one MLflow child run.
+
+A single-worker CPU trial runs Train's local mode (``num_workers=0``): the worker function runs
+in this process, without the ~20 s of worker-group start-up. Multi-worker and GPU trials launch a
+real worker group (DDP over gloo on CPU, NCCL on GPU), restarted from the last checkpoint when a
+worker dies (``FailureConfig``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mgn.config import ExperimentConfig, Init
+from mgn.config_io import dump_yaml, flatten, from_dict, to_dict
+from orchestration.runtime.naming import registered_name
+from orchestration.runtime.spool import SpoolingRecorder
+from orchestration.runtime.storage import Storage
+from orchestration.runtime.tracking import Tracker, source_tags
+from orchestration.runtime.worker import DIVERGED_FILE, DONE_FILE, KEEP_CHECKPOINTS, WorkerSpec, train_worker
+from orchestration.tables.planning import is_local, trial_folder
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial of a grid shares (plain values: Tune stores it with the experiment)."""
+
+    table: str  # the mgn.table tag of its runs ("table5", "recipe_search")
+    script: str  # the experiment script that runs it (the runs' source)
+    experiment_id: str
+    parent_run_id: str
+    storage: str  # this grid's folder: a Storage URI every node reaches
+    git_commit: str
+    use_gpu: bool
+    images_checked: bool = True
+    max_failures: int = 2
+    log_checkpoint: bool = False
+    register: bool = False
+    feature_rows: tuple[str, ...] = ()  # rows whose test features are kept (ensembles)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def run_trial(params: dict[str, Any]) -> None:
+    """Tune function trainable: ``params = {"setup": TrialSetup dict, "trial": {"row", "seed", "config"}}``."""
+    import ray.train
+    from ray import tune
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    setup = TrialSetup(**{**params["setup"], "feature_rows": tuple(params["setup"]["feature_rows"])})
+    row, seed = params["trial"]["row"], int(params["trial"]["seed"])
+    config = from_dict(ExperimentConfig, params["trial"]["config"])  # planned once, by the driver
+    folder = trial_folder(Storage(setup.storage), row, seed)
+    local = is_local(config, setup.use_gpu)
+    tracker = Tracker.from_env()
+    device = f"{'gpu' if setup.use_gpu else 'cpu'} x{config.scaling.num_workers}"
+    run_id = tracker.child(
+        setup.experiment_id,
+        setup.parent_run_id,
+        trial=f"{row} / seed {seed}",
+        name=params["trial"].get("name", f"{row} seed{seed}"),
+        tags={
+            "table": setup.table,
+            "row": row,
+            "seed": str(seed),
+            "dataset": config.data.dataset.value,
+            "profile": config.profile.value,
+            "git_commit": setup.git_commit,
+            "device": device,
+            "pretrained": str(config.model.init is Init.IMAGENET).lower(),
+            "tune_trial_id": tune.get_context().get_trial_id(),
+            **params["trial"].get("tags", {}),  # deviations from the paper, precision, ImageNet file
+        },
+        system=source_tags(
+            setup.script,
+            f"{row}, seed {seed}: {config.model.backbone.value} branches "
+            f"{list(config.model.branches)}, {config.profile.value} profile on {config.data.dataset.value}",
+        ),
+    )
+    if (folder / DONE_FILE).exists():
+        # Finished before the driver died, after Tune last saved its state: report, do not retrain.
+        # Close the run as that attempt would have: the driver's death can cut it short after
+        # done.json (in Ray Train's teardown), and its last word was then "FAILED".
+        SpoolingRecorder(tracker, run_id, folder).finish(failed=(folder / DIVERGED_FILE).exists())
+        tune.report(json.loads((folder / DONE_FILE).read_text()))
+        return
+    tracker.log_params(run_id, flatten(config))
+    tracker.log_text(run_id, dump_yaml(config), "config.yaml")
+    spec = WorkerSpec(
+        experiment=to_dict(config),
+        run_id=run_id,
+        trial_uri=folder.uri,
+        local=local,
+        cpus=config.scaling.cpus_per_worker,
+        images_checked=setup.images_checked,
+        keep_features=row in setup.feature_rows,
+        log_checkpoint=setup.log_checkpoint,
+        registered_name=registered_name(setup.table, row) if setup.register else None,
+        row=row,
+        name=f"{row} (seed {seed}, {config.profile.value}, {config.data.dataset.value})",
+    )
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=spec.to_dict(),
+        # gloo on CPU, NCCL on GPU; collectives give up after scaling.collective_timeout_s.
+        torch_config=TorchConfig(timeout_s=config.scaling.collective_timeout_s),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=0 if local else config.scaling.num_workers,
+            use_gpu=setup.use_gpu,
+            resources_per_worker={
+                "CPU": config.scaling.cpus_per_worker,
+                **({"GPU": 1} if setup.use_gpu else {}),
+            },
+        ),
+        run_config=ray.train.RunConfig(
+            # Named after the trial, not the row: a re-run with the same name reloads that run's
+            # newest checkpoint from storage (a grid resumed after its driver died).
+            name=f"train-{tune.get_context().get_trial_id()}",
+            storage_path=(Storage(setup.storage) / "train").uri,
+            callbacks=[] if local else [TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=setup.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
+        ),
+    )
+    # From here on the store may come and go: records are spooled rather than lost (spool.py).
+    recorder = SpoolingRecorder(tracker, run_id, folder)
+    try:
+        trainer.fit()
+    except BaseException:
+        recorder.finish(failed=True)
+        raise
+    recorder.finish(failed=(folder / DIVERGED_FILE).exists())

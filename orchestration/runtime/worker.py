@@ -1,0 +1,288 @@
+"""The Ray Train per-worker function: ``mgn.training.fit`` with Ray's rank, device and DDP.
+
+Run by ``ray.train.torch.TorchTrainer``, one process per worker (or in the trial's own process in
+Train's local mode). Every rank trains; rank 0 alone writes checkpoints, logs to MLflow and saves
+the test features. An epoch's metrics are logged before ``report`` hands them to Ray, since Tune may
+end the trial inside that call (a search's early stopping); a worker group restarted from an older
+checkpoint re-runs epochs already logged, and does not log them twice (``SpoolingRecorder.resume_steps``).
+
+Checkpoints go through Ray: rank 0 hands each one to ``report`` (``ray.train.report`` in a worker
+group, ``tune.report`` in local mode), Ray copies it to the grid's storage (a local folder or an
+object store, ``RunConfig(storage_path=...)``), keeps the newest ``KEEP_CHECKPOINTS``, and gives the
+newest back to a restarted worker group or trial (``get_checkpoint``). Everything else that must
+outlive this process (done marker, features, spooled records) goes to the trial's ``Storage``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mgn.checkpoint import CHECKPOINT_FILE, TrainingState, save_checkpoint, save_model
+from mgn.config import ExperimentConfig
+from mgn.config_io import from_dict
+from mgn.data.loading import load_dataset, read_dataset
+from mgn.evaluation import keys
+from mgn.evaluation.protocol import Evaluation
+from mgn.export import EmbeddingNetwork, export_onnx
+from mgn.training import EpochStats, TrainingDiverged, TrainingEnv, default_device, fit
+from orchestration.runtime.checkpoints import latest_good_state
+from orchestration.runtime.faults import Faults
+from orchestration.runtime.inputs import dataset_records
+from orchestration.runtime.naming import PER_QUERY_FILE
+from orchestration.runtime.storage import Storage
+
+KEEP_CHECKPOINTS = 2  # Ray keeps this many per trial: the newest, and one to fall back on
+DIVERGED_FILE = "diverged.txt"
+DONE_FILE = "done.json"  # written last: the trial is finished, whatever the Tune state says
+FEATURES_FILE = "features.pt"
+# Reported after every epoch but the last: the time early stopping (ASHA) judges by. Were the last
+# epoch judged too, a trial could be stopped after its training, before its final records and marker.
+ONGOING_EPOCH = "ongoing_epoch"
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs, as plain values (it crosses process boundaries)."""
+
+    experiment: dict[str, Any]
+    run_id: str
+    trial_uri: str  # this trial's folder in grid storage (a Storage URI every node reaches)
+    local: bool  # Train's local mode: this process is the Tune trial itself
+    cpus: int
+    images_checked: bool = False  # the driver already decoded every image
+    keep_features: bool = False  # save the test features to storage (ensemble members)
+    log_checkpoint: bool = False  # the final network as an MLflow Model, and its weights file
+    registered_name: str | None = None  # the registry name its model version goes under
+    row: str = ""  # the table row this trial trains
+    name: str = ""  # the trial, for picture titles
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _session(local: bool):
+    """``(report, get_checkpoint)`` of this process: Tune's in local mode (the worker *is* the Tune
+    trial, and ray.train.report refuses to run inside Tune), Train's in a worker group (where
+    TuneReportCallback forwards rank 0's reports to Tune)."""
+    if local:
+        from ray import tune
+
+        return tune.report, tune.get_checkpoint
+    import ray.train
+
+    return ray.train.report, ray.train.get_checkpoint
+
+
+def _report_with_checkpoint(report, metrics: dict[str, Any], state: TrainingState | None) -> None:
+    """Every rank reports (a barrier); rank 0 attaches the checkpoint, which Ray copies to storage
+    before ``report`` returns."""
+    if state is None:
+        report(metrics)
+        return
+    from ray.train import Checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="mgn-checkpoint-") as folder:
+        save_checkpoint(state, Path(folder) / CHECKPOINT_FILE)
+        report(metrics, checkpoint=Checkpoint.from_directory(folder))
+
+
+def ray_environment(cpus: int) -> TrainingEnv:
+    """This Ray Train worker's rank, device and DDP wrapping (its process group is Ray's)."""
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    return TrainingEnv(
+        rank=context.get_world_rank(),
+        world_size=context.get_world_size(),
+        device=ray.train.torch.get_device(),
+        cpus=cpus,
+        # DDP averages the ranks' gradients; buffers (BN statistics) follow rank 0, as with the
+        # paper's DataParallel. Parameters no loss reaches are frozen in build_model.
+        wrap_model=ray.train.torch.prepare_model,
+        # Keep our P x K sampler: without add_dist_sampler=False Ray swaps in a DistributedSampler.
+        wrap_loader=lambda loader: ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False),
+    )
+
+
+def _environment(spec: WorkerSpec) -> TrainingEnv:
+    if spec.local:
+        return TrainingEnv(rank=0, world_size=1, device=default_device(), cpus=spec.cpus)
+    return ray_environment(spec.cpus)
+
+
+def _worker_nodes(env: TrainingEnv) -> list[str]:
+    """The Ray node id of every rank, in rank order (a collective: every rank calls it)."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    if env.world_size == 1:
+        return [node]
+    nodes: list[Any] = [None] * env.world_size
+    torch.distributed.all_gather_object(nodes, node)
+    return nodes
+
+
+def _check_same_start(env: TrainingEnv, resume: TrainingState | None) -> None:
+    """Every rank must continue from the same epoch (each read the checkpoint itself); a rank that
+    could not would train other weights in lockstep with the rest, or hang them."""
+    if env.world_size == 1:
+        return
+    starts: list[Any] = [None] * env.world_size
+    torch.distributed.all_gather_object(starts, resume.epochs_done if resume else 0)
+    if len(set(starts)) > 1:
+        raise RuntimeError(f"ranks read different checkpoints (epochs done by rank: {starts}); restarting")
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    spec = WorkerSpec(**loop_config)
+    config = from_dict(ExperimentConfig, spec.experiment)
+    trial = Storage(spec.trial_uri)
+    if not torch.cuda.is_available():
+        torch.set_num_threads(spec.cpus)
+    env = _environment(spec)
+    nodes = _worker_nodes(env)
+    recorder = None
+    if env.is_main:
+        from orchestration.runtime.spool import SpoolingRecorder
+        from orchestration.runtime.tracking import Tracker
+
+        recorder = SpoolingRecorder(Tracker.from_env(), spec.run_id, trial)
+    # The driver decoded every image already; only dropping bad files needs the check again.
+    dataset = (
+        load_dataset(config.data)
+        if (config.data.skip_bad_images or not spec.images_checked)
+        else read_dataset(config.data)
+    )
+    notes: list[str] = []  # warnings for the person watching the grid: they travel with the first report
+    report, get_checkpoint = _session(spec.local)
+    resume = latest_good_state(get_checkpoint(), warn=notes.append)
+    _check_same_start(env, resume)
+    faults = Faults.from_env()
+    every = config.train.checkpoint_every
+
+    def on_epoch_end(stats: EpochStats, evaluation: Evaluation | None, snapshot) -> None:
+        metrics = {
+            "epoch": stats.epoch,
+            **stats.metrics(),
+            **(_named(config, evaluation) if evaluation else {}),
+        }
+        if notes:
+            metrics["warnings"] = "; ".join(notes)
+            if recorder is not None:
+                recorder.set_tags({"warnings": metrics["warnings"]})
+            notes.clear()
+        last = stats.epoch == config.train.epochs
+        checkpointing = every and (stats.epoch % every == 0 or last)
+        if recorder is not None:  # before the report: Tune may end the trial there (early stopping)
+            if stats.untrained:
+                recorder.log_metrics(keys.prefixed(stats.untrained, keys.untrained), step=0)
+            recorder.log_metrics({k: v for k, v in metrics.items() if k != "warnings"}, step=stats.epoch)
+        ongoing = {} if last else {ONGOING_EPOCH: stats.epoch}
+        _report_with_checkpoint(
+            report, {**metrics, **ongoing}, snapshot() if checkpointing and env.is_main else None
+        )
+        faults.after_epoch(spec.row, env.rank, stats.epoch, trial)
+
+    if recorder is not None:
+        recorder.resume_steps("loss")
+        attempts = _count_attempt(trial)
+        tags = {"attempts": str(attempts), "worker_nodes": json.dumps(nodes)}
+        if resume is not None:
+            tags["resumed_from_epoch"] = str(resume.epochs_done)
+        recorder.set_tags(tags)
+        recorder.log_datasets(dataset_records(dataset, config.data))
+    monitor = (
+        recorder.tracker.system_metrics(spec.run_id) if recorder is not None else contextlib.nullcontext()
+    )
+    try:
+        with monitor:
+            result = fit(config, dataset, env=env, on_epoch_end=on_epoch_end, resume=resume, log=print)
+    except TrainingDiverged as error:
+        # Deterministic: a retry with the same seed diverges again. Record it and end normally.
+        if recorder is not None:
+            recorder.set_tags({"diverged": "true", "failure": str(error)})
+            (trial / DIVERGED_FILE).write_text(str(error))
+        # A search's early stopping and searcher need their metric in every report: a diverged
+        # recipe scores nothing.
+        report({"diverged": 1.0, **({keys.validation(keys.MAP): 0.0} if config.data.validation_ids else {})})
+        return
+    if recorder is None:
+        return
+    if result.evaluation is not None:
+        final = _named(config, result.evaluation)
+        if not result.history:  # resumed after the last epoch: nothing was reported yet
+            recorder.log_metrics(final, step=config.train.epochs)
+            report({"epoch": config.train.epochs, **final})
+        _log_final(spec, recorder, result.evaluation, result.model, dataset, config)
+        done = {"epoch": config.train.epochs, **final}
+        (trial / DONE_FILE).write_text(json.dumps(done))
+
+
+def _named(config: ExperimentConfig, evaluation: Evaluation) -> dict[str, float]:
+    """An evaluation's metrics under the names of what was evaluated: ``val/mAP`` on a validation
+    split, so that no table or reader takes it for a test figure; ``mAP`` on the test set."""
+    if config.data.validation_ids:
+        return keys.prefixed(evaluation.metrics, keys.validation)
+    return dict(evaluation.metrics)
+
+
+def _count_attempt(trial: Storage) -> int:
+    """How many times this trial's training has started (restarts included)."""
+    counter = trial / "attempts"
+    attempts = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(attempts))
+    return attempts
+
+
+def _log_final(
+    spec: WorkerSpec, recorder, evaluation: Evaluation, model, dataset, config: ExperimentConfig
+) -> None:
+    from orchestration.tables.figures import trial_pictures
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cmc = Path(tmp) / "cmc.csv"
+        ranks = np.arange(1, len(evaluation.cmc) + 1)
+        np.savetxt(
+            cmc,
+            np.column_stack([ranks, evaluation.cmc]),
+            fmt=["%d", "%.6f"],
+            delimiter=",",
+            # A fraction (0-1), said in the column name: the logged metrics are percentages.
+            header="rank,matched_fraction",
+            comments="",
+        )
+        recorder.log_artifact(cmc)
+        per_query = Path(tmp) / PER_QUERY_FILE  # each figure per test query: the tables' intervals
+        np.savez_compressed(per_query, **evaluation.per_query)
+        recorder.log_artifact(per_query)
+        for picture in trial_pictures(model, dataset, evaluation, config, Path(tmp), spec.name):
+            recorder.log_artifact(picture)
+        if spec.log_checkpoint:
+            recorder.log_artifact(save_model(model, spec.experiment, Path(tmp) / "model.pt"), "checkpoint")
+            network = EmbeddingNetwork(model, flip=config.eval.flip, normalize=True)
+            onnx = export_onnx(network, Path(tmp) / "model.onnx", config.data.height, config.data.width)
+            recorder.log_model(onnx, spec.registered_name)
+    if spec.keep_features:
+        save_features(evaluation, Storage(spec.trial_uri) / FEATURES_FILE)
+
+
+def save_features(evaluation: Evaluation, target: Storage) -> None:
+    """Test features of a trained network (plain tensors, loadable with ``weights_only=True``)."""
+    payload = {}
+    for split, features in (("query", evaluation.query), ("gallery", evaluation.gallery)):
+        payload[f"{split}/features"] = features.features
+        payload[f"{split}/pids"] = torch.as_tensor(features.pids)
+        payload[f"{split}/camids"] = torch.as_tensor(features.camids)
+    with tempfile.TemporaryDirectory() as folder:
+        torch.save(payload, Path(folder) / FEATURES_FILE)
+        target.upload(Path(folder) / FEATURES_FILE)
