@@ -28,12 +28,9 @@ from mgn.data.folders import IMAGE_SUFFIXES, list_images, parse_name
 from mgn.data.images import CorruptImageError, ImageDataset
 from mgn.data.records import DatasetError, ImageRecord
 from mgn.data.transforms import test_transform
+from mgn.errors import UsageError
 
 UNLABELLED = -2  # images whose names do not follow <pid>_c<camera>
-
-
-class UsageError(ValueError):
-    """Bad input to a command; printed as one line."""
 
 
 MODEL_URIS = ("models:/", "runs:/")

@@ -3,33 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 from pathlib import Path
 
-from mgn.config import ConfigError
-from mgn.data.records import DatasetError
 from mgn.recipe_search import SEARCHES
-from orchestration.recipe_search.plan import (
-    EXPERIMENT,
-    SCRIPT,
-    check_validation_data,
-    new_state,
-    resumed_study,
-    search_folder,
-    study,
-)
-from orchestration.runtime.storage import Storage, StorageError
-from orchestration.runtime.tracking import (
-    Tracker,
-    TrackingUnavailable,
-    check_reachable,
-    redact,
-    resolve_tracking_uri,
-)
-from orchestration.study.lock import GridLocked, acquire, release
-from orchestration.tables.command import add_run_options, check_results_dir, run_options
-from orchestration.tables.planning import UsageError
+from orchestration.recipe_search.plan import EXPERIMENT, SCRIPT, resumed_study, search_folder, study
+from orchestration.recipe_search.study import SearchStudy
+from orchestration.study.command import Prepared, open_storage, run_command
+from orchestration.study.options import add_run_options, run_options
+from orchestration.study.preflight import preflight
 
 
 def parser() -> argparse.ArgumentParser:
@@ -47,9 +28,7 @@ def parser() -> argparse.ArgumentParser:
                    help="override one field of the study, e.g. --set trials=20, --set space.epochs=[8,12], "
                         "--set base.train.epochs=10 (repeatable)")  # fmt: skip
     p.add_argument("--data-root", help="folder holding Market-1501 (see README for layouts)")
-    add_run_options(p, EXPERIMENT, "the report and the recipe file are written")
-    p.add_argument("--resume", nargs="?", const="latest", metavar="SEARCH",
-                   help="continue an interrupted search (the latest, or the named folder) without rerunning finished trials")  # fmt: skip
+    add_run_options(p, EXPERIMENT, "the report and the recipe file are written", "recipe search")
     return p
 
 
@@ -59,38 +38,18 @@ def _changes_study(args: argparse.Namespace) -> bool:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    command = " ".join(
-        ["python", SCRIPT, *(shlex.quote(redact(a)) for a in (argv if argv is not None else sys.argv[1:]))]
-    )
-    try:
-        if args.max_failures < 0:
-            raise UsageError(f"--max-failures {args.max_failures}: must be >= 0")
-        search = study(args)
-        storage = Storage.parse(args.storage_path)
-        storage.check()
-        folder, state = search_folder(storage, search, args.resume)
-        if state is not None:
-            search = resumed_study(search, state, _changes_study(args), folder)
-        data = check_validation_data(search)
-        print(f"recipe search around {search.base.profile.value}: {data.summary()}")
-        uri = resolve_tracking_uri(args.tracking_uri)
-        check_reachable(uri)
-        check_results_dir(args.results_dir)
-        lock = acquire(folder)
-    except (ConfigError, DatasetError, GridLocked, StorageError, TrackingUnavailable, UsageError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    from orchestration.recipe_search.run import (
-        run_search,  # Ray is imported only once the input is known to be good
-    )
-
+def prepare(args: argparse.Namespace, command: str) -> Prepared:
+    """The study checked before compute (or resumed from its folder): the one pre-flight on what its
+    trials read, the validation split of the training identities (the test set is read after the choice)."""
     options = run_options(args)  # a search runs its trials as a grid does, without logging models
-    try:
-        if state is None:
-            state = new_state(Tracker(uri), search, args.experiment_name, command, uri)
-            state.write(folder)
-        return run_search(search, options, uri, folder, state)
-    finally:
-        release(folder, lock)
+    search = study(args)
+    folder, state = search_folder(open_storage(args), search, args.resume)
+    if state is not None:
+        search = resumed_study(search, state, _changes_study(args), folder)
+    preflight({"validation": search.validating(search.base)}, "the recipe search")
+    print(f"recipe search around {search.base.profile.value}: {search.trials} trials")
+    return Prepared(SearchStudy(search), folder, state, options)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(parser(), SCRIPT, argv, prepare)

@@ -1,48 +1,27 @@
-"""Planning a recipe search, without Ray: the study from the command line, its data checked on the
-validation split only, its folder and state, its MLflow parent run. ``orchestration.recipe_search.run`` runs it.
+"""Planning a recipe search, without Ray: the study from the command line, its folder (new, or resumed
+with the study it recorded), its MLflow parent run. ``orchestration.recipe_search.run`` runs it.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 from mgn.config import DatasetName, Profile
 from mgn.config_io import apply_overrides, flatten, from_dict, merged, read_mapping, to_dict
-from mgn.data.loading import load_dataset
-from mgn.data.records import ReidDataset
+from mgn.errors import UsageError
 from mgn.recipe_search import SEARCHES, SearchConfig
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.tracking import Tracker, git_commit, redact, source_tags
-from orchestration.tables.planning import UsageError, run_folder
+from orchestration.study.state import StudyState, study_folder
 
 TABLE = "recipe_search"  # the mgn.table tag of its runs and the name of its results files
 SCRIPT = "experiments/recipe_search.py"
 EXPERIMENT = "MGN recipe search"
-STATE_FILE = "mgn_search.json"
 SEARCH_STAGE, FINAL_STAGE = "search", "final"  # Tune folders, and the mgn.stage tag of the runs
 BASE_ROW, SEARCHED_ROW = "base recipe", "searched recipe"
-
-
-@dataclass(frozen=True)
-class SearchState:
-    """What a search folder records so that ``--resume`` continues the same study in the same runs."""
-
-    parent_run_id: str
-    experiment_id: str
-    command: str
-    created: str
-    search: dict = field(default_factory=dict)
-
-    def write(self, folder: Storage) -> None:
-        (folder / STATE_FILE).write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def read(cls, folder: Storage) -> SearchState:
-        return cls(**json.loads((folder / STATE_FILE).read_text()))
 
 
 def final_seeds(search: SearchConfig) -> list[int]:
@@ -71,23 +50,16 @@ def study(args: argparse.Namespace) -> SearchConfig:
     return apply_overrides(search, args.overrides)
 
 
-def check_validation_data(search: SearchConfig) -> ReidDataset:
-    """Decode the training images and carve the validation split: what every search trial reads.
-    The test images are not decoded (the final evaluation reads them, after the choice)."""
-    return load_dataset(search.validating(search.base).data)
-
-
-def search_folder(
-    storage: Storage, search: SearchConfig, resume: str | None
-) -> tuple[Storage, SearchState | None]:
+def search_folder(storage: Storage, search: SearchConfig, resume: str | None) -> tuple[Storage, StudyState | None]:
     prefix = f"{TABLE}-{search.base.profile.value}-{search.base.data.dataset.value}"
-    folder = run_folder(storage, prefix, STATE_FILE, resume, "recipe search")
-    return folder, (SearchState.read(folder) if resume is not None else None)
+    return study_folder(storage, prefix, resume, "recipe search")
 
 
-def resumed_study(search: SearchConfig, state: SearchState, changed: bool, folder: Storage) -> SearchConfig:
+def resumed_study(search: SearchConfig, state: StudyState, changed: bool, folder: Storage) -> SearchConfig:
     """The study recorded in ``folder``; a command that asks for another one is refused."""
-    stored = from_dict(SearchConfig, state.search)
+    if state.study != TABLE:
+        raise UsageError(f"--resume {folder.name}: that folder is {state.study}'s, not a recipe search's")
+    stored = from_dict(SearchConfig, state.plan["search"])
     if changed and stored != search:
         theirs, mine = flatten(stored), flatten(search)
         differences = [f"{k}: the search has {theirs.get(k)}, this command {mine.get(k)}"
@@ -118,16 +90,3 @@ def start_parent(tracker: Tracker, search: SearchConfig, experiment_id: str, com
     run_id = tracker.start_parent(experiment_id, name, tags, source_tags(command, description))
     tracker.log_params(run_id, flatten(search))
     return run_id
-
-
-def new_state(
-    tracker: Tracker, search: SearchConfig, experiment_name: str, command: str, uri: str
-) -> SearchState:
-    experiment_id = tracker.experiment(experiment_name)
-    return SearchState(
-        parent_run_id=start_parent(tracker, search, experiment_id, command, uri),
-        experiment_id=experiment_id,
-        command=command,
-        created=dt.datetime.now().isoformat(),
-        search=to_dict(search),
-    )

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from mgn.config_io import dump_yaml
 from mgn.evaluation import keys
 from mgn.recipe_search import Candidate, SearchConfig, apply, baseline
-from orchestration.recipe_search.plan import BASE_ROW, FINAL_STAGE, SEARCHED_ROW, TABLE, SearchState
+from orchestration.recipe_search.plan import BASE_ROW, FINAL_STAGE, SEARCHED_ROW, TABLE
 from orchestration.recipe_search.space import describe
 from orchestration.runtime.tracking import TAG_PREFIX, Tracker
+from orchestration.study.state import StudyState
 from orchestration.tables.spec import Cell
 from orchestration.tables.statistics import PerQuery
 
@@ -29,15 +31,29 @@ COLUMNS = {
 }
 
 
+class Outcome(Enum):
+    """How a search trial ended."""
+
+    FINISHED = "finished"  # trained to its last epoch: the only kind that can win
+    STOPPED = "stopped"  # by ASHA, judged on an earlier epoch
+    DIVERGED = "diverged"
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
 class Scored:
-    """One search trial: its recipe, its validation mAP (None: failed) and how it ended."""
+    """One search trial: its recipe, its validation mAP (None: failed), the epochs it trained and
+    how it ended."""
 
     trial_id: str
     candidate: Candidate
     val_map: float | None
     epochs: int
-    status: str  # finished, stopped after epoch N, diverged, failed
+    outcome: Outcome
+
+    def describe(self) -> str:
+        """``finished``, ``stopped after epoch 4``: the report's outcome column and the run's tag."""
+        return f"stopped after epoch {self.epochs}" if self.outcome is Outcome.STOPPED else self.outcome.value
 
 
 def recipe_file(search: SearchConfig, chosen: Candidate, results_dir: Path) -> Path:
@@ -54,7 +70,7 @@ def recipe_file(search: SearchConfig, chosen: Candidate, results_dir: Path) -> P
     return path
 
 
-def _test_table(tracker: Tracker, state: SearchState, rows: list[str]) -> tuple[list[str], list[str]]:
+def _test_table(tracker: Tracker, state: StudyState, rows: list[str]) -> tuple[list[str], list[str]]:
     """Markdown lines of the test-set table, and the significant differences (for the console)."""
     runs = [r for r in tracker.child_runs(state.experiment_id, state.parent_run_id)
             if r.tags.get(f"{TAG_PREFIX}stage") == FINAL_STAGE]  # fmt: skip
@@ -88,20 +104,20 @@ def _search_table(scored: list[Scored], base: Candidate) -> list[str]:
     for s in sorted(scored, key=lambda s: -(s.val_map if s.val_map is not None else -1)):
         name = f"{s.trial_id}{' (base recipe)' if s.candidate == base else ''}"
         score = "–" if s.val_map is None else f"{s.val_map:.1f}"
-        lines.append(f"| {name} | {describe(s.candidate)} | {s.epochs} | {score} | {s.status} |")
+        lines.append(f"| {name} | {describe(s.candidate)} | {s.epochs} | {score} | {s.describe()} |")
     return lines
 
 
 def publish_search(
     search: SearchConfig,
     tracker: Tracker,
-    state: SearchState,
+    state: StudyState,
     scored: list[Scored],
     chosen: Scored,
     results_dir: Path,
 ) -> int:
     base = baseline(search.base)
-    base_val = next((s.val_map for s in scored if s.candidate == base and s.status == "finished"), None)
+    base_val = next((s.val_map for s in scored if s.candidate == base and s.outcome is Outcome.FINISHED), None)
     rows = [BASE_ROW] + ([SEARCHED_ROW] if chosen.candidate != base else [])
     test_lines, significant = _test_table(tracker, state, rows)
     recipe = recipe_file(search, chosen.candidate, results_dir)

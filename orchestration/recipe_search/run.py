@@ -3,8 +3,9 @@ each trial is a Ray Train trial (``orchestration.runtime.trial``) and an MLflow 
 validation curve. Then the winner and the base recipe train on every training identity, with
 several seeds, and only they are evaluated on the test set.
 
-``run_search`` = connect, search (resumable: Tune restores its trials and the searcher), choose,
-write the recipe file, final training (resumable), publish ``results/recipe_search.md``.
+``run_search`` = search (resumable: Tune restores its trials and the searcher), choose, write the
+recipe file, final training (resumable), publish ``results/recipe_search.md``; the study driver
+(``orchestration.study.driver``) joins the cluster, records the study and handles interruption.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-import ray
 from optuna.samplers import TPESampler
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
@@ -25,26 +25,15 @@ from mgn.data.loading import load_dataset
 from mgn.data.records import DatasetError
 from mgn.evaluation import keys
 from mgn.recipe_search import Candidate, SearchConfig, apply, baseline
-from orchestration.recipe_search.plan import (
-    BASE_ROW,
-    FINAL_STAGE,
-    SCRIPT,
-    SEARCH_STAGE,
-    SEARCHED_ROW,
-    TABLE,
-    SearchState,
-    final_seeds,
-)
-from orchestration.recipe_search.report import Scored, publish_search
+from orchestration.recipe_search.plan import BASE_ROW, FINAL_STAGE, SEARCH_STAGE, SEARCHED_ROW, final_seeds
+from orchestration.recipe_search.report import Outcome, Scored, publish_search
 from orchestration.recipe_search.space import candidate_of, describe, first_point, tune_space
-from orchestration.runtime.cluster import ClusterError, TrialResources, open_cluster
-from orchestration.runtime.spool import replay_grid
 from orchestration.runtime.storage import Storage
-from orchestration.runtime.tracking import Tracker, git_commit
-from orchestration.runtime.trial import TrialSetup, run_trial
-from orchestration.runtime.worker import DIVERGED_FILE, DONE_FILE, KEEP_CHECKPOINTS, ONGOING_EPOCH
-from orchestration.tables.grid import runs_banner
-from orchestration.tables.planning import GridOptions, trial_folder
+from orchestration.runtime.tracking import Tracker
+from orchestration.runtime.trial import TrialSpec, run_trial
+from orchestration.runtime.trial_files import ONGOING_EPOCH, TrialFiles
+from orchestration.study.driver import Driver, Interrupted, Stage
+from orchestration.study.state import StudyState
 
 METRIC = keys.validation(keys.MAP)  # what the searcher maximises and ASHA judges
 # The runs table's columns: search trials fill the validation ones, final trials the test ones.
@@ -62,22 +51,18 @@ def run_search_trial(params: dict[str, Any]) -> None:
     config = search.validating(apply(search.base, candidate))
     trial_id = tune.get_context().get_trial_id()
     is_base = candidate == baseline(search.base)
-    run_trial(
-        {
-            "setup": params["setup"],
-            "trial": {
-                "row": search_row(trial_id),
-                "seed": config.train.seed,
-                "config": to_dict(config),
-                "name": f"{'base recipe: ' if is_base else ''}{describe(candidate)}",
-                "tags": {
-                    "stage": SEARCH_STAGE,
-                    "candidate": json.dumps(params["candidate"]),
-                    "base_recipe": str(is_base).lower(),
-                },
-            },
-        }
+    trial = TrialSpec(
+        row=search_row(trial_id),
+        seed=config.train.seed,
+        config=config,
+        name=f"{'base recipe: ' if is_base else ''}{describe(candidate)}",
+        tags=(
+            ("base_recipe", str(is_base).lower()),
+            ("candidate", json.dumps(params["candidate"])),
+            ("stage", SEARCH_STAGE),
+        ),
     )
+    run_trial({"setup": params["setup"], "trial": trial.to_dict()})
 
 
 class SearchProgress(tune.Callback):
@@ -104,25 +89,8 @@ class SearchProgress(tune.Callback):
         print(f"[search {self.done}/{self.trials}] {trial.trial_id} FAILED: see {trial.path}")
 
 
-def _run_config(folder: Storage, name: str, max_failures: int, callbacks: list) -> tune.RunConfig:
-    return tune.RunConfig(
-        name=name,
-        storage_path=folder.uri,
-        verbose=0,
-        callbacks=callbacks,
-        failure_config=tune.FailureConfig(max_failures=max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
-    )
-
-
-def search_tuner(
-    search: SearchConfig, setup: TrialSetup, folder: Storage, resources: TrialResources, max_failures: int
-) -> tune.Tuner:
-    """TPE (seeded; the base recipe first) and ASHA on validation mAP by epoch; or the saved search."""
-    trainable = tune.with_resources(run_search_trial, resources.driver)
-    path = folder / SEARCH_STAGE
-    if tune.Tuner.can_restore(path.uri):  # the trials, their results and the searcher's state
-        return tune.Tuner.restore(path.uri, trainable=trainable, resume_unfinished=True, resume_errored=True)
+def search_stage(search: SearchConfig, driver: Driver) -> Stage:
+    """TPE (seeded; the base recipe first) and ASHA on validation mAP by epoch."""
     # Multivariate TPE models the knobs jointly (a learning rate is good with an optimizer, not alone).
     sampler = TPESampler(seed=search.searcher_seed, n_startup_trials=search.startup_trials, multivariate=True)
     searcher = OptunaSearch(
@@ -134,23 +102,20 @@ def search_tuner(
         grace_period=search.grace_epochs,
         reduction_factor=search.reduction_factor,
     )
-    return tune.Tuner(
-        trainable,
-        param_space={
-            "setup": setup.to_dict(),
-            "search": to_dict(search),
-            "candidate": tune_space(search.space),
-        },
+    return Stage(
+        name=SEARCH_STAGE,
+        trainable=driver.with_resources(run_search_trial),
+        param_space={"setup": driver.setup.to_dict(), "search": to_dict(search), "candidate": tune_space(search.space)},
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode="max",
             search_alg=searcher,
             scheduler=asha,
             num_samples=search.trials,
-            max_concurrent_trials=resources.concurrency,
+            max_concurrent_trials=driver.concurrency,
             trial_dirname_creator=lambda t: t.trial_id,
         ),
-        run_config=_run_config(folder, SEARCH_STAGE, max_failures, [SearchProgress(search.trials)]),
+        callbacks=[SearchProgress(search.trials)],
     )
 
 
@@ -161,24 +126,21 @@ def scored_trials(folder: Storage, results: tune.ResultGrid, search: SearchConfi
     for result in results:
         trial_id = result.path.rstrip("/").rsplit("/", 1)[-1]
         candidate = candidate_of(result.config["candidate"])
-        trial = trial_folder(folder, search_row(trial_id), search.base.train.seed)
+        files = TrialFiles.of(folder, search_row(trial_id), search.base.train.seed)
         metrics = result.metrics or {}
-        if (trial / DONE_FILE).exists():
-            done = json.loads((trial / DONE_FILE).read_text())
-            scored.append(Scored(trial_id, candidate, float(done[METRIC]), candidate.epochs, "finished"))
-        elif (trial / DIVERGED_FILE).exists():
-            scored.append(Scored(trial_id, candidate, 0.0, int(metrics.get("epoch", 0)), "diverged"))
+        epoch = int(metrics.get("epoch", 0))
+        if files.finished():
+            scored.append(Scored(trial_id, candidate, float(files.result()[METRIC]), candidate.epochs, Outcome.FINISHED))
+        elif files.diverged.exists():
+            scored.append(Scored(trial_id, candidate, 0.0, epoch, Outcome.DIVERGED))
         elif result.error is not None or METRIC not in metrics:
-            scored.append(Scored(trial_id, candidate, None, int(metrics.get("epoch", 0)), "failed"))
+            scored.append(Scored(trial_id, candidate, None, epoch, Outcome.FAILED))
         else:
-            epoch = int(metrics.get("epoch", 0))
-            scored.append(
-                Scored(trial_id, candidate, float(metrics[METRIC]), epoch, f"stopped after epoch {epoch}")
-            )
+            scored.append(Scored(trial_id, candidate, float(metrics[METRIC]), epoch, Outcome.STOPPED))
     return scored
 
 
-def record_outcomes(tracker: Tracker, state: SearchState, scored: list[Scored]) -> None:
+def record_outcomes(tracker: Tracker, state: StudyState, scored: list[Scored]) -> None:
     """Each search trial's run says how it ended; a trial ASHA stopped (its process ended by Tune,
     mid-training) is closed as FINISHED: it did what the search asked of it."""
     outcome = {search_row(s.trial_id): s for s in scored}
@@ -186,70 +148,34 @@ def record_outcomes(tracker: Tracker, state: SearchState, scored: list[Scored]) 
         found = outcome.get(run.row)
         if found is None:
             continue
-        tracker.set_tags(run.run_id, {"outcome": found.status})
-        if found.status.startswith("stopped") and run.status == "RUNNING":
+        tracker.set_tags(run.run_id, {"outcome": found.describe()})
+        if found.outcome is Outcome.STOPPED and run.status == "RUNNING":
             tracker.finish(run.run_id)
 
 
 def winner(scored: list[Scored], base: Candidate) -> Scored | None:
     """The best finished trial by validation mAP (the base recipe unless a candidate beats it);
     None when no trial trained to its end."""
-    finished = [s for s in scored if s.status == "finished"]
+    finished = [s for s in scored if s.outcome is Outcome.FINISHED]
     return max(finished, key=lambda s: (s.val_map, s.candidate == base), default=None)
 
 
-def final_trials(search: SearchConfig, chosen: Candidate) -> list[dict[str, Any]]:
+def final_trials(search: SearchConfig, chosen: Candidate) -> list[TrialSpec]:
     """The base recipe and the winner, each with ``final_seeds`` seeds, on all training ids."""
     rows = {BASE_ROW: search.base}
     if chosen != baseline(search.base):
         rows[SEARCHED_ROW] = apply(search.base, chosen)
     return [
-        {
-            "row": row,
-            "seed": seed,
-            "config": to_dict(replace(config, train=replace(config.train, seed=seed))),
-            "name": f"{row} seed{seed}",
-            "tags": {"stage": FINAL_STAGE, "row_order": f"{order:02d}"},
-        }
+        TrialSpec(
+            row=row,
+            seed=seed,
+            config=replace(config, train=replace(config.train, seed=seed)),
+            name=f"{row} seed{seed}",
+            tags=(("row_order", f"{order:02d}"), ("stage", FINAL_STAGE)),
+        )
         for order, (row, config) in enumerate(rows.items())
         for seed in final_seeds(search)
     ]
-
-
-def final_tuner(
-    trials: list[dict[str, Any]],
-    setup: TrialSetup,
-    folder: Storage,
-    resources: TrialResources,
-    max_failures: int,
-) -> tune.Tuner:
-    trainable = tune.with_resources(run_trial, resources.driver)
-    path = folder / FINAL_STAGE
-    if tune.Tuner.can_restore(path.uri):
-        return tune.Tuner.restore(path.uri, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    return tune.Tuner(
-        trainable,
-        param_space={"setup": setup.to_dict(), "trial": tune.grid_search(trials)},
-        tune_config=tune.TuneConfig(max_concurrent_trials=resources.concurrency),
-        run_config=_run_config(folder, FINAL_STAGE, max_failures, []),
-    )
-
-
-def _fit(tuner: tune.Tuner) -> tune.ResultGrid | None:
-    try:
-        return tuner.fit()
-    except KeyboardInterrupt:  # a second Ctrl-C, while Tune was stopping
-        return None
-
-
-def _interrupted(tracker: Tracker, state: SearchState, folder: Storage, stage: str) -> int:
-    tracker.finish(state.parent_run_id, killed=True)
-    print(
-        f"interrupted during the {stage}: finished trials are kept in {folder}. Continue with\n"
-        f"  {state.command} --resume {folder.name}",
-        file=sys.stderr,
-    )
-    return 130
 
 
 def _unfinished_search(results: tune.ResultGrid | None, search: SearchConfig) -> bool:
@@ -259,60 +185,37 @@ def _unfinished_search(results: tune.ResultGrid | None, search: SearchConfig) ->
     return len(results) < search.trials or results.num_terminated + results.num_errors < len(results)
 
 
-def run_search(
-    search: SearchConfig, options: GridOptions, uri: str, folder: Storage, state: SearchState
-) -> int:
-    tracker = Tracker(uri)
-    validating = search.validating(search.base)
+def run_search(search: SearchConfig, driver: Driver) -> int:
+    """Search, choose, read the test set, train the winner and the base, publish: the exit code."""
+    tracker, state, folder = driver.tracker, driver.state, driver.folder
+    results = driver.fit(search_stage(search, driver))
+    if _unfinished_search(results, search):
+        raise Interrupted(SEARCH_STAGE, [])
+    driver.replay()  # what stopped trials had spooled
+    scored = scored_trials(folder, results, search)
+    record_outcomes(tracker, state, scored)
+    chosen = winner(scored, baseline(search.base))
+    if chosen is None:
+        print("error: no search trial trained to its end (see the failures above): nothing to choose from",
+              file=sys.stderr)  # fmt: skip
+        driver.finish(failed=True)
+        return 1
+    print(f"winner: {chosen.trial_id} {describe(chosen.candidate)}, val mAP {chosen.val_map:.1f}")
+    # The first time anything reads the test set: the chosen recipe is fixed by now.
     try:
-        placement = open_cluster(
-            options.address, uri, options.num_cpus, folder, options.shared_storage, [validating],
-            options.max_concurrent, options.placement_timeout_s,
-        )  # fmt: skip
-    except ClusterError as error:
-        print(f"error: {error}", file=sys.stderr)
+        test_data = load_dataset(search.base.data)
+    except DatasetError as error:
+        print(f"error: the test set, read for the final evaluation: {error}\nThe search is done and kept; "
+              f"fix the data, then\n  {state.command} --resume {folder.name}", file=sys.stderr)  # fmt: skip
+        driver.finish(failed=True)
         return 2
-    use_gpu, resources = placement.use_gpu, placement.resources
-    try:
-        setup = TrialSetup(table=TABLE, script=SCRIPT, experiment_id=state.experiment_id,
-                           parent_run_id=state.parent_run_id, storage=folder.uri, git_commit=git_commit(),
-                           use_gpu=use_gpu, max_failures=options.max_failures)  # fmt: skip
-        print(f"search {folder}: {search.trials} trials on {search.validation_ids} held-out training ids, "
-              f"{resources.concurrency} at a time; MLflow parent run {state.parent_run_id}")  # fmt: skip
-        results = _fit(search_tuner(search, setup, folder, resources, options.max_failures))
-        if _unfinished_search(results, search):
-            return _interrupted(tracker, state, folder, "search")
-        replay_grid(folder, tracker)  # what stopped trials had spooled
-        scored = scored_trials(folder, results, search)
-        record_outcomes(tracker, state, scored)
-        chosen = winner(scored, baseline(search.base))
-        if chosen is None:
-            print("error: no search trial trained to its end (see the failures above): nothing to choose from",
-                  file=sys.stderr)  # fmt: skip
-            tracker.finish(state.parent_run_id, failed=True)
-            return 1
-        print(f"winner: {chosen.trial_id} {describe(chosen.candidate)}, val mAP {chosen.val_map:.1f}")
-        # The first time anything reads the test set: the chosen recipe is fixed by now.
-        try:
-            test_data = load_dataset(search.base.data)
-        except DatasetError as error:
-            print(f"error: the test set, read for the final evaluation: {error}\nThe search is done and kept; "
-                  f"fix the data, then\n  {state.command} --resume {folder.name}", file=sys.stderr)  # fmt: skip
-            tracker.finish(state.parent_run_id, failed=True)
-            return 2
-        print(f"test set, read for the final evaluation only: {test_data.summary()}")
-        trials = final_trials(search, chosen.candidate)
-        final = _fit(final_tuner(trials, setup, folder, resources, options.max_failures))
-        done = [t for t in trials if (trial_folder(folder, t["row"], t["seed"]) / DONE_FILE).exists()]
-        if final is None or len(done) < len(trials):
-            if final is not None and any(r.error is not None for r in final):
-                print("error: a final trial failed; see the errors above", file=sys.stderr)
-                tracker.finish(state.parent_run_id, failed=True)
-                return 1
-            return _interrupted(tracker, state, folder, "final training")
-        replay_grid(folder, tracker)
-        publish_search(search, tracker, state, scored, chosen, options.results_dir)
-        print(runs_banner(tracker, state.experiment_id, state.parent_run_id, RUNS_VIEW_METRICS))
-        return 0
-    finally:
-        ray.shutdown()
+    print(f"test set, read for the final evaluation only: {test_data.summary()}")
+    final = driver.run_trials(FINAL_STAGE, final_trials(search, chosen.candidate))
+    if driver.report_failures(final):
+        print("error: a final trial failed; see the errors above", file=sys.stderr)
+        driver.finish(failed=True)
+        return 1
+    driver.replay()
+    publish_search(search, tracker, state, scored, chosen, driver.options.results_dir)
+    print(driver.runs_banner(RUNS_VIEW_METRICS))
+    return 0

@@ -249,6 +249,11 @@ def worker_env(tracking_uri: str) -> dict[str, str]:
     return env
 
 
+def is_local(config: ExperimentConfig, use_gpu: bool) -> bool:
+    """Whether a trial trains in its own Tune process (Train's local mode): one CPU worker."""
+    return config.scaling.num_workers == 1 and not use_gpu
+
+
 @dataclass(frozen=True)
 class Placement:
     """How the trials of a grid or search run on the cluster it joined."""
@@ -276,7 +281,7 @@ def open_cluster(
         check_stores_reach_every_node(tracking_uri, storage, shared_storage)
         use_gpu = resolve_gpu(configs[0].scaling.use_gpu)
         biggest = max(configs, key=lambda c: c.scaling.num_workers * c.scaling.cpus_per_worker)
-        local = all(c.scaling.num_workers == 1 and not use_gpu for c in configs)
+        local = all(is_local(c, use_gpu) for c in configs)
         resources = trial_resources(biggest, use_gpu, local, max_concurrent)
         wait_until_placeable(
             bundles(biggest, use_gpu, resources, local), placement_timeout_s if address else 0.0

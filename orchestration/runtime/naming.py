@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-PER_QUERY_FILE = "per_query.npz"  # a trial's figures per test query (orchestration.tables.statistics)
-
 
 def slug(name: str) -> str:
     """``"MGN w/o TP"`` -> ``"mgn-w-o-tp"``."""

@@ -28,8 +28,8 @@ from typing import Any
 
 from orchestration.runtime.storage import Storage, StorageError
 from orchestration.runtime.tracking import Tracker, redact, resolve_tracking_uri
+from orchestration.runtime.trial_files import TrialFiles
 
-SPOOL_DIR = "mlflow-spool"
 RETRY_AFTER_SECONDS = 30.0
 
 
@@ -40,7 +40,7 @@ class SpoolingRecorder:
         self, tracker: Tracker, run_id: str, folder: Storage, warn: Callable[[str], None] = print
     ) -> None:
         self.tracker, self.run_id, self.warn = tracker, run_id, warn
-        self.spool = folder / SPOOL_DIR
+        self.spool = TrialFiles(folder).spool
         self._down_since: float | None = None
         self._pending = True  # an earlier attempt of this trial may have left records
         self._logged_through = -1  # metrics at steps up to this one are already recorded
@@ -168,7 +168,7 @@ def replay_file(spool: Storage, tracker: Tracker) -> int:
 def spools(grid: Storage) -> list[Storage]:
     """Every trial spool of a grid that still holds records."""
     trials = [seed for row in (grid / "trials").children() for seed in row.children()]
-    return [trial / SPOOL_DIR for trial in trials if spooled(trial / SPOOL_DIR)]
+    return [TrialFiles(trial).spool for trial in trials if spooled(TrialFiles(trial).spool)]
 
 
 def replay_grid(grid: Storage, tracker: Tracker) -> int:

@@ -32,13 +32,14 @@ from mlflow.utils.mlflow_tags import (
     MLFLOW_USER,
 )
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from orchestration.runtime.trial_files import MODEL_ARTIFACT
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # orchestration/runtime/tracking.py
 TAG_PREFIX = "mgn."
 _BATCH = 100  # MLflow's per-call limit on params
 
 
 ENSEMBLE_KIND = "ensemble"  # mgn.kind of an ensemble row's run (orchestration.tables.ensembles)
-MODEL_FILE = "checkpoint/model.pt"  # where a trial logs its weights file (--log-checkpoint)
 RUNS_VIEW_ATTRIBUTES = ("Dataset", "Models", "Source", "Version", "User")  # MLflow's own columns
 SHARED_VIEW_PREFIX = "mlflow.sharedViewState."  # MLflow UI: a view opened by ?viewStateShareKey=
 EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow 3's experiment setting: what the UI opens on
@@ -338,10 +339,10 @@ class Tracker:
             name, _, version = uri.removeprefix("models:/").partition("/")
             if not version.isdigit():
                 raise ValueError(f"{uri}: give a version number, e.g. models:/{name}/1")
-            run_id, path = self.client.get_model_version(name, version).run_id, MODEL_FILE
+            run_id, path = self.client.get_model_version(name, version).run_id, MODEL_ARTIFACT
         elif uri.startswith("runs:/"):
             run_id, _, path = uri.removeprefix("runs:/").partition("/")
-            path = path or MODEL_FILE
+            path = path or MODEL_ARTIFACT
         else:
             raise ValueError(f"{uri}: not a models:/ or runs:/ URI")
         Path(folder).mkdir(parents=True, exist_ok=True)

@@ -9,18 +9,53 @@ worker dies (``FailureConfig``).
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from mgn.config import ExperimentConfig, Init
 from mgn.config_io import dump_yaml, flatten, from_dict, to_dict
+from orchestration.runtime.cluster import is_local
 from orchestration.runtime.naming import registered_name
 from orchestration.runtime.spool import SpoolingRecorder
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.tracking import Tracker, source_tags
-from orchestration.runtime.worker import DIVERGED_FILE, DONE_FILE, KEEP_CHECKPOINTS, WorkerSpec, train_worker
-from orchestration.tables.planning import is_local, trial_folder
+from orchestration.runtime.trial_files import KEEP_CHECKPOINTS, TrialFiles
+from orchestration.runtime.worker import WorkerSpec, train_worker
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial of a study: the network ``config`` trained as ``row`` with ``seed``; ``name`` is its
+    MLflow run's name and ``tags`` what its run records beyond row and seed (a table's deviations,
+    a search trial's candidate). ``to_dict``/``from_dict`` at the Ray boundary (Tune stores it)."""
+
+    row: str
+    seed: int
+    config: ExperimentConfig
+    name: str = ""
+    tags: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def title(self) -> str:
+        """How the console and the errors name it: ``MGN seed0``."""
+        return f"{self.row} seed{self.seed}"
+
+    def files(self, study: Storage) -> TrialFiles:
+        return TrialFiles.of(study, self.row, self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"row": self.row, "seed": self.seed, "config": to_dict(self.config),
+                "name": self.name or self.title, "tags": dict(self.tags)}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrialSpec:
+        return cls(
+            row=values["row"],
+            seed=int(values["seed"]),
+            config=from_dict(ExperimentConfig, values["config"]),
+            name=values["name"],
+            tags=tuple(sorted(values["tags"].items())),
+        )
 
 
 @dataclass(frozen=True)
@@ -45,16 +80,17 @@ class TrialSetup:
 
 
 def run_trial(params: dict[str, Any]) -> None:
-    """Tune function trainable: ``params = {"setup": TrialSetup dict, "trial": {"row", "seed", "config"}}``."""
+    """Tune function trainable: ``params = {"setup": TrialSetup.to_dict(), "trial": TrialSpec.to_dict()}``."""
     import ray.train
     from ray import tune
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     setup = TrialSetup(**{**params["setup"], "feature_rows": tuple(params["setup"]["feature_rows"])})
-    row, seed = params["trial"]["row"], int(params["trial"]["seed"])
-    config = from_dict(ExperimentConfig, params["trial"]["config"])  # planned once, by the driver
-    folder = trial_folder(Storage(setup.storage), row, seed)
+    trial = TrialSpec.from_dict(params["trial"])  # planned once, by the driver
+    row, seed, config = trial.row, trial.seed, trial.config
+    files = trial.files(Storage(setup.storage))
+    folder = files.folder
     local = is_local(config, setup.use_gpu)
     tracker = Tracker.from_env()
     device = f"{'gpu' if setup.use_gpu else 'cpu'} x{config.scaling.num_workers}"
@@ -62,7 +98,7 @@ def run_trial(params: dict[str, Any]) -> None:
         setup.experiment_id,
         setup.parent_run_id,
         trial=f"{row} / seed {seed}",
-        name=params["trial"].get("name", f"{row} seed{seed}"),
+        name=trial.name,
         tags={
             "table": setup.table,
             "row": row,
@@ -73,7 +109,7 @@ def run_trial(params: dict[str, Any]) -> None:
             "device": device,
             "pretrained": str(config.model.init is Init.IMAGENET).lower(),
             "tune_trial_id": tune.get_context().get_trial_id(),
-            **params["trial"].get("tags", {}),  # deviations from the paper, precision, ImageNet file
+            **dict(trial.tags),  # deviations from the paper, precision, ImageNet file
         },
         system=source_tags(
             setup.script,
@@ -81,12 +117,12 @@ def run_trial(params: dict[str, Any]) -> None:
             f"{list(config.model.branches)}, {config.profile.value} profile on {config.data.dataset.value}",
         ),
     )
-    if (folder / DONE_FILE).exists():
+    if files.finished():
         # Finished before the driver died, after Tune last saved its state: report, do not retrain.
         # Close the run as that attempt would have: the driver's death can cut it short after
         # done.json (in Ray Train's teardown), and its last word was then "FAILED".
-        SpoolingRecorder(tracker, run_id, folder).finish(failed=(folder / DIVERGED_FILE).exists())
-        tune.report(json.loads((folder / DONE_FILE).read_text()))
+        SpoolingRecorder(tracker, run_id, folder).finish(failed=files.diverged.exists())
+        tune.report(files.result())
         return
     tracker.log_params(run_id, flatten(config))
     tracker.log_text(run_id, dump_yaml(config), "config.yaml")
@@ -133,4 +169,4 @@ def run_trial(params: dict[str, Any]) -> None:
     except BaseException:
         recorder.finish(failed=True)
         raise
-    recorder.finish(failed=(folder / DIVERGED_FILE).exists())
+    recorder.finish(failed=files.diverged.exists())

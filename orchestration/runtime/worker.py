@@ -37,16 +37,17 @@ from mgn.training import EpochStats, TrainingDiverged, TrainingEnv, default_devi
 from orchestration.runtime.checkpoints import latest_good_state
 from orchestration.runtime.faults import Faults
 from orchestration.runtime.inputs import dataset_records
-from orchestration.runtime.naming import PER_QUERY_FILE
 from orchestration.runtime.storage import Storage
-
-KEEP_CHECKPOINTS = 2  # Ray keeps this many per trial: the newest, and one to fall back on
-DIVERGED_FILE = "diverged.txt"
-DONE_FILE = "done.json"  # written last: the trial is finished, whatever the Tune state says
-FEATURES_FILE = "features.pt"
-# Reported after every epoch but the last: the time early stopping (ASHA) judges by. Were the last
-# epoch judged too, a trial could be stopped after its training, before its final records and marker.
-ONGOING_EPOCH = "ongoing_epoch"
+from orchestration.runtime.trial_files import (
+    CMC_ARTIFACT,
+    DIVERGED_FILE,
+    DONE_FILE,
+    FEATURES_FILE,
+    MODEL_ARTIFACT,
+    MODEL_FOLDER,
+    ONGOING_EPOCH,
+    PER_QUERY_ARTIFACT,
+)
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,7 @@ def _log_final(
     from orchestration.tables.figures import trial_pictures
 
     with tempfile.TemporaryDirectory() as tmp:
-        cmc = Path(tmp) / "cmc.csv"
+        cmc = Path(tmp) / CMC_ARTIFACT
         ranks = np.arange(1, len(evaluation.cmc) + 1)
         np.savetxt(
             cmc,
@@ -262,13 +263,13 @@ def _log_final(
             comments="",
         )
         recorder.log_artifact(cmc)
-        per_query = Path(tmp) / PER_QUERY_FILE  # each figure per test query: the tables' intervals
+        per_query = Path(tmp) / PER_QUERY_ARTIFACT
         np.savez_compressed(per_query, **evaluation.per_query)
         recorder.log_artifact(per_query)
         for picture in trial_pictures(model, dataset, evaluation, config, Path(tmp), spec.name):
             recorder.log_artifact(picture)
         if spec.log_checkpoint:
-            recorder.log_artifact(save_model(model, spec.experiment, Path(tmp) / "model.pt"), "checkpoint")
+            recorder.log_artifact(save_model(model, spec.experiment, Path(tmp) / Path(MODEL_ARTIFACT).name), MODEL_FOLDER)
             network = EmbeddingNetwork(model, flip=config.eval.flip, normalize=True)
             onnx = export_onnx(network, Path(tmp) / "model.onnx", config.data.height, config.data.width)
             recorder.log_model(onnx, spec.registered_name)

@@ -1,4 +1,4 @@
-"""One driver per grid: a lock file in the grid's folder naming the driver's host and PID.
+"""One driver per study: a lock file in the study's folder naming the driver's host and PID.
 
 Two drivers on one grid would both write its Tune state and its parent run, and the second would
 take the first's finished trials for its own. A lock whose driver is gone (a killed process on
@@ -19,7 +19,7 @@ from orchestration.runtime.storage import Storage
 LOCK_FILE = "driver.lock"
 
 
-class GridLocked(RuntimeError):
+class StudyLocked(RuntimeError):
     """Another driver runs this grid; the message names it and what to do."""
 
 
@@ -47,13 +47,13 @@ class DriverLock:
 
 
 def acquire(grid: Storage) -> DriverLock:
-    """Take the grid's lock, or raise ``GridLocked`` naming the driver that holds it."""
+    """Take the grid's lock, or raise ``StudyLocked`` naming the driver that holds it."""
     lock = grid / LOCK_FILE
     if lock.exists():
         holder = DriverLock(**json.loads(lock.read_text()))
         if holder.alive() and holder.pid != os.getpid():
             where = "" if holder.host == socket.gethostname() else f" on {holder.host}"
-            raise GridLocked(
+            raise StudyLocked(
                 f"grid {grid} is being run by PID {holder.pid}{where} (since {holder.started}). Wait for it to "
                 f"finish or stop it (kill -INT {holder.pid}), then --resume. If that driver is gone, delete {lock}."
             )

@@ -12,8 +12,8 @@ from mgn.evaluation import FeatureSet, evaluate_features, keys
 from orchestration.runtime.naming import slug
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.tracking import ENSEMBLE_KIND, Tracker
-from orchestration.runtime.worker import FEATURES_FILE
-from orchestration.tables.planning import Plan, trial_folder
+from orchestration.runtime.trial_files import TrialFiles
+from orchestration.tables.planning import Plan
 from orchestration.tables.spec import Ensemble
 
 
@@ -65,7 +65,7 @@ def load_features(stored: Storage) -> tuple[FeatureSet, FeatureSet]:
 def evaluate_ensembles(plan: Plan, folder: Storage, tracker: Tracker, parent_run_id: str, log=print) -> None:
     for row in _ensembles(plan):
         for seed in plan.seeds:
-            paths = [trial_folder(folder, member, seed) / FEATURES_FILE for member in row.members]
+            paths = [TrialFiles.of(folder, member, seed).features for member in row.members]
             missing = [str(p) for p in paths if not p.exists()]
             if missing:
                 log(f"{row.name} seed{seed}: skipped, member features missing ({', '.join(missing)})")

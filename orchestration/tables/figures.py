@@ -32,6 +32,12 @@ from mgn.visualize import (
     save,
 )
 from orchestration.runtime.tracking import ChildRun, Tracker
+from orchestration.runtime.trial_files import (
+    ATTENTION_ARTIFACT,
+    ATTENTION_MAPS_ARTIFACT,
+    CMC_ARTIFACT,
+    RANK_LIST_ARTIFACT,
+)
 from orchestration.tables.spec import PaperTable
 
 SHOWN_QUERIES = 4
@@ -57,18 +63,18 @@ def trial_pictures(
     chosen = _shown_queries(dataset)
     queries = [dataset.query[i] for i in chosen]
     distances = pairwise_distance(evaluation.query.features[chosen], evaluation.gallery.features)
-    files = [save(rank_list_figure(queries, dataset.gallery, distances, title=title), out / "rank_list.png")]
+    files = [save(rank_list_figure(queries, dataset.gallery, distances, title=title), out / RANK_LIST_ARTIFACT)]
     images = torch.cat([batch for batch, _, _ in eval_loader(queries, config.data)])
     maps = attention_maps(model.cpu(), images)
     pixels = denormalize(images)
-    files.append(save(attention_figure(pixels, maps, title=title), out / "attention.png"))
+    files.append(save(attention_figure(pixels, maps, title=title), out / ATTENTION_ARTIFACT))
     np.savez(
-        out / "attention_maps.npz",
+        out / ATTENTION_MAPS_ARTIFACT,
         images=pixels,
         names=np.array(list(maps)),
         **{f"map_{i}": m for i, m in enumerate(maps.values())},
     )
-    files.append(out / "attention_maps.npz")
+    files.append(out / ATTENTION_MAPS_ARTIFACT)
     return files
 
 
@@ -96,7 +102,7 @@ def table_figures(
     with tempfile.TemporaryDirectory() as tmp:
         curves: dict[str, list[np.ndarray]] = {}
         for run in finished:
-            path = tracker.download(run.run_id, "cmc.csv", tmp)
+            path = tracker.download(run.run_id, CMC_ARTIFACT, tmp)
             if path is not None:
                 curves.setdefault(run.row, []).append(np.loadtxt(path, delimiter=",", skiprows=1)[:, 1])
                 path.unlink()
@@ -115,7 +121,7 @@ def table_figures(
             )
         showcase = _first_seed(finished, spec.figures.showcase)
         if showcase is not None:
-            path = tracker.download(showcase.run_id, "rank_list.png", tmp)
+            path = tracker.download(showcase.run_id, RANK_LIST_ARTIFACT, tmp)
             if path is not None:
                 written.append(Path(shutil.copy(path, figures / f"{stem}_rank_list.png")))
             maps = _attention(tracker, finished, showcase, spec.figures.baseline, tmp)
@@ -152,7 +158,7 @@ def _attention(
     tracker: Tracker, runs: list[ChildRun], showcase: ChildRun, baseline: str | None, tmp: str
 ) -> tuple[np.ndarray, dict] | None:
     """The showcase run's branch maps, with the baseline network's beside them when the table has it."""
-    path = tracker.download(showcase.run_id, "attention_maps.npz", tmp)
+    path = tracker.download(showcase.run_id, ATTENTION_MAPS_ARTIFACT, tmp)
     if path is None:
         return None
     with np.load(path) as data:
@@ -160,7 +166,7 @@ def _attention(
         maps = {str(n): data[f"map_{i}"] for i, n in enumerate(data["names"])}
     other = _first_seed([run for run in runs if run.row == baseline], baseline or "") if baseline else None
     if other is not None:
-        found = tracker.download(other.run_id, "attention_maps.npz", f"{tmp}/baseline")
+        found = tracker.download(other.run_id, ATTENTION_MAPS_ARTIFACT, f"{tmp}/baseline")
         if found is not None:
             with np.load(found) as data:
                 maps = {baseline: data["map_0"], **maps}

@@ -1,12 +1,6 @@
-"""Planning a grid, without Ray: every trial's config, the data checked, the grid folder and its
-state, the parent run. ``orchestration.tables.grid`` runs what is planned here.
-
-Order of work, so that bad input fails before any compute and nothing finished is lost:
-
-1. Build and validate every trial's config (profile, ``--config``, ``--set``, rows, seeds).
-2. Read the data set(s) and decode every image once; find ImageNet weights; fill the P x K sampler.
-3. Find the grid folder (new, or the one to resume with its saved state).
-4. Create the MLflow parent run (or find it again with ``--resume``).
+"""Planning a table's grid, without Ray: every trial's config from the command line, the trials
+(``TrialSpec``, longest first) with their tags and names, and the parent run's record.
+``orchestration.tables.grid`` runs what is planned here, through the study driver.
 """
 
 from __future__ import annotations
@@ -14,70 +8,24 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import secrets
-import warnings
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
-from mgn.backbone import find_pretrained, pretrained_identity
-from mgn.config import DataConfig, DatasetName, Epoch, ExperimentConfig, Init, ModelConfig, Profile
-from mgn.config_io import apply_overrides, flatten, load_yaml
-from mgn.data.folders import OFFICIAL
-from mgn.data.loading import load_dataset
-from mgn.data.records import DatasetError, ReidDataset
-from mgn.data.sampler import PKBatchSampler
+from mgn.backbone import pretrained_identity
+from mgn.config import DatasetName, ExperimentConfig, ModelConfig, Profile
+from mgn.config_io import apply_overrides, flatten, load_yaml, to_dict
+from mgn.errors import UsageError
 from mgn.flops import training_flops_per_image
 from mgn.recipes import deviations, paper, recipe
-from orchestration.runtime.naming import slug
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.tracking import Tracker, git_commit, redact, source_tags
+from orchestration.runtime.trial import TrialSpec
+from orchestration.study.preflight import TrialShape
+from orchestration.study.state import StudyState, study_folder
 from orchestration.tables.registry import TABLES
 from orchestration.tables.spec import PaperTable
-
-STATE_FILE = "mgn_grid.json"
-
-
-class UsageError(ValueError):
-    """Bad command-line input, found before any compute."""
-
-
-@dataclass(frozen=True)
-class GridOptions:
-    """How a planned grid runs and where its results go (``orchestration.tables.grid.run_grid``)."""
-
-    experiment_name: str  # MLflow experiment
-    results_dir: Path
-    address: str | None = None  # a running Ray cluster; None: start one here
-    num_cpus: int | None = None  # size of a Ray instance started here
-    max_failures: int = 2
-    max_concurrent: int | None = None
-    log_checkpoint: bool = False
-    register: bool = False  # register each trial's logged model under its table row's name
-    shared_storage: bool = False  # a local storage path that every node mounts (NFS)
-    placement_timeout_s: float = 300.0  # how long a cluster given by --address may take to fit a trial
-
-
-@dataclass(frozen=True)
-class GridState:
-    """What a grid folder records so that ``--resume`` finds its MLflow runs again and continues
-    the same plan (``orchestration.tables.resuming``)."""
-
-    parent_run_id: str
-    experiment_id: str
-    table: str
-    command: str
-    created: str
-    config: dict = field(default_factory=dict)  # the plan's base config (empty: an older grid)
-    rows: list[str] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=list)
-
-    def write(self, folder: Storage) -> None:
-        (folder / STATE_FILE).write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def read(cls, folder: Storage) -> GridState:
-        return cls(**json.loads((folder / STATE_FILE).read_text()))
 
 
 @dataclass(frozen=True)
@@ -114,10 +62,6 @@ def base_config(spec: PaperTable, args: argparse.Namespace) -> ExperimentConfig:
 def make_plan(spec: PaperTable, args: argparse.Namespace) -> Plan:
     if args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds}: must be >= 1")
-    if args.max_failures < 0:
-        raise UsageError(
-            f"--max-failures {args.max_failures}: must be >= 0 (a deterministic error would be retried forever)"
-        )
     base = base_config(spec, args)
     try:
         rows = [t.name for t in spec.select(tuple(args.rows) if args.rows else None)]
@@ -128,71 +72,7 @@ def make_plan(spec: PaperTable, args: argparse.Namespace) -> Plan:
     return Plan(spec, base, rows, seeds, configs)
 
 
-@dataclass(frozen=True)
-class TrialShape:
-    """What the data gives a trial: optimisation steps per epoch and training identities."""
-
-    steps_per_epoch: int
-    num_classes: int
-
-
-def check_data(
-    plan: Plan, log=print
-) -> tuple[dict[tuple[str, int], TrialShape], dict[DataConfig, ReidDataset]]:
-    """Read every distinct data set of the plan, decode its images, find the ImageNet weights, and
-    check that each trial's P x K sampler can be filled on its number of workers: errors before
-    any training. Returns each trial's shape and the data sets read."""
-    datasets, shapes = {}, {}
-    for key, config in plan.configs.items():
-        data = config.data
-        if data not in datasets:
-            if data.dataset is not DatasetName.SYNTHETIC and data.root is None:
-                name = data.dataset.value
-                raise DatasetError(
-                    f"{plan.spec.title} needs {name}, and no --data-root was given. Download it from "
-                    f"{OFFICIAL.get(name, OFFICIAL['market1501']).download} and pass --data-root /path/to/datasets "
-                    f"(or run without --data-root for the smoke profile on the embedded synthetic data set)."
-                )
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                datasets[data] = load_dataset(data)
-            for warning in caught:
-                log(f"warning: {warning.message}")
-            log(f"data: {datasets[data].summary()}")
-            _check_cross_camera_matches(datasets[data])
-        if config.model.init is Init.IMAGENET:
-            find_pretrained(
-                config.model.backbone, config.model.pretrained_path, config.model.imagenet_weights
-            )
-        sampler = PKBatchSampler(
-            [r.pid for r in datasets[data].train],
-            data.p,
-            data.k,
-            world_size=config.scaling.num_workers,
-            with_replacement=data.sample_with_replacement,
-            identity_epochs=data.epoch is Epoch.IDENTITIES,
-        )
-        shapes[key] = TrialShape(len(sampler), datasets[data].num_train_ids)
-    return shapes, datasets
-
-
-def _check_cross_camera_matches(dataset: ReidDataset) -> None:
-    """The protocol scores a query only against its identity in *other* cameras: a data set where
-    no query has such a match (one camera, say) would train for days and score nothing."""
-    gallery = {(r.pid, r.camid) for r in dataset.gallery}
-    cameras_of = {}
-    for pid, camid in gallery:
-        cameras_of.setdefault(pid, set()).add(camid)
-    if not any(cameras_of.get(q.pid, set()) - {q.camid} for q in dataset.query):
-        cameras = sorted({r.camid + 1 for r in (*dataset.query, *dataset.gallery)})
-        raise DatasetError(
-            f"{dataset.name}: no query has an image of its identity from another camera in the gallery (cameras "
-            f"found: {cameras}), so every query would be skipped by the Market-1501 protocol. Re-ID data needs "
-            f"at least two cameras: check the <pid>_c<camera> names."
-        )
-
-
-def describe(plan: Plan, shapes: dict[tuple[str, int], TrialShape]) -> list[str]:
+def describe(plan: Plan, shapes: Mapping[Hashable, TrialShape]) -> list[str]:
     """The plan before compute: per row its epochs, steps, images and training FLOPs (per seed)."""
     lines, steps_total, flops_total = [], 0, 0.0
     for row in plan.rows:
@@ -212,32 +92,6 @@ def describe(plan: Plan, shapes: dict[tuple[str, int], TrialShape]) -> list[str]
         f"  all {len(plan.configs)} trials{seeds}: {steps_total:,} steps, {flops_total / 1e15:.3g} PFLOP of training"
     )
     return lines
-
-
-def run_folder(storage: Storage, prefix: str, state_file: str, resume: str | None, what: str) -> Storage:
-    """A new folder ``<prefix>-<time>-<random>`` (unique: two runs started in the same second get
-    two), or with ``resume`` the latest (``"latest"``) or named one holding ``state_file``."""
-    if resume is None:
-        return storage / f"{prefix}-{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-    if resume == "latest":
-        found = [
-            g for g in storage.children() if g.name.startswith(f"{prefix}-") and (g / state_file).exists()
-        ]
-        folder = found[-1] if found else None
-    else:
-        folder = storage / resume
-    if folder is None or not (folder / state_file).exists():
-        raise UsageError(f"--resume: no {what} ({prefix}-*) to resume in {storage}")
-    return folder
-
-
-def grid_folder(
-    storage: Storage, spec: PaperTable, base: ExperimentConfig, resume: str | None
-) -> tuple[Storage, GridState | None]:
-    """A new grid folder, or the one to resume (with its saved state)."""
-    prefix = f"{spec.key}-{base.profile.value}-{base.data.dataset.value}"
-    folder = run_folder(storage, prefix, STATE_FILE, resume, f"grid of {spec.key}")
-    return folder, (GridState.read(folder) if resume is not None else None)
 
 
 def networks_tag(plan: Plan) -> str:
@@ -267,13 +121,37 @@ def trial_config(table: str, base: ExperimentConfig, row: str, seed: int) -> Exp
     return replace(config, train=replace(config.train, seed=seed))
 
 
-def trial_folder(grid: Storage, row: str, seed: int) -> Storage:
-    """Done marker, features and spooled records of one trial; the same folder when a grid is resumed."""
-    return grid / "trials" / slug(row) / f"seed{seed}"
+def grid_folder(
+    storage: Storage, spec: PaperTable, base: ExperimentConfig, resume: str | None
+) -> tuple[Storage, StudyState | None]:
+    """A new grid folder, or the one to resume (with its saved state)."""
+    prefix = f"{spec.key}-{base.profile.value}-{base.data.dataset.value}"
+    return study_folder(storage, prefix, resume, f"grid of {spec.key}")
 
 
-def is_local(config: ExperimentConfig, use_gpu: bool) -> bool:
-    return config.scaling.num_workers == 1 and not use_gpu
+_DEPTH = {"resnet18": 1.0, "resnet34": 2.0, "resnet50": 2.3, "resnet101": 4.0}
+
+
+def _cost(config: ExperimentConfig) -> float:
+    """Rough relative cost of a trial, to start the longest ones first."""
+    branches = sum(2.5 if parts > 1 else 1.0 for parts in config.model.branches)
+    return (1 + branches) * _DEPTH[config.model.backbone.value] * config.train.epochs
+
+
+def trial_specs(plan: Plan) -> list[TrialSpec]:
+    """Every (row, seed) of the plan as a typed trial, the longest first."""
+    trials = [
+        TrialSpec(row, seed, plan.configs[(row, seed)], trial_run_name(plan, row, seed),
+                  tuple(sorted(trial_tags(plan, row, seed).items())))
+        for row in plan.rows
+        for seed in plan.seeds
+    ]  # fmt: skip
+    return sorted(trials, key=lambda t: -_cost(t.config))
+
+
+def record(plan: Plan) -> dict:
+    """What the grid's folder records for ``--resume`` (``orchestration.tables.resuming``)."""
+    return {"config": to_dict(plan.base), "rows": plan.rows, "seeds": plan.seeds}
 
 
 def _papers(plan: Plan, row: str) -> ExperimentConfig:

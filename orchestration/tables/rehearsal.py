@@ -8,10 +8,9 @@ grid's training time on this machine follows from the measured step time and the
 
 from __future__ import annotations
 
-from mgn.config import DataConfig
-from mgn.data.records import ReidDataset
 from mgn.dry_run import dry_run
-from orchestration.tables.planning import Plan, TrialShape
+from orchestration.study.preflight import Preflight
+from orchestration.tables.planning import Plan
 
 GIB = 1024**3
 
@@ -27,18 +26,14 @@ def _duration(seconds: float) -> str:
 
 
 def rehearse(
-    plan: Plan,
-    shapes: dict[tuple[str, int], TrialShape],
-    datasets: dict[DataConfig, ReidDataset],
-    steps: int,
-    log=print,
+    plan: Plan, checked: Preflight, steps: int, log=print
 ) -> int:
     """Dry-run every row (its first seed) and print what it cost; returns the exit code (0)."""
     log(f"dry run: {steps} training step(s) and one test batch per row, at full shape, on this machine")
     grid_seconds = 0.0
     for row in plan.rows:
-        config, shape = plan.configs[(row, plan.seeds[0])], shapes[(row, plan.seeds[0])]
-        report = dry_run(config, datasets[config.data], steps)
+        config, shape = plan.configs[(row, plan.seeds[0])], checked.shapes[(row, plan.seeds[0])]
+        report = dry_run(config, checked.datasets[config.data], steps)
         trial_steps = shape.steps_per_epoch * config.train.epochs
         grid_seconds += trial_steps * report.step_seconds * len(plan.seeds)
         log(

@@ -11,8 +11,10 @@ import argparse
 
 from mgn.config import ExperimentConfig
 from mgn.config_io import flatten, from_dict
+from mgn.errors import UsageError
 from orchestration.runtime.storage import Storage
-from orchestration.tables.planning import GridState, Plan, UsageError, trial_config
+from orchestration.study.state import StudyState
+from orchestration.tables.planning import Plan, trial_config
 from orchestration.tables.spec import PaperTable
 
 # Flags that shape the plan; with none of them, --resume uses the grid's recorded plan.
@@ -24,30 +26,29 @@ def _plan_flags_given(args: argparse.Namespace) -> bool:
 
 
 def resumed_plan(
-    spec: PaperTable, args: argparse.Namespace, plan: Plan, folder: Storage, state: GridState
+    spec: PaperTable, args: argparse.Namespace, plan: Plan, folder: Storage, state: StudyState
 ) -> Plan:
     """The plan to continue in ``folder``: the grid's own, or ``plan`` when it is the same."""
-    if state.table != spec.key:
+    if state.study != spec.key:
         raise UsageError(
-            f"--resume {folder.name}: that grid is {state.table}'s, not {spec.key}'s; resume it with its own "
+            f"--resume {folder.name}: that folder is {state.study}'s, not {spec.key}'s; resume it with its own "
             f"script ({state.command.split(' --', 1)[0]} --resume {folder.name})"
         )
-    if not state.config:  # written by an older version: nothing to compare with
-        return plan
-    stored = from_dict(ExperimentConfig, state.config)
+    stored = from_dict(ExperimentConfig, state.plan["config"])
+    rows, seeds = list(state.plan["rows"]), list(state.plan["seeds"])
     if not _plan_flags_given(args):
-        configs = {(r, s): trial_config(spec.key, stored, r, s) for r in state.rows for s in state.seeds}
-        return Plan(spec, stored, list(state.rows), list(state.seeds), configs)
+        configs = {(r, s): trial_config(spec.key, stored, r, s) for r in rows for s in seeds}
+        return Plan(spec, stored, rows, seeds, configs)
     theirs, mine = flatten(stored), flatten(plan.base)
     differences = [
         f"{key}: the grid has {theirs.get(key, '(unset)')}, this command {mine.get(key, '(unset)')}"
         for key in sorted(set(theirs) | set(mine))
         if theirs.get(key) != mine.get(key)
     ]
-    if list(state.rows) != plan.rows:
-        differences.append(f"rows: the grid has {state.rows}, this command {plan.rows}")
-    if list(state.seeds) != plan.seeds:
-        differences.append(f"seeds: the grid has {state.seeds}, this command {plan.seeds}")
+    if rows != plan.rows:
+        differences.append(f"rows: the grid has {rows}, this command {plan.rows}")
+    if seeds != plan.seeds:
+        differences.append(f"seeds: the grid has {seeds}, this command {plan.seeds}")
     if differences:
         raise UsageError(
             f"--resume {folder.name}: this command's plan differs from the grid's:\n  "

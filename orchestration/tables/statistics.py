@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mgn.evaluation.bootstrap import Difference, Interval, difference, interval
-from orchestration.runtime.naming import PER_QUERY_FILE
 from orchestration.runtime.tracking import ChildRun, Tracker
+from orchestration.runtime.trial_files import PER_QUERY_ARTIFACT
 from orchestration.tables.spec import Cell
 
 
@@ -34,7 +34,7 @@ class PerQuery:
         self._runs = [run for run in runs if run.finished]
         with tempfile.TemporaryDirectory() as folder:
             for run in self._runs:
-                path = tracker.download(run.run_id, PER_QUERY_FILE, folder)
+                path = tracker.download(run.run_id, PER_QUERY_ARTIFACT, folder)
                 if path is not None:
                     with np.load(path) as stored:
                         self._values[run.run_id] = {key: stored[key] for key in stored.files}

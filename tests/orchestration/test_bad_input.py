@@ -170,17 +170,17 @@ def test_a_trial_that_cannot_be_placed_is_refused_not_waited_for(capsys, workspa
 
 def _recorded_grid(workspace, table: str, *plan_flags: str) -> str:
     """A grid folder as a driver leaves it (its state file), without training: returns its name."""
-    from mgn.config_io import to_dict
     from orchestration.runtime.storage import Storage
     from orchestration.tables.command import parser
-    from orchestration.tables.planning import GridState, grid_folder, make_plan
+    from orchestration.study.state import StudyState
+    from orchestration.tables.planning import grid_folder, make_plan, record
     from orchestration.tables.registry import TABLES
 
     spec = TABLES[table]
     plan = make_plan(spec, parser(spec, spec.script).parse_args(grid_args(workspace, *plan_flags)))
     folder, _ = grid_folder(Storage.parse(workspace["storage"]), spec, plan.base, None)
-    GridState("parent", "1", table, f"python {spec.script} {' '.join(plan_flags)}", "2026-11-24",
-              to_dict(plan.base), plan.rows, plan.seeds).write(folder)  # fmt: skip
+    StudyState(table, "parent", "1", spec.experiment_name, f"python {spec.script} {' '.join(plan_flags)}",
+               "2026-11-24", record(plan)).write(folder)  # fmt: skip
     return folder.name
 
 
@@ -195,7 +195,7 @@ def test_resume_refuses_a_changed_plan_and_shows_each_difference(capsys, workspa
 
 def test_resume_refuses_another_tables_grid(capsys, workspace):
     name = _recorded_grid(workspace, "table2")
-    _fails(capsys, "table5", grid_args(workspace, "--resume", name), "that grid is table2's, not table5's")
+    _fails(capsys, "table5", grid_args(workspace, "--resume", name), "that folder is table2's, not table5's")
 
 
 def test_a_grid_run_by_a_live_driver_is_refused_naming_its_pid(capsys, workspace):

@@ -126,7 +126,7 @@ def test_a_lost_node_is_replaced_and_the_trial_resumes_from_its_checkpoint_in_s3
         k.rsplit("/", 2)[-2] for k in keys if "/train/train-" in k and k.endswith("/checkpoint.pt")
     }
     assert len(checkpoints) == 2, keys
-    assert any(k.endswith("/mgn_grid.json") for k in keys) and any("/tune/" in k for k in keys)
+    assert any(k.endswith("/study.json") for k in keys) and any("/tune/" in k for k in keys)
     assert any(k.endswith("/done.json") for k in keys)
     artifacts = object_store.keys("mlflow", "artifacts/")
     assert any(faulty.info.run_id in k and k.endswith("cmc.csv") for k in artifacts)

@@ -11,9 +11,9 @@ from mgn.evaluation import FeatureSet
 from mgn.evaluation.protocol import Evaluation
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.tracking import Tracker
-from orchestration.runtime.worker import FEATURES_FILE, save_features
+from orchestration.runtime.trial_files import TrialFiles
+from orchestration.runtime.worker import save_features
 from orchestration.tables.ensembles import evaluate_ensembles
-from orchestration.tables.planning import trial_folder
 from tests.orchestration.test_paper_tables import _plan
 
 ROW = "G+P2+P3 (Single)"
@@ -36,7 +36,7 @@ def test_an_ensemble_is_recorded_on_the_parent_and_as_its_own_run(tmp_path):
     for member in members:
         query, gallery = _features(rng, q_pids, q_cams), _features(rng, g_pids, g_cams)
         save_features(
-            Evaluation({}, np.zeros(1), query, gallery), trial_folder(grid, member, 0) / FEATURES_FILE
+            Evaluation({}, np.zeros(1), query, gallery), TrialFiles.of(grid, member, 0).features
         )
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = tracker.experiment("ensembles")

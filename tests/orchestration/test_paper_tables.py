@@ -75,7 +75,8 @@ def test_every_trial_records_how_it_departs_from_the_papers_recipe_for_its_row()
 
 
 def test_the_plan_before_compute_counts_steps_images_and_training_flops():
-    from orchestration.tables.planning import TrialShape, describe
+    from orchestration.study.preflight import TrialShape
+    from orchestration.tables.planning import describe
 
     plan = _plan("table5", "--profile", "paper", "--rows", "MGN", "--rows", "ResNet-50", "--seeds", "2")
     lines = describe(plan, {key: TrialShape(steps_per_epoch=202, num_classes=751) for key in plan.configs})

@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from mgn.recipe_search import baseline, smoke_search
-from orchestration.recipe_search.report import Scored
+from orchestration.recipe_search.report import Outcome, Scored
 
 
-def _scored(trial_id: str, val_map: float | None, status: str = "finished", **changes) -> Scored:
+def _scored(trial_id: str, val_map: float | None, outcome: Outcome = Outcome.FINISHED, **changes) -> Scored:
     candidate = replace(baseline(smoke_search().base), **changes)
-    return Scored(trial_id, candidate, val_map, candidate.epochs, status)
+    return Scored(trial_id, candidate, val_map, 4 if outcome is Outcome.STOPPED else candidate.epochs, outcome)
 
 
 def test_the_best_finished_trial_wins_and_a_stopped_one_never_does():
@@ -21,8 +21,8 @@ def test_the_best_finished_trial_wins_and_a_stopped_one_never_does():
     trials = [
         _scored("base", 71.4),
         _scored("better", 74.0, lr=2e-3),
-        _scored("stopped", 90.0, "stopped after epoch 4", lr=5e-3),  # judged early: not a finished recipe
-        _scored("failed", None, "failed", lr=1e-2),
+        _scored("stopped", 90.0, Outcome.STOPPED, lr=5e-3),  # judged early: not a finished recipe
+        _scored("failed", None, Outcome.FAILED, lr=1e-2),
     ]
     assert winner(trials, base).trial_id == "better"
     tie = [_scored("other", 71.4, lr=2e-3), _scored("base", 71.4)]
@@ -36,11 +36,11 @@ def test_the_final_stage_trains_the_winner_and_the_base_with_every_seed_on_all_t
     search = replace(smoke_search(), final_seeds=2)
     better = replace(baseline(search.base), lr=2e-3)
     trials = final_trials(search, better)
-    assert [(t["row"], t["seed"]) for t in trials] == [
+    assert [(t.row, t.seed) for t in trials] == [
         ("base recipe", 0), ("base recipe", 1), ("searched recipe", 0), ("searched recipe", 1)
     ]  # fmt: skip
-    assert all(t["config"]["data"]["validation_ids"] == 0 for t in trials)
-    assert trials[2]["config"]["optimizer"]["lr"] == 2e-3 and trials[0]["config"]["optimizer"]["lr"] == 1e-3
-    assert [t["config"]["train"]["seed"] for t in trials] == [0, 1, 0, 1]
+    assert all(t.config.data.validation_ids == 0 for t in trials)
+    assert trials[2].config.optimizer.lr == 2e-3 and trials[0].config.optimizer.lr == 1e-3
+    assert [t.config.train.seed for t in trials] == [0, 1, 0, 1]
     only_base = final_trials(search, baseline(search.base))
-    assert [t["row"] for t in only_base] == ["base recipe", "base recipe"]  # nothing better: trained once
+    assert [t.row for t in only_base] == ["base recipe", "base recipe"]  # nothing better: trained once

@@ -48,17 +48,17 @@ def _round_trip(root: Storage) -> None:
     grid = root / "table5-smoke"
     (grid / "trials" / "mgn" / "seed0" / "done.json").write_text('{"epoch": 3}')
     (grid / "trials" / "mgn" / "seed1" / "done.json").write_bytes(b"{}")
-    (grid / "mgn_grid.json").write_text("state")
-    assert (grid / "mgn_grid.json").exists() and not (grid / "absent").exists()
+    (grid / "study.json").write_text("state")
+    assert (grid / "study.json").exists() and not (grid / "absent").exists()
     assert (grid / "trials" / "mgn" / "seed0" / "done.json").read_text() == '{"epoch": 3}'
     assert [s.name for s in (grid / "trials" / "mgn").children()] == ["seed0", "seed1"]
     assert [s.uri for s in grid.files()] == [
-        (grid / "mgn_grid.json").uri,
+        (grid / "study.json").uri,
         (grid / "trials/mgn/seed0/done.json").uri,
         (grid / "trials/mgn/seed1/done.json").uri,
     ]
     (grid / "trials").delete()
-    assert [s.name for s in grid.files()] == ["mgn_grid.json"]
+    assert [s.name for s in grid.files()] == ["study.json"]
     assert (root / "never-written").children() == []
 
 
@@ -71,7 +71,7 @@ def test_files_round_trip_in_an_s3_bucket(object_store):
     bucket = object_store.bucket("round-trip")
     _round_trip(Storage.parse(f"s3://{bucket}/grids"))
     keys = object_store.keys(bucket)
-    assert "grids/table5-smoke/mgn_grid.json" in keys and not [k for k in keys if "/trials" in k]
+    assert "grids/table5-smoke/study.json" in keys and not [k for k in keys if "/trials" in k]
 
 
 def _kept(folder: Path, epochs: int, truncate: bool = False):

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import json
 
-from mgn.config_io import to_dict
 from mgn.recipes import smoke
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.tracking import Tracker
-from orchestration.runtime.trial import TrialSetup, run_trial
-from orchestration.tables.planning import trial_folder
+from orchestration.runtime.trial import TrialSetup, TrialSpec, run_trial
 
 
 class _Context:
@@ -33,12 +31,13 @@ def test_a_trial_found_done_reports_its_result_and_closes_its_run_finished(tmp_p
     run_id = tracker.child(experiment, parent, trial="MGN / seed 0", name="MGN seed0", tags={"row": "MGN"})
     tracker.finish(run_id, failed=True)
     result = {"epoch": 3, "mAP": 51.5}
-    (trial_folder(Storage(setup.storage), "MGN", 0) / "done.json").write_text(json.dumps(result))
+    trial = TrialSpec(row="MGN", seed=0, config=smoke())
+    trial.files(Storage(setup.storage)).done.write_text(json.dumps(result))
     reported = []
     monkeypatch.setattr(tune, "report", lambda metrics, **_: reported.append(metrics))
     monkeypatch.setattr(tune, "get_context", _Context)
 
-    run_trial({"setup": setup.to_dict(), "trial": {"row": "MGN", "seed": 0, "config": to_dict(smoke())}})
+    run_trial({"setup": setup.to_dict(), "trial": trial.to_dict()})
 
     assert reported == [result]
     assert tracker.run(run_id).info.status == "FINISHED"
