@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -40,27 +41,27 @@ MODEL_HELP = (
 )
 
 
+# Resolves an MLflow model URI to a local weights file. The library reads files only; the ``mgn``
+# command installed with the project hands ``main`` orchestration's resolver (the one door to MLflow).
+ModelResolver = Callable[[str], Path]
+
+
 class ModelSource:
     """A model file, or an MLflow URI resolved to one when the command needs it."""
 
     def __init__(self, given: str) -> None:
         self.given = given
 
-    def path(self) -> Path:
+    def path(self, resolve: ModelResolver | None) -> Path:
         if not self.given.startswith(MODEL_URIS):
             return Path(self.given)
-        # The tracking client is orchestration's (the one door to MLflow); imported only here, so
-        # that commands given files never load MLflow.
-        from mgn.data.synthetic import cache_root
-        from orchestration.runtime.tracking import Tracker, resolve_tracking_uri
-
-        folder = cache_root() / "models" / "".join(c if c.isalnum() else "-" for c in self.given)
-        try:
-            return Tracker(resolve_tracking_uri(None)).model_file(self.given, folder)
-        except Exception as error:  # no such model, version or run; an unreachable store
+        if resolve is None:
             raise UsageError(
-                f"{self.given}: {error} (the store is $MLFLOW_TRACKING_URI, else the project's mlflow.db)"
-            ) from None
+                f"{self.given}: an MLflow model URI, which this entry point cannot read (mgn.cli reads files). Use "
+                "the `mgn` command installed with the project, which resolves models:/ and runs:/ URIs, or pass "
+                "the model file"
+            )
+        return resolve(self.given)
 
 
 def _records(folder: Path) -> list[ImageRecord]:
@@ -132,7 +133,7 @@ def _device(name: str) -> torch.device:
 
 
 def extract(args: argparse.Namespace) -> int:
-    model, config = load_model(args.checkpoint.path())
+    model, config = load_model(args.checkpoint.path(args.resolve_uri))
     records = _records(args.folder)
     features = _embed(model, config, records, args.batch_size, not args.no_flip, _device(args.device))
     unlabelled = sum(r.pid == UNLABELLED for r in records)
@@ -191,7 +192,7 @@ def search(args: argparse.Namespace) -> int:
     if not args.image.is_file():
         raise UsageError(f"query image {args.image} does not exist")
     gallery = _load_features(args.gallery)
-    model, config = load_model(args.checkpoint.path())
+    model, config = load_model(args.checkpoint.path(args.resolve_uri))
     parsed = parse_name(args.image.name)
     query = ImageRecord(str(args.image), *(parsed or (UNLABELLED, UNLABELLED)))
     feature = _embed(model, config, [query], 1, not args.no_flip, _device(args.device))
@@ -229,7 +230,7 @@ def _check_writable(out: Path) -> None:
 def export(args: argparse.Namespace) -> int:
     from mgn.export import EmbeddingNetwork, export_onnx, onnx_max_difference
 
-    model, config = load_model(args.checkpoint.path())
+    model, config = load_model(args.checkpoint.path(args.resolve_uri))
     network = EmbeddingNetwork(model, flip=not args.no_flip, normalize=not args.no_normalize)
     _check_writable(args.out)
     path = export_onnx(network, args.out, config.data.height, config.data.width)
@@ -329,8 +330,10 @@ def _version() -> str:
         return "(not installed)"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, resolve_uri: ModelResolver | None = None) -> int:
+    """The ``mgn`` commands; ``resolve_uri`` reads ``models:/``/``runs:/`` model URIs (None: files only)."""
     args = parser().parse_args(argv)
+    args.resolve_uri = resolve_uri
     try:
         return args.run(args)
     except (UsageError, FileNotFoundError, CorruptCheckpointError, CorruptImageError, ValueError) as error:

@@ -136,23 +136,6 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         raise ConfigError(f"{prefix or cls.__name__}: {error}") from None
 
 
-def load_yaml(path: str | Path) -> ExperimentConfig:
-    """A config file. Fields it leaves out come from the recipe its ``profile`` names (the paper's
-    when it names none), so a partial ``profile: smoke`` file is a variant of ``smoke()``."""
-    from mgn.recipes import recipe
-
-    path = Path(path)
-    data = read_mapping(path)
-    profile = data.get("profile")
-    if profile is None:
-        return from_dict(ExperimentConfig, data)
-    try:
-        base = to_dict(recipe(str(profile)))
-    except ValueError as error:
-        raise ConfigError(f"config file {path}: profile: {error}") from None
-    return from_dict(ExperimentConfig, merged(base, data))
-
-
 def read_mapping(path: Path) -> dict[str, Any]:
     """The top-level mapping of a YAML config file, or a ``ConfigError`` naming the file and the fault."""
     if not path.is_file():

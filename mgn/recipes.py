@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from mgn.config import (
     Backbone,
     ClassifierInput,
+    ConfigError,
     DataConfig,
     DatasetName,
     Epoch,
@@ -35,7 +37,7 @@ from mgn.config import (
     SyntheticConfig,
     TrainConfig,
 )
-from mgn.config_io import flatten
+from mgn.config_io import flatten, from_dict, merged, read_mapping, to_dict
 
 
 def paper() -> ExperimentConfig:
@@ -156,3 +158,19 @@ def recipe(name: str) -> ExperimentConfig:
     if name not in RECIPES:
         raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(RECIPES)}")
     return RECIPES[name]()
+
+
+def load_yaml(path: str | Path) -> ExperimentConfig:
+    """A config file, the file form of a recipe. Fields it leaves out come from the recipe its
+    ``profile`` names (the paper's when it names none), so a partial ``profile: smoke`` file is a
+    variant of ``smoke()``."""
+    path = Path(path)
+    data = read_mapping(path)
+    profile = data.get("profile")
+    if profile is None:
+        return from_dict(ExperimentConfig, data)
+    try:
+        base = to_dict(recipe(str(profile)))
+    except ValueError as error:
+        raise ConfigError(f"config file {path}: profile: {error}") from None
+    return from_dict(ExperimentConfig, merged(base, data))

@@ -13,8 +13,8 @@ from mgn.config import (
     OptimizerConfig,
     ScalingConfig,
 )
-from mgn.config_io import apply_overrides, dump_yaml, flatten, load_yaml, to_dict
-from mgn.recipes import community, paper, recipe, smoke
+from mgn.config_io import apply_overrides, dump_yaml, flatten, to_dict
+from mgn.recipes import community, load_yaml, paper, recipe, smoke
 
 
 @pytest.mark.parametrize("make", [paper, community, smoke])

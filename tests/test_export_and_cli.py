@@ -211,3 +211,11 @@ def test_eval_json_and_version(tmp_path, capsys):
     assert code == 0 and out.startswith("mgn ")
     code, out, _ = _cli(capsys, "--help")
     assert "``" not in out
+
+
+def test_the_library_cli_reads_files_and_names_the_command_that_reads_model_uris(capsys, tmp_path):
+    from mgn.cli import main as cli
+
+    assert cli(["export", "models:/mgn-table5-mgn/1", str(tmp_path / "mgn.onnx")]) == 2
+    error = capsys.readouterr().err
+    assert "models:/mgn-table5-mgn/1" in error and "the `mgn` command installed with the project" in error

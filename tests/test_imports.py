@@ -1,10 +1,47 @@
-"""The library stands alone: importing it loads neither Ray nor MLflow (only orchestration/ does)."""
+"""The library stands alone: nothing in ``mgn/`` imports Ray, MLflow or ``orchestration``, not even
+lazily inside a function (read from the source), and importing it loads neither at run time."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import mgn
+
+FORBIDDEN = {"ray", "mlflow", "orchestration"}
+
+
+def forbidden_imports(source: str, name: str) -> list[str]:
+    """``file:line module`` of every import of a FORBIDDEN package in ``source``, at any depth."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules = [node.module]
+        else:
+            continue
+        found += [(node.lineno, f"{name}:{node.lineno} {m}") for m in modules if m.split(".")[0] in FORBIDDEN]
+    return [hit for _, hit in sorted(found)]
+
+
+def test_no_module_of_the_library_imports_ray_mlflow_or_orchestration():
+    root = Path(mgn.__file__).parent
+    found = [
+        hit
+        for path in sorted(root.rglob("*.py"))
+        for hit in forbidden_imports(path.read_text(), str(path.relative_to(root.parent)))
+    ]
+    assert found == []
+
+
+def test_the_scan_sees_lazy_imports():
+    lazy = "def resolve(uri):\n    if uri:\n        from orchestration.runtime.tracking import Tracker\n    import ray.tune\n"
+    assert forbidden_imports(lazy, "cli.py") == ["cli.py:3 orchestration.runtime.tracking", "cli.py:4 ray.tune"]
+    assert forbidden_imports("import raytracer\nfrom mgn import cli\n", "x.py") == []
 
 
 def test_the_library_leaves_ray_and_mlflow_unloaded():
@@ -18,7 +55,7 @@ def test_the_library_leaves_ray_and_mlflow_unloaded():
     assert json.loads(run.stdout) == []
     # The probe can fail: orchestration does load them.
     run = subprocess.run(
-        [sys.executable, "-c", probe.replace("mgn.cli\n", "mgn.cli, orchestration.tables.grid\n")],
+        [sys.executable, "-c", probe.replace("mgn.cli\n", "mgn.cli, orchestration.study.driver\n")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert json.loads(run.stdout) == ["mlflow", "ray"]

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from mgn.backbone import pretrained_identity
 from mgn.config import DatasetName, ExperimentConfig, ModelConfig, Profile
-from mgn.config_io import apply_overrides, flatten, load_yaml, to_dict
+from mgn.config_io import apply_overrides, flatten, to_dict
 from mgn.errors import UsageError
 from mgn.flops import training_flops_per_image
-from mgn.recipes import deviations, paper, recipe
+from mgn.recipes import deviations, load_yaml, paper, recipe
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.tracking import Tracker, git_commit, redact, source_tags
 from orchestration.runtime.trial import TrialSpec

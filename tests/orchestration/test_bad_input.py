@@ -171,8 +171,8 @@ def test_a_trial_that_cannot_be_placed_is_refused_not_waited_for(capsys, workspa
 def _recorded_grid(workspace, table: str, *plan_flags: str) -> str:
     """A grid folder as a driver leaves it (its state file), without training: returns its name."""
     from orchestration.runtime.storage import Storage
-    from orchestration.tables.command import parser
     from orchestration.study.state import StudyState
+    from orchestration.tables.command import parser
     from orchestration.tables.planning import grid_folder, make_plan, record
     from orchestration.tables.registry import TABLES
 

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestration.runtime.spool import SPOOL_DIR
 from orchestration.runtime.spool import main as replay
+from orchestration.runtime.trial_files import SPOOL_DIR
 from orchestration.tables import render as tables
 from orchestration.tables.command import main
 from orchestration.tables.registry import TABLES

@@ -127,8 +127,8 @@ def _logged_models_load_through_pyfunc_and_the_mgn_commands(workspace, tmp_path,
     import torch
 
     from mgn.checkpoint import load_model
-    from mgn.cli import main as mgn
     from mgn.export import EmbeddingNetwork
+    from orchestration.runtime.model_uris import main as mgn  # the installed `mgn` command
 
     mlflow.set_tracking_uri(workspace["uri"])
     version = MlflowClient(workspace["uri"]).get_model_version("mgn-table5-mgn", "1")

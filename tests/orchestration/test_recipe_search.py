@@ -15,9 +15,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from mgn.config import SyntheticConfig
-from mgn.config_io import load_yaml
 from mgn.data.synthetic import ensure_synthetic
 from mgn.evaluation import keys
+from mgn.recipes import load_yaml
 from tests.orchestration.driver import Process, children
 
 pytestmark = pytest.mark.integration
