@@ -12,6 +12,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,60 +61,100 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Convert a YAML value to the annotated field type, or raise ConfigError naming ``key``."""
+def _union(value: Any, tp: Any, key: str) -> Any:
+    """``X | None`` and other unions: the first member the value converts to."""
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in (a for a in args if a is not type(None)):
+        try:
+            return _convert(value, arg, key)
+        except ConfigError as error:
+            errors.append(str(error))
+    raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {tp}")
+
+
+def _tuple(value: Any, tp: Any, key: str) -> tuple:
+    """``tuple[X, ...]`` from a list of any length, ``tuple[X, Y]`` from a list of exactly two."""
+    args = typing.get_args(tp)
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{key}: expected a list, got {value!r}")
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+    if len(value) != len(args):
+        raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+    return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+
+
+def _nested(value: Any, tp: Any, key: str) -> Any:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+    return from_dict(tp, value, prefix=f"{key}.")
+
+
+def _enum(value: Any, tp: type[Enum], key: str) -> Enum:
+    try:
+        return tp(value)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in tp)
+        raise ConfigError(f"{key}: {value!r} is not one of {choices}") from None
+
+
+def _bool(value: Any, tp: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _int(value: Any, tp: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    return value
+
+
+def _float(value: Any, tp: Any, key: str) -> float:
+    if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string; YAML 1.2 and people do not
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}: {value!r} is not a finite number")
+    return float(value)
+
+
+def _str(value: Any, tp: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+_SCALARS: dict[Any, Callable[[Any, Any, str], Any]] = {bool: _bool, int: _int, float: _float, str: _str}
+
+
+def _converter(tp: Any) -> Callable[[Any, Any, str], Any]:
+    """The converter of a field type: by its shape (union, tuple, dataclass, enum), else the scalar's."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _convert(value, arg, key)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {tp}")
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
-        return from_dict(tp, value, prefix=f"{key}.")
+        return _union
     if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
-        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        return _tuple
+    if dataclasses.is_dataclass(tp):
+        return _nested
     if isinstance(tp, type) and issubclass(tp, Enum):
-        try:
-            return tp(value)
-        except ValueError:
-            choices = ", ".join(repr(m.value) for m in tp)
-            raise ConfigError(f"{key}: {value!r} is not one of {choices}") from None
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
-            value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string; YAML 1.2 and people do not
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{key}: {value!r} is not a finite number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported field type {_type_name(tp)}")
+        return _enum
+    if tp in _SCALARS:
+        return _SCALARS[tp]
+    raise ConfigError(f"unsupported field type {_type_name(tp)}")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML value to the annotated field type, or raise ConfigError naming ``key``."""
+    try:
+        convert = _converter(tp)
+    except ConfigError as error:
+        raise ConfigError(f"{key}: {error}") from None
+    return convert(value, tp, key)
 
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:

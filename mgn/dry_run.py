@@ -65,7 +65,8 @@ def dry_run(
         dataset.train, config.data, seed=config.train.seed, device=device, cpus=env.cpus
     )  # fmt: skip
     began = time.perf_counter()
-    loss, _, _, images = train_one_epoch(model, list(islice(loader, steps)), optimizer, config, env)
+    losses = train_one_epoch(model, list(islice(loader, steps)), optimizer, config, env)
+    loss, images = losses.loss, losses.images
     step_seconds = (time.perf_counter() - began) / steps
     if not torch.isfinite(torch.tensor(loss)):
         raise RuntimeError(f"the dry run's loss is {loss}: the recipe diverges at once")

@@ -149,6 +149,16 @@ def train_step(
     return losses
 
 
+@dataclass(frozen=True)
+class EpochLosses:
+    """One rank's pass over its loader: mean losses over its batches and the images it saw."""
+
+    loss: float
+    softmax: float
+    triplet: float
+    images: int
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: torch.utils.data.DataLoader,
@@ -157,8 +167,8 @@ def train_one_epoch(
     env: TrainingEnv,
     scaler: torch.amp.GradScaler | None = None,
     log: Callable[[str], None] | None = None,
-) -> tuple[float, float, float, int]:
-    """One pass over ``loader``. Returns this rank's (mean loss, mean softmax, mean triplet, images seen)."""
+) -> EpochLosses:
+    """One pass over ``loader``: this rank's mean losses and the images it saw."""
     model.train()
     total = softmax = triplet = 0.0
     images_seen = batches = 0
@@ -179,7 +189,7 @@ def train_one_epoch(
             log(f"  iter {step + 1}/{len(loader)} loss {losses.total.item():.3f}")
     if batches == 0:
         raise RuntimeError("the training loader yielded no batch")
-    return total / batches, softmax / batches, triplet / batches, images_seen
+    return EpochLosses(total / batches, softmax / batches, triplet / batches, images_seen)
 
 
 def branch_columns(model: MGN) -> dict[str, list[int]]:
@@ -262,6 +272,124 @@ class FitResult:
 EpochCallback = Callable[[EpochStats, Evaluation | None, Callable[[], TrainingState]], None]
 
 
+@dataclass
+class Training:
+    """The live parts of one training run (``start_training``), which every epoch advances."""
+
+    config: ExperimentConfig
+    dataset: ReidDataset
+    env: TrainingEnv
+    model: MGN  # the bare network: what is evaluated and checkpointed
+    trained: nn.Module  # the network as the steps see it (DDP-wrapped under data parallelism)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    loader: DataLoader
+    start: int  # epochs already done (a resumed run)
+    untrained: dict[str, float] | None  # the network before training (eval.untrained)
+    log: Callable[[str], None] | None  # rank 0's progress lines
+
+    def snapshot(self) -> TrainingState:
+        return TrainingState(
+            self.model.state_dict(),
+            self.optimizer.state_dict(),
+            self.scheduler.state_dict(),
+            self.scheduler.last_epoch,
+            to_dict(self.config),
+            self.model.num_classes,
+        )
+
+
+def start_training(
+    config: ExperimentConfig,
+    dataset: ReidDataset,
+    env: TrainingEnv,
+    resume: TrainingState | None,
+    log: Callable[[str], None] | None,
+) -> Training:
+    """The network (the same initial weights on every rank), its optimiser and schedule, restored
+    from ``resume``; the untrained network evaluated; the network wrapped; the training loader."""
+    seed_epoch(config.train.seed, -1, 0)
+    model = build_model(config, dataset.num_train_ids, env.device)
+    optimizer = build_optimizer(config, model)
+    scheduler = build_scheduler(config, optimizer)
+    start = 0
+    if resume is not None:
+        model.load_state_dict(resume.model)
+        optimizer.load_state_dict(resume.optimizer)
+        scheduler.load_state_dict(resume.scheduler)
+        start = resume.epochs_done
+        if log:
+            log(f"resumed from a checkpoint after epoch {start}")
+    untrained = _untrained(model, dataset, config, env, log) if config.eval.untrained and start == 0 else None
+    if config.model.sync_bn and env.distributed:
+        model = convert_to_cross_rank_bn(model)  # shares the parameters the optimiser holds
+    use_scaler = config.train.amp and env.device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    loader = env.wrap_loader(
+        train_loader(
+            dataset.train, config.data, rank=env.rank, world_size=env.world_size, seed=config.train.seed,
+            device=env.device, cpus=env.cpus,
+        )
+    )  # fmt: skip
+    return Training(
+        config, dataset, env, model, env.wrap_model(model), optimizer, scheduler,
+        torch.amp.GradScaler("cuda") if use_scaler else None, loader, start, untrained, log,
+    )  # fmt: skip
+
+
+def _untrained(
+    model: MGN, dataset: ReidDataset, config: ExperimentConfig, env: TrainingEnv, log: Callable[[str], None] | None
+) -> dict[str, float] | None:
+    """The network's metrics before training (no re-ranking, no branches): rank 0's, else None."""
+    before = evaluate(model, dataset, replace(config, eval=replace(config.eval, rerank=False)), env, branches=False)
+    if log and before:
+        log(f"untrained: R1 {before.metrics[keys.R1]:.1f} mAP {before.metrics[keys.MAP]:.1f}")
+    return before.metrics if before else None
+
+
+def train_epoch(run: Training, epoch: int) -> EpochStats:
+    """Epoch ``epoch`` (0-based) on every rank: seeded, one pass, the schedule stepped, the weights
+    checked. The losses are the global batch's: the mean over ranks of their means (equal shares)."""
+    config, env = run.config, run.env
+    seed_epoch(config.train.seed, epoch, env.rank)
+    run.loader.batch_sampler.set_epoch(epoch)
+    lr = run.optimizer.param_groups[0]["lr"]
+    began = time.perf_counter()
+    losses = train_one_epoch(run.trained, run.loader, run.optimizer, config, env, run.scaler, run.log)
+    loss, softmax, triplet, images = losses.loss, losses.softmax, losses.triplet, losses.images
+    if env.distributed:
+        loss, softmax, triplet = mean_over_ranks([loss, softmax, triplet], env.device)
+        images *= env.world_size
+    run.scheduler.step()
+    if not weights_finite(run.model):
+        raise TrainingDiverged(
+            f"the network diverged in epoch {epoch + 1} (loss {loss:.4g}, non-finite weights): lower "
+            f"optimizer.lr or add optimizer.warmup_epochs"
+        )
+    seconds = time.perf_counter() - began
+    untrained = run.untrained if epoch == run.start else None
+    return EpochStats(epoch + 1, lr, loss, softmax, triplet, images / seconds, seconds, untrained)
+
+
+def evaluate_epoch(run: Training, epochs_done: int) -> Evaluation | None:
+    """The evaluation due after ``epochs_done`` epochs: the whole protocol after the last, the plain
+    single-query ranking every ``eval.interval`` epochs (a point of the metric curves), else None."""
+    config = run.config
+    if epochs_done == config.train.epochs:
+        return evaluate(run.model, run.dataset, config, run.env)
+    if config.eval.interval and epochs_done % config.eval.interval == 0:
+        return evaluate(run.model, run.dataset, intermediate(config), run.env, branches=False)
+    return None
+
+
+def _log_epoch(log: Callable[[str], None], stats: EpochStats, evaluation: Evaluation | None, epochs: int) -> None:
+    shown = f" | R1 {evaluation.metrics[keys.R1]:.1f} mAP {evaluation.metrics[keys.MAP]:.1f}" if evaluation else ""
+    log(
+        f"epoch {stats.epoch}/{epochs} loss {stats.loss:.3f} lr {stats.lr:.2e} "
+        f"{stats.images_per_second:.0f} img/s{shown}"
+    )
+
+
 def fit(
     config: ExperimentConfig,
     dataset: ReidDataset | None = None,
@@ -282,97 +410,17 @@ def fit(
         log: where rank 0 prints progress (None: silent).
     """
     env = env or TrainingEnv()
-    dataset = dataset or load_dataset(config.data)
-    log = log if env.is_main else None
-    seed_epoch(config.train.seed, -1, 0)  # the same initial weights on every rank
-    model = build_model(config, dataset.num_train_ids, env.device)
-    optimizer = build_optimizer(config, model)
-    scheduler = build_scheduler(config, optimizer)
-    start = 0
-    if resume is not None:
-        model.load_state_dict(resume.model)
-        optimizer.load_state_dict(resume.optimizer)
-        scheduler.load_state_dict(resume.scheduler)
-        start = resume.epochs_done
-        if log:
-            log(f"resumed from a checkpoint after epoch {start}")
-    untrained = None
-    if config.eval.untrained and start == 0:
-        before = evaluate(model, dataset, replace(config, eval=replace(config.eval, rerank=False)), env,
-                          branches=False)  # fmt: skip
-        untrained = before.metrics if before else None
-        if log and untrained:
-            log(f"untrained: R1 {untrained[keys.R1]:.1f} mAP {untrained[keys.MAP]:.1f}")
-    if config.model.sync_bn and env.distributed:
-        model = convert_to_cross_rank_bn(model)  # shares the parameters the optimiser holds
-    trained = env.wrap_model(model)
-    use_scaler = config.train.amp and env.device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-    loader = env.wrap_loader(
-        train_loader(
-            dataset.train, config.data, rank=env.rank, world_size=env.world_size, seed=config.train.seed,
-            device=env.device, cpus=env.cpus,
-        )
-    )  # fmt: skip
-
-    def snapshot() -> TrainingState:
-        return TrainingState(
-            model.state_dict(),
-            optimizer.state_dict(),
-            scheduler.state_dict(),
-            scheduler.last_epoch,
-            to_dict(config),
-            model.num_classes,
-        )
-
+    run = start_training(config, dataset or load_dataset(config.data), env, resume, log if env.is_main else None)
     history: list[EpochStats] = []
     evaluation = None
-    for epoch in range(start, config.train.epochs):
-        seed_epoch(config.train.seed, epoch, env.rank)
-        loader.batch_sampler.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        began = time.perf_counter()
-        loss, softmax, triplet, images = train_one_epoch(trained, loader, optimizer, config, env, scaler, log)
-        # The mean over ranks of their mean losses is the global batch's loss (equal shares).
-        if env.distributed:
-            loss, softmax, triplet = mean_over_ranks([loss, softmax, triplet], env.device)
-            images *= env.world_size
-        scheduler.step()
-        if not weights_finite(model):
-            raise TrainingDiverged(
-                f"the network diverged in epoch {epoch + 1} (loss {loss:.4g}, non-finite weights): lower "
-                f"optimizer.lr or add optimizer.warmup_epochs"
-            )
-        seconds = time.perf_counter() - began
-        stats = EpochStats(
-            epoch + 1,
-            lr,
-            loss,
-            softmax,
-            triplet,
-            images / seconds,
-            seconds,
-            untrained if epoch == start else None,
-        )
+    for epoch in range(run.start, config.train.epochs):
+        stats = train_epoch(run, epoch)
         history.append(stats)
-        last = epoch + 1 == config.train.epochs
-        due = last or (config.eval.interval and (epoch + 1) % config.eval.interval == 0)
-        evaluation = None
-        if last:
-            evaluation = evaluate(model, dataset, config, env)
-        elif due:  # a point of the metric curves: the plain single-query ranking only
-            evaluation = evaluate(model, dataset, intermediate(config), env, branches=False)
-        if log:
-            shown = (
-                f" | R1 {evaluation.metrics[keys.R1]:.1f} mAP {evaluation.metrics[keys.MAP]:.1f}"
-                if evaluation
-                else ""
-            )
-            log(
-                f"epoch {epoch + 1}/{config.train.epochs} loss {loss:.3f} lr {lr:.2e} {images / seconds:.0f} img/s{shown}"
-            )
+        evaluation = evaluate_epoch(run, stats.epoch)
+        if run.log:
+            _log_epoch(run.log, stats, evaluation, config.train.epochs)
         if on_epoch_end is not None:
-            on_epoch_end(stats, evaluation, snapshot)
-    if start >= config.train.epochs:  # resumed after the last epoch: evaluate only
-        evaluation = evaluate(model, dataset, config, env)
-    return FitResult(model, history, evaluation, untrained)
+            on_epoch_end(stats, evaluation, run.snapshot)
+    if run.start >= config.train.epochs:  # resumed after the last epoch: evaluate only
+        evaluation = evaluate(run.model, run.dataset, config, env)
+    return FitResult(run.model, history, evaluation, run.untrained)

@@ -68,7 +68,7 @@ def _use_token_auth_when_a_token_exists() -> None:
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -88,7 +88,30 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=float, default=24 * 3600, help="with --wait: give up after this many seconds"
     )
     parser.add_argument("script", nargs=argparse.REMAINDER, help="-- script.py [its arguments]")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def follow(client, job_id: str, timeout_s: float) -> int:
+    """Print the job's log as it grows until it ends (exit 0 when it succeeded) or ``timeout_s`` passes."""
+    from ray.job_submission import JobStatus
+
+    deadline, printed = time.monotonic() + timeout_s, 0
+    while True:
+        status = client.get_job_status(job_id)
+        logs = client.get_job_logs(job_id)
+        print(logs[printed:], end="")
+        printed = len(logs)
+        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+            print(f"job {job_id}: {status.value}")
+            return 0 if status == JobStatus.SUCCEEDED else 1
+        if time.monotonic() > deadline:
+            print(f"job {job_id} still {status.value} after {timeout_s:.0f} s", file=sys.stderr)
+            return 1
+        time.sleep(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     script = args.script[1:] if args.script[:1] == ["--"] else args.script
     try:
         command = entrypoint(args.python, script, args.storage_path)
@@ -103,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     _use_token_auth_when_a_token_exists()
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobSubmissionClient
 
     try:
         client = JobSubmissionClient(args.address)
@@ -114,21 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"submitted {job_id}: {redact(command)}\nfollow it with: ray job logs --address {args.address} --follow {job_id}"
     )
-    if not args.wait:
-        return 0
-    deadline, printed = time.monotonic() + args.timeout, 0
-    while True:
-        status = client.get_job_status(job_id)
-        logs = client.get_job_logs(job_id)
-        print(logs[printed:], end="")
-        printed = len(logs)
-        if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
-            print(f"job {job_id}: {status.value}")
-            return 0 if status == JobStatus.SUCCEEDED else 1
-        if time.monotonic() > deadline:
-            print(f"job {job_id} still {status.value} after {args.timeout:.0f} s", file=sys.stderr)
-            return 1
-        time.sleep(2)
+    return follow(client, job_id, args.timeout) if args.wait else 0
 
 
 if __name__ == "__main__":

@@ -115,19 +115,40 @@ def publish_search(
     scored: list[Scored],
     chosen: Scored,
     results_dir: Path,
-) -> int:
+) -> None:
     base = baseline(search.base)
     base_val = next((s.val_map for s in scored if s.candidate == base and s.outcome is Outcome.FINISHED), None)
     rows = [BASE_ROW] + ([SEARCHED_ROW] if chosen.candidate != base else [])
     test_lines, significant = _test_table(tracker, state, rows)
     recipe = recipe_file(search, chosen.candidate, results_dir)
+    commit = tracker.parent(state.parent_run_id).tags.get("git_commit", "?")
+    text = _report(search, state, commit, scored, chosen, base_val, recipe.name, test_lines)
+    path = results_dir / f"{TABLE}.md"
+    path.write_text(text)
+    tracker.log_text(state.parent_run_id, text, path.name)
+    tracker.log_artifact(state.parent_run_id, recipe)
+    tracker.describe(state.parent_run_id, text)
+    tracker.finish(state.parent_run_id)
+    print(text)
+    print(
+        "searched recipe differs from the base on the test set beyond chance (95%): "
+        + ("; ".join(significant) or "none")
+    )
+    print(f"wrote {path}, {recipe}")
+
+
+def _report(
+    search: SearchConfig, state: StudyState, commit: str, scored: list[Scored], chosen: Scored,
+    base_val: float | None, recipe: str, test_lines: list[str],
+) -> str:  # fmt: skip
+    """``results/recipe_search.md``: the choice on the validation split, then the test set."""
+    base = baseline(search.base)
     base_shown = "–" if base_val is None else f"{base_val:.1f}"
-    parent = tracker.run(state.parent_run_id)
-    text = "\n".join([
+    return "\n".join([
         f"# Recipe search around the {search.base.profile.value} recipe on {search.base.data.dataset.value}",
         "",
         f"Generated from the MLflow runs of parent run `{state.parent_run_id}` (experiment "
-        f"`{parent.info.experiment_id}`, commit {parent.data.tags.get(TAG_PREFIX + 'git_commit', '?')}) by "
+        f"`{state.experiment_id}`, commit {commit}) by "
         f"`{state.command}` on {dt.datetime.now():%Y-%m-%d %H:%M}. Not edited by hand.",
         "",
         f"{search.trials} trials (Optuna TPE, seed {search.searcher_seed}, the base recipe first; ASHA on validation "
@@ -139,7 +160,7 @@ def publish_search(
         f"- base recipe: val mAP {base_shown} ({describe(base)})",
         f"- winner: val mAP {chosen.val_map:.1f}, trial {chosen.trial_id} ({describe(chosen.candidate)})"
         + (" — the base recipe itself: no candidate beat it" if chosen.candidate == base else ""),
-        f"- recipe file: `{recipe.name}` (the full config, trained on every training identity)",
+        f"- recipe file: `{recipe}` (the full config, trained on every training identity)",
         "",
         f"The winner's validation figure is the best of {len(scored)} noisy measurements (one seed, "
         f"{search.validation_ids} identities), so it overstates what the recipe gives: the test set below, "
@@ -158,15 +179,3 @@ def publish_search(
         *_search_table(scored, base),
         "",
     ])  # fmt: skip
-    path = results_dir / f"{TABLE}.md"
-    path.write_text(text)
-    tracker.log_text(state.parent_run_id, text, path.name)
-    tracker.log_artifact(state.parent_run_id, recipe)
-    tracker.describe(state.parent_run_id, text)
-    tracker.finish(state.parent_run_id)
-    print(text)
-    print(
-        "searched recipe differs from the base on the test set beyond chance (95%): "
-        + ("; ".join(significant) or "none")
-    )
-    print(f"wrote {path}, {recipe}")

@@ -183,6 +183,25 @@ class ChildRun:
         )
 
 
+@dataclass(frozen=True)
+class ParentRun:
+    """A study's parent run, as tables and reports read it: its tags without the ``mgn.`` prefix."""
+
+    run_id: str
+    experiment_id: str
+    status: str  # FINISHED, FAILED, RUNNING, KILLED
+    start_time_ms: int
+    metrics: Mapping[str, float]  # the latest value of each metric (ensembles' figures)
+    tags: Mapping[str, str]  # ours, ``mgn.`` left out: "profile", "dataset", "git_commit", "rows", ...
+
+    @classmethod
+    def of(cls, run: Run) -> ParentRun:
+        ours = {k.removeprefix(TAG_PREFIX): v for k, v in run.data.tags.items() if k.startswith(TAG_PREFIX)}
+        return cls(
+            run.info.run_id, run.info.experiment_id, run.info.status, run.info.start_time, dict(run.data.metrics), ours
+        )
+
+
 class Tracker:
     """The one door to MLflow, reading and writing: every call names its run; no global state."""
 
@@ -389,8 +408,12 @@ class Tracker:
 
     # Reading.
 
-    def run(self, run_id: str) -> Run:
-        return self.client.get_run(run_id)
+    def parent(self, run_id: str) -> ParentRun:
+        return ParentRun.of(self.client.get_run(run_id))
+
+    def status(self, run_id: str) -> str:
+        """FINISHED, FAILED, RUNNING or KILLED."""
+        return self.client.get_run(run_id).info.status
 
     def last_step(self, run_id: str, metric: str) -> int:
         """The highest step at which ``metric`` was logged in the run; -1 if never."""

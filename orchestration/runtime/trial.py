@@ -81,71 +81,93 @@ class TrialSetup:
 
 def run_trial(params: dict[str, Any]) -> None:
     """Tune function trainable: ``params = {"setup": TrialSetup.to_dict(), "trial": TrialSpec.to_dict()}``."""
-    import ray.train
     from ray import tune
-    from ray.train.torch import TorchConfig, TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     setup = TrialSetup(**{**params["setup"], "feature_rows": tuple(params["setup"]["feature_rows"])})
     trial = TrialSpec.from_dict(params["trial"])  # planned once, by the driver
-    row, seed, config = trial.row, trial.seed, trial.config
     files = trial.files(Storage(setup.storage))
-    folder = files.folder
-    local = is_local(config, setup.use_gpu)
     tracker = Tracker.from_env()
-    device = f"{'gpu' if setup.use_gpu else 'cpu'} x{config.scaling.num_workers}"
-    run_id = tracker.child(
-        setup.experiment_id,
-        setup.parent_run_id,
-        trial=f"{row} / seed {seed}",
-        name=trial.name,
-        tags={
-            "table": setup.table,
-            "row": row,
-            "seed": str(seed),
-            "dataset": config.data.dataset.value,
-            "profile": config.profile.value,
-            "git_commit": setup.git_commit,
-            "device": device,
-            "pretrained": str(config.model.init is Init.IMAGENET).lower(),
-            "tune_trial_id": tune.get_context().get_trial_id(),
-            **dict(trial.tags),  # deviations from the paper, precision, ImageNet file
-        },
-        system=source_tags(
-            setup.script,
-            f"{row}, seed {seed}: {config.model.backbone.value} branches "
-            f"{list(config.model.branches)}, {config.profile.value} profile on {config.data.dataset.value}",
-        ),
-    )
+    run_id = open_run(tracker, setup, trial, tune.get_context().get_trial_id())
     if files.finished():
         # Finished before the driver died, after Tune last saved its state: report, do not retrain.
         # Close the run as that attempt would have: the driver's death can cut it short after
         # done.json (in Ray Train's teardown), and its last word was then "FAILED".
-        SpoolingRecorder(tracker, run_id, folder).finish(failed=files.diverged.exists())
+        SpoolingRecorder(tracker, run_id, files.folder).finish(failed=files.diverged.exists())
         tune.report(files.result())
         return
-    tracker.log_params(run_id, flatten(config))
-    tracker.log_text(run_id, dump_yaml(config), "config.yaml")
-    spec = WorkerSpec(
+    tracker.log_params(run_id, flatten(trial.config))
+    tracker.log_text(run_id, dump_yaml(trial.config), "config.yaml")
+    trainer = torch_trainer(setup, trial, worker_spec(setup, trial, run_id, files), tune.get_context().get_trial_id())
+    # From here on the store may come and go: records are spooled rather than lost (spool.py).
+    recorder = SpoolingRecorder(tracker, run_id, files.folder)
+    try:
+        trainer.fit()
+    except BaseException:
+        recorder.finish(failed=True)
+        raise
+    recorder.finish(failed=files.diverged.exists())
+
+
+def open_run(tracker: Tracker, setup: TrialSetup, trial: TrialSpec, tune_trial_id: str) -> str:
+    """The trial's MLflow child run (found again when the trial restarts); returns its id."""
+    config = trial.config
+    return tracker.child(
+        setup.experiment_id,
+        setup.parent_run_id,
+        trial=f"{trial.row} / seed {trial.seed}",
+        name=trial.name,
+        tags={
+            "table": setup.table,
+            "row": trial.row,
+            "seed": str(trial.seed),
+            "dataset": config.data.dataset.value,
+            "profile": config.profile.value,
+            "git_commit": setup.git_commit,
+            "device": f"{'gpu' if setup.use_gpu else 'cpu'} x{config.scaling.num_workers}",
+            "pretrained": str(config.model.init is Init.IMAGENET).lower(),
+            "tune_trial_id": tune_trial_id,
+            **dict(trial.tags),  # deviations from the paper, precision, ImageNet file
+        },
+        system=source_tags(
+            setup.script,
+            f"{trial.row}, seed {trial.seed}: {config.model.backbone.value} branches "
+            f"{list(config.model.branches)}, {config.profile.value} profile on {config.data.dataset.value}",
+        ),
+    )
+
+
+def worker_spec(setup: TrialSetup, trial: TrialSpec, run_id: str, files: TrialFiles) -> WorkerSpec:
+    config = trial.config
+    return WorkerSpec(
         experiment=to_dict(config),
         run_id=run_id,
-        trial_uri=folder.uri,
-        local=local,
+        trial_uri=files.folder.uri,
+        local=is_local(config, setup.use_gpu),
         cpus=config.scaling.cpus_per_worker,
         images_checked=setup.images_checked,
-        keep_features=row in setup.feature_rows,
+        keep_features=trial.row in setup.feature_rows,
         log_checkpoint=setup.log_checkpoint,
-        registered_name=registered_name(setup.table, row) if setup.register else None,
-        row=row,
-        name=f"{row} (seed {seed}, {config.profile.value}, {config.data.dataset.value})",
+        registered_name=registered_name(setup.table, trial.row) if setup.register else None,
+        row=trial.row,
+        name=f"{trial.row} (seed {trial.seed}, {config.profile.value}, {config.data.dataset.value})",
     )
-    trainer = TorchTrainer(
+
+
+def torch_trainer(setup: TrialSetup, trial: TrialSpec, spec: WorkerSpec, tune_trial_id: str) -> Any:
+    """The trial's Ray Train ``TorchTrainer``: local mode for one CPU worker, else a worker group
+    restarted from its newest checkpoint when a worker dies."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    config = trial.config
+    return TorchTrainer(
         train_worker,
         train_loop_config=spec.to_dict(),
         # gloo on CPU, NCCL on GPU; collectives give up after scaling.collective_timeout_s.
         torch_config=TorchConfig(timeout_s=config.scaling.collective_timeout_s),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=0 if local else config.scaling.num_workers,
+            num_workers=0 if spec.local else config.scaling.num_workers,
             use_gpu=setup.use_gpu,
             resources_per_worker={
                 "CPU": config.scaling.cpus_per_worker,
@@ -154,19 +176,11 @@ def run_trial(params: dict[str, Any]) -> None:
         ),
         run_config=ray.train.RunConfig(
             # Named after the trial, not the row: a re-run with the same name reloads that run's
-            # newest checkpoint from storage (a grid resumed after its driver died).
-            name=f"train-{tune.get_context().get_trial_id()}",
+            # newest checkpoint from storage (a study resumed after its driver died).
+            name=f"train-{tune_trial_id}",
             storage_path=(Storage(setup.storage) / "train").uri,
-            callbacks=[] if local else [TuneReportCallback()],
+            callbacks=[] if spec.local else [TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=setup.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
         ),
     )
-    # From here on the store may come and go: records are spooled rather than lost (spool.py).
-    recorder = SpoolingRecorder(tracker, run_id, folder)
-    try:
-        trainer.fit()
-    except BaseException:
-        recorder.finish(failed=True)
-        raise
-    recorder.finish(failed=files.diverged.exists())

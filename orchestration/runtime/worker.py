@@ -40,13 +40,12 @@ from orchestration.runtime.inputs import dataset_records
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.trial_files import (
     CMC_ARTIFACT,
-    DIVERGED_FILE,
-    DONE_FILE,
     FEATURES_FILE,
     MODEL_ARTIFACT,
     MODEL_FOLDER,
     ONGOING_EPOCH,
     PER_QUERY_ARTIFACT,
+    TrialFiles,
 )
 
 
@@ -144,6 +143,42 @@ def _check_same_start(env: TrainingEnv, resume: TrainingState | None) -> None:
         raise RuntimeError(f"ranks read different checkpoints (epochs done by rank: {starts}); restarting")
 
 
+@dataclass
+class EpochReporter:
+    """``fit``'s epoch callback in a worker: rank 0 records the epoch in MLflow (before the report:
+    Tune may end the trial inside it, a search's early stopping), every rank reports to Ray (rank 0
+    with a checkpoint when one is due), then injected faults fire (tests)."""
+
+    spec: WorkerSpec
+    config: ExperimentConfig
+    env: TrainingEnv
+    recorder: Any  # SpoolingRecorder on rank 0, else None
+    report: Any  # Tune's or Train's report
+    faults: Faults
+    notes: list[str]  # warnings for the person watching: they travel with the next report
+
+    def __call__(self, stats: EpochStats, evaluation: Evaluation | None, snapshot) -> None:
+        config, recorder = self.config, self.recorder
+        metrics = {"epoch": stats.epoch, **stats.metrics(), **(_named(config, evaluation) if evaluation else {})}
+        if self.notes:
+            metrics["warnings"] = "; ".join(self.notes)
+            if recorder is not None:
+                recorder.set_tags({"warnings": metrics["warnings"]})
+            self.notes.clear()
+        last = stats.epoch == config.train.epochs
+        every = config.train.checkpoint_every
+        checkpointing = every and (stats.epoch % every == 0 or last)
+        if recorder is not None:
+            if stats.untrained:
+                recorder.log_metrics(keys.prefixed(stats.untrained, keys.untrained), step=0)
+            recorder.log_metrics({k: v for k, v in metrics.items() if k != "warnings"}, step=stats.epoch)
+        ongoing = {} if last else {ONGOING_EPOCH: stats.epoch}
+        _report_with_checkpoint(
+            self.report, {**metrics, **ongoing}, snapshot() if checkpointing and self.env.is_main else None
+        )
+        self.faults.after_epoch(self.spec.row, self.env.rank, stats.epoch, Storage(self.spec.trial_uri))
+
+
 def train_worker(loop_config: dict[str, Any]) -> None:
     spec = WorkerSpec(**loop_config)
     config = from_dict(ExperimentConfig, spec.experiment)
@@ -164,44 +199,13 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         if (config.data.skip_bad_images or not spec.images_checked)
         else read_dataset(config.data)
     )
-    notes: list[str] = []  # warnings for the person watching the grid: they travel with the first report
+    notes: list[str] = []
     report, get_checkpoint = _session(spec.local)
     resume = latest_good_state(get_checkpoint(), warn=notes.append)
     _check_same_start(env, resume)
-    faults = Faults.from_env()
-    every = config.train.checkpoint_every
-
-    def on_epoch_end(stats: EpochStats, evaluation: Evaluation | None, snapshot) -> None:
-        metrics = {
-            "epoch": stats.epoch,
-            **stats.metrics(),
-            **(_named(config, evaluation) if evaluation else {}),
-        }
-        if notes:
-            metrics["warnings"] = "; ".join(notes)
-            if recorder is not None:
-                recorder.set_tags({"warnings": metrics["warnings"]})
-            notes.clear()
-        last = stats.epoch == config.train.epochs
-        checkpointing = every and (stats.epoch % every == 0 or last)
-        if recorder is not None:  # before the report: Tune may end the trial there (early stopping)
-            if stats.untrained:
-                recorder.log_metrics(keys.prefixed(stats.untrained, keys.untrained), step=0)
-            recorder.log_metrics({k: v for k, v in metrics.items() if k != "warnings"}, step=stats.epoch)
-        ongoing = {} if last else {ONGOING_EPOCH: stats.epoch}
-        _report_with_checkpoint(
-            report, {**metrics, **ongoing}, snapshot() if checkpointing and env.is_main else None
-        )
-        faults.after_epoch(spec.row, env.rank, stats.epoch, trial)
-
+    on_epoch_end = EpochReporter(spec, config, env, recorder, report, Faults.from_env(), notes)
     if recorder is not None:
-        recorder.resume_steps("loss")
-        attempts = _count_attempt(trial)
-        tags = {"attempts": str(attempts), "worker_nodes": json.dumps(nodes)}
-        if resume is not None:
-            tags["resumed_from_epoch"] = str(resume.epochs_done)
-        recorder.set_tags(tags)
-        recorder.log_datasets(dataset_records(dataset, config.data))
+        _record_start(recorder, trial, nodes, resume, dataset_records(dataset, config.data))
     monitor = (
         recorder.tracker.system_metrics(spec.run_id) if recorder is not None else contextlib.nullcontext()
     )
@@ -212,7 +216,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         # Deterministic: a retry with the same seed diverges again. Record it and end normally.
         if recorder is not None:
             recorder.set_tags({"diverged": "true", "failure": str(error)})
-            (trial / DIVERGED_FILE).write_text(str(error))
+            TrialFiles(trial).diverged.write_text(str(error))
         # A search's early stopping and searcher need their metric in every report: a diverged
         # recipe scores nothing.
         report({"diverged": 1.0, **({keys.validation(keys.MAP): 0.0} if config.data.validation_ids else {})})
@@ -225,8 +229,18 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             recorder.log_metrics(final, step=config.train.epochs)
             report({"epoch": config.train.epochs, **final})
         _log_final(spec, recorder, result.evaluation, result.model, dataset, config)
-        done = {"epoch": config.train.epochs, **final}
-        (trial / DONE_FILE).write_text(json.dumps(done))
+        TrialFiles(trial).done.write_text(json.dumps({"epoch": config.train.epochs, **final}))
+
+
+def _record_start(recorder, trial: Storage, nodes: list, resume, datasets: list[dict]) -> None:
+    """Rank 0, before training: which attempt this is, on which nodes, from which epoch, on which data;
+    and the steps already recorded, which a resumed attempt does not log twice."""
+    recorder.resume_steps("loss")
+    tags = {"attempts": str(_count_attempt(trial)), "worker_nodes": json.dumps(nodes)}
+    if resume is not None:
+        tags["resumed_from_epoch"] = str(resume.epochs_done)
+    recorder.set_tags(tags)
+    recorder.log_datasets(datasets)
 
 
 def _named(config: ExperimentConfig, evaluation: Evaluation) -> dict[str, float]:

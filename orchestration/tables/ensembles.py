@@ -29,7 +29,7 @@ def _record_as_a_run(
     (found again, not duplicated, when a grid is published twice)."""
     last_member = max(plan.rows.index(m) for m in row.members)
     run_id = tracker.child(
-        tracker.run(parent_run_id).info.experiment_id,
+        tracker.parent(parent_run_id).experiment_id,
         parent_run_id,
         f"ensemble-{slug(row.name)}-seed{seed}",
         f"{row.name} seed{seed} (ensemble: {' + '.join(row.members)})",

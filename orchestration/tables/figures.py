@@ -12,9 +12,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
 
 from mgn.data.loading import eval_loader
@@ -39,6 +39,9 @@ from orchestration.runtime.trial_files import (
     RANK_LIST_ARTIFACT,
 )
 from orchestration.tables.spec import PaperTable
+
+if TYPE_CHECKING:
+    from orchestration.tables.render import TableData
 
 SHOWN_QUERIES = 4
 
@@ -85,20 +88,12 @@ def figure_title(spec: PaperTable, dataset_used: str | None) -> str:
     return f"{spec.title} [data: {dataset_used}, not {spec.dataset.value}]"
 
 
-def table_figures(
-    spec: PaperTable,
-    frame: pd.DataFrame,
-    runs: list[ChildRun],
-    tracker: Tracker,
-    results_dir: Path,
-    stem: str,
-    title: str,
-) -> list[Path]:
-    """Figures of a table, from its child runs' artifacts and the built table ``frame``, written as
+def table_figures(data: TableData, tracker: Tracker, results_dir: Path, stem: str, title: str) -> list[Path]:
+    """Figures of a table, from its child runs' artifacts and the table's rows, written as
     ``figures/<stem>_*.png``; ``title`` (``figure_title``) heads them."""
-    figures = results_dir / "figures"
+    spec, figures = data.spec, results_dir / "figures"
     written = []
-    finished = [run for run in runs if run.finished]
+    finished = [run for run in data.runs if run.finished]
     with tempfile.TemporaryDirectory() as tmp:
         curves: dict[str, list[np.ndarray]] = {}
         for run in finished:
@@ -108,7 +103,7 @@ def table_figures(
                 path.unlink()
         if curves:
             # In the table's row order, so the legend reads like the table.
-            order = {name: i for i, name in enumerate(frame["Method"])} if "Method" in frame else {}
+            order = {row.name: i for i, row in enumerate(data.rows)}
             mean_curves = {
                 row: np.mean(curves[row], axis=0)
                 for row in sorted(curves, key=lambda r: order.get(r, len(order)))
@@ -133,19 +128,25 @@ def table_figures(
                     )
                 )
     if spec.figures.bars:
-        ours = frame[frame["Source"] == "ours"]
-        has = ours[spec.figures.bars[-1]].notna()
-        values = {m: ours.loc[has, m].tolist() for m in spec.figures.bars}
-        if all(f"{m} low" in ours for m in spec.figures.bars):  # 95% bootstrap intervals
-            errors = {m: [(ours.loc[has, m] - ours.loc[has, f"{m} low"]).tolist(),
-                          (ours.loc[has, f"{m} high"] - ours.loc[has, m]).tolist()] for m in spec.figures.bars}  # fmt: skip
-            spread = "95% bootstrap interval"
-        else:
-            errors = {m: ours.loc[has, f"{m} std"].tolist() for m in spec.figures.bars}
-            spread = "± std over seeds"
-        figure = bar_figure(ours.loc[has, "Method"].tolist(), values, errors, f"{title} (mean, {spread})")
-        written.append(save(figure, figures / f"{stem}_bars.png"))
+        written.append(save(_bars(data, title), figures / f"{stem}_bars.png"))
     return written
+
+
+def _bars(data: TableData, title: str):
+    """Our rows that have the last bar column, each bar column's mean with its 95% interval (or its
+    std over seeds where a row has no per-query values)."""
+    bars = data.spec.figures.bars
+    rows = [row for row in data.ours if row.cells[bars[-1]].values]
+    values = {m: [row.cells[m].mean for row in rows] for m in bars}
+    if all(any(row.cells[m].stats is not None for row in data.ours) for m in bars):  # 95% bootstrap intervals
+        low = {m: [row.cells[m].stats.interval.low if row.cells[m].stats else np.nan for row in rows] for m in bars}
+        high = {m: [row.cells[m].stats.interval.high if row.cells[m].stats else np.nan for row in rows] for m in bars}
+        errors = {m: [list(np.subtract(values[m], low[m])), list(np.subtract(high[m], values[m]))] for m in bars}
+        spread = "95% bootstrap interval"
+    else:
+        errors = {m: [row.cells[m].std for row in rows] for m in bars}
+        spread = "± std over seeds"
+    return bar_figure([row.name for row in rows], values, errors, f"{title} (mean, {spread})")
 
 
 def _first_seed(runs: list[ChildRun], row: str) -> ChildRun | None:

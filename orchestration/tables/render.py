@@ -14,6 +14,7 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,8 @@ from mgn.config import Profile
 from orchestration.runtime.naming import slug
 from orchestration.runtime.tracking import (
     PROJECT_ROOT,
-    TAG_PREFIX,
     ChildRun,
+    ParentRun,
     Tracker,
     redact,
     resolve_tracking_uri,
@@ -34,81 +35,172 @@ from orchestration.tables.spec import Cell, PaperTable
 from orchestration.tables.statistics import CellStatistics, PerQuery
 
 
-def _fmt(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
+class Source(Enum):
+    """Where a row's numbers come from; the value is the CSV's ``Source`` column."""
+
+    OURS = "ours"  # this project's runs
+    PUBLISHED = "published"  # another method's row, as the paper prints it
+
+    @property
+    def label(self) -> str:
+        return "published (paper)" if self is Source.PUBLISHED else self.value
+
+
+@dataclass(frozen=True)
+class CellValue:
+    """One of our cells: its value per seed (finished trials) and, from the per-query values, its
+    95% interval and its difference to the reference row."""
+
+    values: tuple[float, ...]
+    stats: CellStatistics | None
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values)) if self.values else np.nan
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else np.nan
+
+    def text(self) -> str:
+        """``71.4``, ``71.4 ± 0.3``, with ``* [70.1, 72.6]`` when the statistics are known."""
+        if not self.values:
+            shown = "–"
+        elif len(self.values) == 1:
+            shown = f"{self.values[0]:.1f}"
+        else:
+            shown = f"{self.mean:.1f} ± {self.std:.1f}"
+        if self.stats is None:
+            return shown
+        marker = "*" if self.stats.versus is not None and self.stats.versus.significant else ""
+        return f"{shown}{marker} [{self.stats.interval.low:.1f}, {self.stats.interval.high:.1f}]"
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """A printed row: ours (cells from the runs, by column) or a published one (``published``)."""
+
+    name: str
+    source: Source
+    cells: Mapping[str, CellValue] = field(default_factory=dict)  # ours, every column and extra column
+    paper: Mapping[str, float | None] = field(default_factory=dict)  # the paper's number per column
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class TableData:
+    """A table's content, read from the store: what the markdown, the CSV and the figures show."""
+
+    spec: PaperTable
+    parent: ParentRun
+    runs: list[ChildRun]  # the child runs it was built from
+    seeds: list[int]
+    rows: list[TableRow]
+
+    @property
+    def ours(self) -> list[TableRow]:
+        return [row for row in self.rows if row.source is Source.OURS]
+
+    def significant(self) -> list[str]:
+        """``row (column +1.2)`` for each cell that differs from the reference row beyond chance."""
+        return [
+            f"{row.name} ({column} {cell.stats.versus.mean:+.1f})"
+            for row in self.ours
+            for column, cell in row.cells.items()
+            if cell.stats is not None and cell.stats.versus is not None and cell.stats.versus.significant
+        ]
 
 
 @dataclass(frozen=True)
 class BuiltTable:
-    # One row per table row: "<column>" mean, "<column> std", "<column> low"/"high" (95% interval),
-    # "<column> vs <reference>" and "<column> p" (the difference to the reference row), "<column> paper".
-    frame: pd.DataFrame
+    data: TableData
     markdown: str
-    runs: list[ChildRun]  # the child runs it was built from
-    significant: list[str] = field(default_factory=list)  # "row (column +1.2)" differing from the reference
+
+    @property
+    def runs(self) -> list[ChildRun]:
+        return self.data.runs
+
+    @property
+    def significant(self) -> list[str]:
+        return self.data.significant()
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        return table_frame(self.data)
 
 
-def _with_statistics(text: str, stats: CellStatistics | None) -> str:
-    if stats is None:
-        return text
-    marker = "*" if stats.versus is not None and stats.versus.significant else ""
-    return f"{text}{marker} [{stats.interval.low:.1f}, {stats.interval.high:.1f}]"
+def table_data(spec: PaperTable, tracker: Tracker, parent_run_id: str) -> TableData:
+    """Every row of ``spec`` from ``parent_run_id``'s trials (and its own metrics, for ensembles)."""
+    parent = tracker.parent(parent_run_id)
+    runs = tracker.child_runs(parent.experiment_id, parent_run_id)
+    seeds = sorted({run.seed for run in runs}) or [0]
+    per_query = PerQuery(tracker, runs)
+    reference = next((row for row in spec.rows if row.name == spec.compare_to), None)
+    rows = []
+    for row in spec.rows:
+        cells = {}
+        for column in [*spec.columns, *spec.extra_columns]:
+            cell = row.cells.get(column)
+            values = _cell_values(runs, parent.metrics, cell, seeds) if cell else []
+            stats = per_query.statistics(cell, reference.cells.get(column) if reference else None)
+            cells[column] = CellValue(tuple(values), stats)
+        rows.append(TableRow(row.name, Source.OURS, cells, dict(row.paper), row.note))
+    rows += [TableRow(name, Source.PUBLISHED, paper=dict(values)) for name, values in spec.references.items()]
+    return TableData(spec, parent, runs, seeds, rows)
 
 
 def build(spec: PaperTable, tracker: Tracker, parent_run_id: str, command: str) -> BuiltTable:
     """The table of ``parent_run_id``'s trials, from the store alone."""
-    parent = tracker.run(parent_run_id)
-    runs = tracker.child_runs(parent.info.experiment_id, parent_run_id)
-    seeds = sorted({run.seed for run in runs}) or [0]
-    columns = list(spec.columns)
-    extra = list(spec.extra_columns)
-    records, lines = [], []
+    data = table_data(spec, tracker, parent_run_id)
+    return BuiltTable(data, table_markdown(data, tracker.uri, command))
+
+
+def table_frame(data: TableData) -> pd.DataFrame:
+    """The CSV form: one record per row, "<column>" mean, "<column> std", "<column> n", "<column> low"/
+    "high" (95% interval), "<column> vs <reference>" and "<column> p", "<column> paper"."""
+    spec, records = data.spec, []
+    for row in data.rows:
+        record: dict[str, object] = {"Method": row.name, "Source": row.source.value}
+        if row.source is Source.PUBLISHED:
+            records.append(record | {c: row.paper.get(c) for c in spec.columns})
+            continue
+        for column, cell in row.cells.items():
+            record |= {column: cell.mean, f"{column} std": cell.std, f"{column} n": len(cell.values)}
+            if cell.stats is not None:
+                record |= {f"{column} low": cell.stats.interval.low, f"{column} high": cell.stats.interval.high}
+                if cell.stats.versus is not None:
+                    record |= {f"{column} vs {spec.compare_to}": cell.stats.versus.mean,
+                               f"{column} p": cell.stats.versus.p_value}  # fmt: skip
+        records.append(record | {f"{c} paper": row.paper.get(c, np.nan) for c in spec.columns})
+    return pd.DataFrame.from_records(records)
+
+
+def _number(value: float | None) -> str:
+    return f"{value:.1f}" if value is not None else "–"
+
+
+def _table_lines(data: TableData) -> list[str]:
+    """The markdown table: our rows (footnote marks on noted ones), then the published rows."""
+    columns, extra = list(data.spec.columns), list(data.spec.extra_columns)
     header = ["Method", "Source", *columns, *extra, *(f"paper {c}" for c in columns)]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|")
-    ours = spec.rows
-    noted = [row.name for row in ours if row.note]
-    per_query = PerQuery(tracker, runs)
-    reference = next((row for row in ours if row.name == spec.compare_to), None)
-    significant = []
-    for row in ours:
-        record: dict[str, object] = {"Method": row.name, "Source": "ours"}
-        shown = []
-        for column in [*columns, *extra]:
-            cell = row.cells.get(column)
-            values = _cell_values(runs, parent.data.metrics, cell, seeds) if cell else []
-            record[column] = float(np.mean(values)) if values else np.nan
-            record[f"{column} std"] = float(np.std(values, ddof=1)) if len(values) > 1 else np.nan
-            record[f"{column} n"] = len(values)
-            stats = per_query.statistics(cell, reference.cells.get(column) if reference else None)
-            if stats is not None:
-                record[f"{column} low"], record[f"{column} high"] = stats.interval.low, stats.interval.high
-                if stats.versus is not None:
-                    record[f"{column} vs {spec.compare_to}"] = stats.versus.mean
-                    record[f"{column} p"] = stats.versus.p_value
-                    if stats.versus.significant:
-                        significant.append(f"{row.name} ({column} {stats.versus.mean:+.1f})")
-            shown.append(_with_statistics(_fmt(values), stats))
-        paper = row.paper
-        for column in columns:
-            record[f"{column} paper"] = paper.get(column, np.nan)
-        records.append(record)
-        paper_cells = [f"{paper[c]:.1f}" if paper.get(c) is not None else "–" for c in columns]
-        name = f"{row.name} [^{noted.index(row.name) + 1}]" if row.note else row.name
-        lines.append("| " + " | ".join([name, "ours", *shown, *paper_cells]) + " |")
-    for name, values in spec.references.items():
-        record = {"Method": name, "Source": "published"} | {c: values.get(c) for c in columns}
-        records.append(record)
-        cells = [f"{values[c]:.1f}" if values.get(c) is not None else "–" for c in columns]
-        lines.append(
-            "| " + " | ".join([name, "published (paper)", *cells, *["" for _ in extra], *cells]) + " |"
-        )
-    footnotes = [f"[^{i + 1}]: {row.note}" for i, row in enumerate(r for r in ours if r.note)]
-    if any(f"{c} low" in r for r in records for c in columns):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
+    noted = [row.name for row in data.ours if row.note]
+    for row in data.rows:
+        paper = [_number(row.paper.get(c)) for c in columns]
+        if row.source is Source.PUBLISHED:
+            cells = [row.name, row.source.label, *paper, *["" for _ in extra], *paper]
+        else:
+            name = f"{row.name} [^{noted.index(row.name) + 1}]" if row.note else row.name
+            cells = [name, row.source.label, *(cell.text() for cell in row.cells.values()), *paper]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _footnotes(data: TableData) -> list[str]:
+    spec = data.spec
+    footnotes = [f"[^{i + 1}]: {row.note}" for i, row in enumerate(r for r in data.ours if r.note)]
+    if any(row.cells[c].stats is not None for row in data.ours for c in spec.columns):
+        reference = any(row.name == spec.compare_to for row in spec.rows)
         footnotes.append(
             "[a, b]: 95% bootstrap interval over the test queries (and over seeds when a row has several)"
             + (
@@ -118,18 +210,12 @@ def build(spec: PaperTable, tracker: Tracker, parent_run_id: str, command: str) 
                 else ""
             )  # fmt: skip
         )
-    markdown = "\n".join(
-        [
-            _preamble(spec, parent, runs, seeds, tracker.uri, command),
-            "",
-            *lines,
-            "",
-            *footnotes,
-            "",
-            _epilogue(parent),
-        ]
-    )
-    return BuiltTable(pd.DataFrame.from_records(records), markdown.rstrip() + "\n", runs, significant)
+    return footnotes
+
+
+def table_markdown(data: TableData, tracking_uri: str, command: str) -> str:
+    parts = [_preamble(data, tracking_uri, command), "", *_table_lines(data), "", *_footnotes(data), "", _epilogue(data.parent)]
+    return "\n".join(parts).rstrip() + "\n"
 
 
 def _cell_values(
@@ -144,13 +230,11 @@ def _cell_values(
     ]
 
 
-def _preamble(
-    spec: PaperTable, parent, runs: Sequence[ChildRun], seeds: list[int], tracking_uri: str, command: str
-) -> str:
-    tags = parent.data.tags
-    profile = tags.get(f"{TAG_PREFIX}profile", "?")
-    dataset = tags.get(f"{TAG_PREFIX}dataset", "?")
-    finished = sum(run.finished for run in runs)
+def _preamble(data: TableData, tracking_uri: str, command: str) -> str:
+    spec, parent, seeds, tags = data.spec, data.parent, data.seeds, data.parent.tags
+    profile = tags.get("profile", "?")
+    dataset = tags.get("dataset", "?")
+    finished = sum(run.finished for run in data.runs)
     return "\n".join(
         [
             f"# {spec.title}",
@@ -163,32 +247,32 @@ def _preamble(
             f"| profile | {profile} |",
             f"| data set | {dataset} |",
             f"| seeds | {len(seeds)} ({', '.join(map(str, seeds))}); cells are mean ± std over seeds |",
-            f"| trials | {finished} finished of {len(runs)} |",
-            f"| git commit | {tags.get(f'{TAG_PREFIX}git_commit', '?')} |",
-            f"| date | {dt.datetime.fromtimestamp(parent.info.start_time / 1000, dt.UTC):%Y-%m-%d %H:%M} UTC |",
-            f"| MLflow | experiment `{spec.experiment_name}`, parent run `{parent.info.run_id}`, store `{redact(tracking_uri)}` |",
+            f"| trials | {finished} finished of {len(data.runs)} |",
+            f"| git commit | {tags.get('git_commit', '?')} |",
+            f"| date | {dt.datetime.fromtimestamp(parent.start_time_ms / 1000, dt.UTC):%Y-%m-%d %H:%M} UTC |",
+            f"| MLflow | experiment `{spec.experiment_name}`, parent run `{parent.run_id}`, store `{redact(tracking_uri)}` |",
         ]
     )
 
 
-def _epilogue(parent) -> str:
-    tags = parent.data.tags
+def _epilogue(parent: ParentRun) -> str:
+    tags = parent.tags
     lines = ["Metrics are percentages. \"ours\" rows are this project's runs; \"paper\" columns and \"published\" rows "
              "are the numbers printed in Wang et al. (2018)."]  # fmt: skip
-    if tags.get(f"{TAG_PREFIX}profile") == Profile.SMOKE.value:
-        synthetic = tags.get(f"{TAG_PREFIX}dataset") == "synthetic"
+    if tags.get("profile") == Profile.SMOKE.value:
+        synthetic = tags.get("dataset") == "synthetic"
         lines.append(
             f"Smoke profile: {'the embedded synthetic data set' if synthetic else 'the real data set'}, ResNet-18 "
             "from random weights at 96x32 (rows named ResNet-50 use ResNet-18, ResNet-101 uses ResNet-34), a few "
             "epochs on CPU. It checks the whole pipeline and shows differences between rows"
             f"{' on synthetic data' if synthetic else ''}; it is not a reproduction of the paper's numbers."
         )
-    found = tags.get(f"{TAG_PREFIX}deviations", "none")
-    if tags.get(f"{TAG_PREFIX}profile") != Profile.SMOKE.value and found != "none":
+    found = tags.get("deviations", "none")
+    if tags.get("profile") != Profile.SMOKE.value and found != "none":
         lines.append(
             f"Deviations from the paper's recipe (each run's `mgn.deviations` tag says which are its own): {found}."
         )
-    networks = tags.get(f"{TAG_PREFIX}networks")
+    networks = tags.get("networks")
     if networks:
         lines.append(f"Networks: {networks}.")
     return "\n\n".join(lines)
@@ -209,17 +293,15 @@ def publish(
     ``figures/<stem>_*.png`` under ``results_dir`` (``table_stem``: the key, or a subset's name)."""
     from orchestration.tables.figures import figure_title, table_figures
 
-    rows = tracker.run(parent_run_id).data.tags.get(f"{TAG_PREFIX}rows")
-    stem = table_stem(spec, json.loads(rows) if rows else None)
     table = build(spec, tracker, parent_run_id, command)
+    rows = table.data.parent.tags.get("rows")
+    stem = table_stem(spec, json.loads(rows) if rows else None)
     results_dir.mkdir(parents=True, exist_ok=True)
-    used = tracker.run(parent_run_id).data.tags.get(f"{TAG_PREFIX}dataset")
-    figures = table_figures(
-        spec, table.frame, table.runs, tracker, results_dir, stem, figure_title(spec, used)
-    )
+    used = table.data.parent.tags.get("dataset")
+    figures = table_figures(table.data, tracker, results_dir, stem, figure_title(spec, used))
     links = [f"![{p.stem}](figures/{p.name})" for p in figures]
     markdown = table.markdown + ("\n## Figures\n\n" + "\n\n".join(links) + "\n" if links else "")
-    table = BuiltTable(table.frame, markdown, table.runs)
+    table = BuiltTable(table.data, markdown)
     (results_dir / f"{stem}.md").write_text(table.markdown)
     table.frame.to_csv(results_dir / f"{stem}.csv", index=False, float_format="%.4f")
     return table, [results_dir / f"{stem}.md", results_dir / f"{stem}.csv", *figures]
@@ -245,8 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     except LookupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    command = tracker.run(parent).data.tags.get(
-        f"{TAG_PREFIX}command", f"python -m orchestration.tables {spec.key}"
+    command = tracker.parent(parent).tags.get(
+        "command", f"python -m orchestration.tables {spec.key}"
     )
     table, paths = publish(spec, tracker, parent, command, args.results_dir)
     print(table.markdown)

@@ -44,7 +44,7 @@ def test_an_ensemble_is_recorded_on_the_parent_and_as_its_own_run(tmp_path):
     for _ in range(2):  # published twice (a resumed grid): still one run
         evaluate_ensembles(plan, grid, tracker, parent, log=lambda line: None)
 
-    metrics = tracker.run(parent).data.metrics
+    metrics = tracker.parent(parent).metrics
     (run,) = MlflowClient(tracker.uri).search_runs([experiment], "tags.`mgn.kind` = 'ensemble'")
     assert (
         run.info.run_name == f"{ROW} seed0 (ensemble: {' + '.join(members)})"

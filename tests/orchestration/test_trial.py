@@ -40,5 +40,5 @@ def test_a_trial_found_done_reports_its_result_and_closes_its_run_finished(tmp_p
     run_trial({"setup": setup.to_dict(), "trial": trial.to_dict()})
 
     assert reported == [result]
-    assert tracker.run(run_id).info.status == "FINISHED"
+    assert tracker.status(run_id) == "FINISHED"
     assert [run.run_id for run in tracker.child_runs(experiment, parent)] == [run_id]  # no second run
