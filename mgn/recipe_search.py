@@ -16,7 +16,8 @@ early-stopping schedule and the seeds of the final test evaluation. One function
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from mgn.config import ConfigError, ExperimentConfig, OptimizerKind, Pooling, Profile
 from mgn.recipes import paper, smoke
@@ -61,10 +62,12 @@ class SearchSpace:
     pooling: tuple[Pooling, ...] = (Pooling.MAX, Pooling.AVG)
 
     def __post_init__(self) -> None:
-        for name in ("lr", "weight_decay", "triplet_weight", "random_erasing"):
-            getattr(self, name).check(name)
-        for name in ("optimizer", "warmup_epochs", "epochs", "milestones", "pooling"):
-            _require(len(getattr(self, name)) > 0, f"search.space.{name}: give at least one choice")
+        for knob in KNOBS:
+            values = getattr(self, knob.name)
+            if isinstance(values, Range):
+                values.check(knob.name)
+            else:
+                _require(len(values) > 0, f"search.space.{knob.name}: give at least one choice")
         _require(self.random_erasing.high <= 1, "search.space.random_erasing: a probability, high <= 1")
         _require(
             all(0 < f < 1 for ms in self.milestones for f in ms),
@@ -94,11 +97,7 @@ class Candidate:
 
     def outside(self, space: SearchSpace) -> list[str]:
         """The knobs whose value ``space`` cannot produce (empty: the candidate is in it)."""
-        ranges = ("lr", "weight_decay", "triplet_weight", "random_erasing")
-        choices = ("optimizer", "warmup_epochs", "epochs", "milestones", "pooling")
-        return [n for n in ranges if getattr(self, n) not in getattr(space, n)] + [
-            n for n in choices if getattr(self, n) not in getattr(space, n)
-        ]
+        return [k.name for k in FIELD_ORDER if getattr(self, k.name) not in getattr(space, k.name)]
 
 
 def milestone_epochs(fractions: Milestones, epochs: int) -> tuple[int, ...]:
@@ -106,39 +105,77 @@ def milestone_epochs(fractions: Milestones, epochs: int) -> tuple[int, ...]:
     return tuple(sorted({max(1, round(f * epochs)) for f in fractions}))
 
 
+@dataclass(frozen=True)
+class Knob:
+    """One training choice the search may change, declared once: how it is read from a recipe
+    (``read``, the base recipe's point), written into one (``write``, which also sees the whole
+    candidate: milestones are fractions of its epochs), carried as a plain value through Tune and
+    Optuna (``encode``/``decode``) and shown in reports (``show``). A ``SearchSpace`` field and a
+    ``Candidate`` field of the same name hold its range or choices and its value."""
+
+    name: str
+    read: Callable[[ExperimentConfig], Any]
+    write: Callable[[ExperimentConfig, Any, Candidate], ExperimentConfig]
+    show: Callable[[Any], str]
+    encode: Callable[[Any], Any] = lambda value: value
+    decode: Callable[[Any], Any] = lambda value: value
+
+
+def _label(milestones: Milestones) -> str:
+    return ",".join(f"{f:g}" for f in milestones)
+
+
+def _unlabel(label: str) -> Milestones:
+    return tuple(float(f) for f in label.split(","))
+
+
+def _optimizer(config: ExperimentConfig, **changes: Any) -> ExperimentConfig:
+    return replace(config, optimizer=replace(config.optimizer, **changes))
+
+
+# In the order ``describe`` shows them: "adam lr 1.0e-03 wd 5.0e-04 warm-up 3, 8 epochs drop at 0.875, ...".
+KNOBS: tuple[Knob, ...] = (
+    Knob("optimizer", lambda c: c.optimizer.kind, lambda c, v, _: _optimizer(c, kind=v), lambda v: v.value,
+         encode=lambda v: v.value, decode=OptimizerKind),
+    Knob("lr", lambda c: c.optimizer.lr, lambda c, v, _: _optimizer(c, lr=v), lambda v: f"lr {v:.1e}", decode=float),
+    Knob("weight_decay", lambda c: c.optimizer.weight_decay, lambda c, v, _: _optimizer(c, weight_decay=v),
+         lambda v: f"wd {v:.1e}", decode=float),
+    Knob("warmup_epochs", lambda c: c.optimizer.warmup_epochs, lambda c, v, _: _optimizer(c, warmup_epochs=v),
+         lambda v: f"warm-up {v},", decode=int),
+    Knob("epochs", lambda c: c.train.epochs, lambda c, v, _: replace(c, train=replace(c.train, epochs=v)),
+         lambda v: f"{v} epochs", decode=int),
+    # Milestones are searched as fractions of the epochs (a schedule that scales with the length).
+    Knob("milestones", lambda c: tuple(m / c.train.epochs for m in c.optimizer.milestones),
+         lambda c, v, cand: _optimizer(c, milestones=milestone_epochs(v, cand.epochs)),
+         lambda v: f"drop at {_label(v)},", encode=_label, decode=_unlabel),
+    Knob("triplet_weight", lambda c: c.loss.triplet_weight,
+         lambda c, v, _: replace(c, loss=replace(c.loss, triplet_weight=v)), lambda v: f"triplet {v:.2f},",
+         decode=float),
+    Knob("random_erasing", lambda c: c.data.random_erasing,
+         lambda c, v, _: replace(c, data=replace(c.data, random_erasing=v)), lambda v: f"erasing {v:.2f},",
+         decode=float),
+    Knob("pooling", lambda c: c.model.pooling, lambda c, v, _: replace(c, model=replace(c.model, pooling=v)),
+         lambda v: v.value, encode=lambda v: v.value, decode=Pooling),
+)  # fmt: skip
+FIELD_ORDER = tuple(sorted(KNOBS, key=lambda k: [f.name for f in fields(Candidate)].index(k.name)))
+
+
 def apply(base: ExperimentConfig, candidate: Candidate) -> ExperimentConfig:
     """``base`` trained with ``candidate``'s choices (everything else, the network included, as in ``base``)."""
-    return replace(
-        base,
-        model=replace(base.model, pooling=candidate.pooling),
-        loss=replace(base.loss, triplet_weight=candidate.triplet_weight),
-        optimizer=replace(
-            base.optimizer,
-            kind=candidate.optimizer,
-            lr=candidate.lr,
-            weight_decay=candidate.weight_decay,
-            warmup_epochs=candidate.warmup_epochs,
-            milestones=milestone_epochs(candidate.milestones, candidate.epochs),
-        ),
-        data=replace(base.data, random_erasing=candidate.random_erasing),
-        train=replace(base.train, epochs=candidate.epochs),
-    )
+    config = base
+    for knob in KNOBS:
+        config = knob.write(config, getattr(candidate, knob.name), candidate)
+    return config
 
 
 def baseline(base: ExperimentConfig) -> Candidate:
     """The base recipe as a candidate: ``apply(base, baseline(base))`` trains exactly ``base``."""
-    epochs = base.train.epochs
-    return Candidate(
-        lr=base.optimizer.lr,
-        weight_decay=base.optimizer.weight_decay,
-        optimizer=base.optimizer.kind,
-        warmup_epochs=base.optimizer.warmup_epochs,
-        epochs=epochs,
-        milestones=tuple(m / epochs for m in base.optimizer.milestones),
-        triplet_weight=base.loss.triplet_weight,
-        random_erasing=base.data.random_erasing,
-        pooling=base.model.pooling,
-    )
+    return Candidate(**{knob.name: knob.read(base) for knob in KNOBS})
+
+
+def describe(candidate: Candidate) -> str:
+    """``adam lr 1.0e-03 wd 5.0e-04 warm-up 3, 8 epochs drop at 0.875, triplet 1.00, erasing 0.00, max``."""
+    return " ".join(knob.show(getattr(candidate, knob.name)) for knob in KNOBS)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

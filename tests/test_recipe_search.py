@@ -1,4 +1,4 @@
-"""The recipe search's typed space (mgn/search.py): candidates become recipes, the base recipe is a point of
+"""The recipe search's typed space (mgn/recipe_search.py): candidates become recipes, the base recipe is a point of
 its own space, and a study that could not measure its base recipe is refused before any compute."""
 
 from __future__ import annotations
@@ -87,3 +87,25 @@ def test_a_space_that_cannot_produce_the_base_recipe_is_refused_naming_the_knobs
 def test_bad_studies_fail_with_the_field_and_the_fix(override, message):
     with pytest.raises(ConfigError, match=message):
         apply_overrides(smoke_search(), [override])
+
+
+def test_every_knob_is_declared_once_for_the_candidate_and_the_space():
+    from dataclasses import fields
+
+    from mgn.recipe_search import KNOBS
+
+    names = [knob.name for knob in KNOBS]
+    assert len(set(names)) == len(names)
+    assert sorted(names) == sorted(f.name for f in fields(Candidate)) == sorted(f.name for f in fields(SearchSpace))
+
+
+def test_a_candidate_is_described_in_one_fixed_format():
+    from mgn.recipe_search import describe
+
+    candidate = replace(
+        baseline(smoke_search().base), optimizer=OptimizerKind.SGD, lr=0.02, weight_decay=1e-4, warmup_epochs=1,
+        epochs=12, milestones=(0.5, 0.75), triplet_weight=1.5, random_erasing=0.25, pooling=Pooling.AVG,
+    )  # fmt: skip
+    assert describe(candidate) == (
+        "sgd lr 2.0e-02 wd 1.0e-04 warm-up 1, 12 epochs drop at 0.5,0.75, triplet 1.50, erasing 0.25, avg"
+    )

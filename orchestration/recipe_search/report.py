@@ -15,9 +15,8 @@ from pathlib import Path
 
 from mgn.config_io import dump_yaml
 from mgn.evaluation import keys
-from mgn.recipe_search import Candidate, SearchConfig, apply, baseline
+from mgn.recipe_search import Candidate, SearchConfig, apply, baseline, describe
 from orchestration.recipe_search.plan import BASE_ROW, FINAL_STAGE, SEARCHED_ROW, TABLE
-from orchestration.recipe_search.space import describe
 from orchestration.runtime.tracking import TAG_PREFIX, Tracker
 from orchestration.study.state import StudyState
 from orchestration.tables.spec import Cell

@@ -24,10 +24,10 @@ from mgn.config_io import from_dict, to_dict
 from mgn.data.loading import load_dataset
 from mgn.data.records import DatasetError
 from mgn.evaluation import keys
-from mgn.recipe_search import Candidate, SearchConfig, apply, baseline
+from mgn.recipe_search import Candidate, SearchConfig, apply, baseline, describe
 from orchestration.recipe_search.plan import BASE_ROW, FINAL_STAGE, SEARCH_STAGE, SEARCHED_ROW, final_seeds
 from orchestration.recipe_search.report import Outcome, Scored, publish_search
-from orchestration.recipe_search.space import candidate_of, describe, first_point, tune_space
+from orchestration.recipe_search.space import candidate_of, first_point, tune_space
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.tracking import Tracker
 from orchestration.runtime.trial import TrialSpec, run_trial
