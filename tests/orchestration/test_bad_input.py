@@ -270,3 +270,25 @@ def test_a_data_set_with_one_camera_is_refused_before_compute(capsys, workspace,
         "no query has an image of its identity from another camera",
         "cameras found: [1]",
     )
+
+
+def test_a_paper_search_without_imagenet_weights_is_refused_before_ray_is_imported(workspace, tmp_path):
+    """The recipe search runs the one pre-flight of every study: the landed search skipped it and
+    failed inside its trials, after Ray and MLflow had started."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import json, sys\n"
+        "from orchestration.recipe_search.command import main\n"
+        f"code = main({grid_args(workspace)[:6] + ['--profile', 'paper', '--set', 'base.data.dataset=synthetic']!r})\n"
+        "print(json.dumps([code, 'ray' in sys.modules]))\n"
+    )
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch")}
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, env=env)
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == [2, False], run.stderr
+    assert "ImageNet weights for resnet50" in run.stderr and "model.init=random" in run.stderr
+    assert not list((tmp_path / "ray_results").glob("recipe_search-*"))  # no study folder, no state, no lock
+    assert not os.path.exists(workspace["uri"].removeprefix("sqlite:///"))  # MLflow's store was never opened
