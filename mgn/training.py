@@ -192,7 +192,7 @@ def train_one_epoch(
     return EpochLosses(total / batches, softmax / batches, triplet / batches, images_seen)
 
 
-def branch_columns(model: MGN) -> dict[str, list[int]]:
+def columns_by_branch(model: MGN) -> dict[str, list[int]]:
     """Embedding columns of each branch, by branch name (empty for single-branch networks)."""
     if len(model.branches) < 2:
         return {}
@@ -229,7 +229,7 @@ def evaluate(
         features = _gathered(features, dataset, config, env.device)
         if features is None:
             return None
-    return metrics_of(features, dataset, config.eval, branch_columns(model) if branches else None, env.device)
+    return metrics_of(features, dataset, config.eval, columns_by_branch(model) if branches else None, env.device)
 
 
 def _gathered(

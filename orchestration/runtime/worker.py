@@ -34,7 +34,7 @@ from mgn.evaluation import keys
 from mgn.evaluation.protocol import Evaluation
 from mgn.export import EmbeddingNetwork, export_onnx
 from mgn.training import EpochStats, TrainingDiverged, TrainingEnv, default_device, fit
-from orchestration.runtime.checkpoints import latest_good_state
+from orchestration.runtime.checkpoint_fallback import latest_good_state
 from orchestration.runtime.faults import Faults
 from orchestration.runtime.inputs import dataset_records
 from orchestration.runtime.storage import Storage

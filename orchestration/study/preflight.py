@@ -43,12 +43,11 @@ def preflight(
     ``PretrainedWeightsMissing`` or ``ConfigError`` naming the problem and its fix."""
     datasets: dict[DataConfig, ReidDataset] = {}
     shapes: dict[Hashable, TrialShape] = {}
-    for config in configs.values():  # the weights first: a missing file is found in milliseconds
+    for key, config in configs.items():
+        if config.data not in datasets:  # the data first: a wrong --data-root is the likelier mistake
+            datasets[config.data] = _read(config.data, study, log)
         if config.model.init is Init.IMAGENET:
             find_pretrained(config.model.backbone, config.model.pretrained_path, config.model.imagenet_weights)
-    for key, config in configs.items():
-        if config.data not in datasets:
-            datasets[config.data] = _read(config.data, study, log)
         dataset = datasets[config.data]
         sampler = PKBatchSampler(
             [r.pid for r in dataset.train],

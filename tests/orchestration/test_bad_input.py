@@ -283,7 +283,7 @@ def test_a_paper_search_without_imagenet_weights_is_refused_before_ray_is_import
     probe = (
         "import json, sys\n"
         "from orchestration.recipe_search.command import main\n"
-        f"code = main({grid_args(workspace)[:6] + ['--profile', 'paper', '--set', 'base.data.dataset=synthetic']!r})\n"
+        f"code = main({grid_args(workspace)[:6] + ['--profile', 'paper', '--set', 'base.data.dataset=synthetic', '--set', 'validation_ids=16']!r})\n"
         "print(json.dumps([code, 'ray' in sys.modules]))\n"
     )
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "torch")}

@@ -87,7 +87,7 @@ def _kept(folder: Path, epochs: int, truncate: bool = False):
 
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_kept_before_it(tmp_path):
-    from orchestration.runtime.checkpoints import latest_good_state
+    from orchestration.runtime.checkpoint_fallback import latest_good_state
 
     _kept(tmp_path, 1)
     _kept(tmp_path, 2)
@@ -101,7 +101,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_kept_before_it(tmp_pa
 
 
 def test_no_readable_checkpoint_at_all_restarts_from_scratch_and_says_so(tmp_path):
-    from orchestration.runtime.checkpoints import latest_good_state
+    from orchestration.runtime.checkpoint_fallback import latest_good_state
 
     newest = _kept(tmp_path, 1, truncate=True)
     warnings: list[str] = []
