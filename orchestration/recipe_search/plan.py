@@ -12,6 +12,7 @@ from pathlib import Path
 from mgn.config import DatasetName, Profile
 from mgn.config_io import apply_overrides, flatten, from_dict, merged, read_mapping, to_dict
 from mgn.errors import UsageError
+from mgn.evaluation import keys
 from mgn.recipe_search import SEARCHES, SearchConfig
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.tracking import Tracker, git_commit, redact, source_tags
@@ -22,6 +23,12 @@ SCRIPT = "experiments/recipe_search.py"
 EXPERIMENT = "MGN recipe search"
 SEARCH_STAGE, FINAL_STAGE = "search", "final"  # Tune folders, and the mgn.stage tag of the runs
 BASE_ROW, SEARCHED_ROW = "base recipe", "searched recipe"
+SEARCH_ROW_PREFIX = "search "  # a search trial's row: "search <Tune trial id>"
+METRIC = keys.validation(keys.MAP)  # what the searcher maximises, ASHA judges and the choice takes
+
+
+def search_row(trial_id: str) -> str:
+    return f"{SEARCH_ROW_PREFIX}{trial_id}"
 
 
 def final_seeds(search: SearchConfig) -> list[int]:

@@ -8,16 +8,29 @@ search trials, which never saw the test set.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import json
+import sys
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from mgn.config_io import dump_yaml
+from mgn.config_io import dump_yaml, from_dict
 from mgn.evaluation import keys
 from mgn.recipe_search import Candidate, SearchConfig, apply, baseline, describe
-from orchestration.recipe_search.plan import BASE_ROW, FINAL_STAGE, SEARCHED_ROW, TABLE
-from orchestration.runtime.tracking import TAG_PREFIX, Tracker
+from orchestration.recipe_search.plan import (
+    BASE_ROW,
+    FINAL_STAGE,
+    METRIC,
+    SEARCH_ROW_PREFIX,
+    SEARCH_STAGE,
+    SEARCHED_ROW,
+    TABLE,
+)
+from orchestration.recipe_search.space import candidate_of
+from orchestration.runtime.storage import Storage
+from orchestration.runtime.tracking import PROJECT_ROOT, TAG_PREFIX, ChildRun, Tracker, resolve_tracking_uri
 from orchestration.study.state import StudyState
 from orchestration.tables.spec import Cell
 from orchestration.tables.statistics import PerQuery
@@ -53,6 +66,30 @@ class Scored:
     def describe(self) -> str:
         """``finished``, ``stopped after epoch 4``: the report's outcome column and the run's tag."""
         return f"stopped after epoch {self.epochs}" if self.outcome is Outcome.STOPPED else self.outcome.value
+
+    @classmethod
+    def of_run(cls, run: ChildRun) -> Scored:
+        """A search trial as its MLflow run recorded it (``record_outcomes`` tagged how it ended)."""
+        candidate = candidate_of(json.loads(run.tags[f"{TAG_PREFIX}candidate"]))
+        told = run.tags.get(f"{TAG_PREFIX}outcome", Outcome.FAILED.value)
+        outcome = Outcome.STOPPED if told.startswith("stopped") else Outcome(told)
+        epochs = candidate.epochs if outcome is Outcome.FINISHED else int(run.metrics.get("epoch", 0))
+        score = {Outcome.DIVERGED: 0.0, Outcome.FAILED: None}.get(outcome, run.metrics.get(METRIC))
+        return cls(run.row.removeprefix(SEARCH_ROW_PREFIX), candidate, score, epochs, outcome)
+
+
+def scored_from_runs(tracker: Tracker, state: StudyState) -> list[Scored]:
+    """Every search trial of the study, from its runs, in trial order."""
+    runs = tracker.child_runs(state.experiment_id, state.parent_run_id)
+    found = [Scored.of_run(r) for r in runs if r.tags.get(f"{TAG_PREFIX}stage") == SEARCH_STAGE]
+    return sorted(found, key=lambda s: s.trial_id)
+
+
+def winner(scored: list[Scored], base: Candidate) -> Scored | None:
+    """The best finished trial by validation mAP (the base recipe unless a candidate beats it);
+    None when no trial trained to its end."""
+    finished = [s for s in scored if s.outcome is Outcome.FINISHED]
+    return max(finished, key=lambda s: (s.val_map, s.candidate == base), default=None)
 
 
 def recipe_file(search: SearchConfig, chosen: Candidate, results_dir: Path) -> Path:
@@ -107,21 +144,22 @@ def _search_table(scored: list[Scored], base: Candidate) -> list[str]:
     return lines
 
 
-def publish_search(
-    search: SearchConfig,
-    tracker: Tracker,
-    state: StudyState,
-    scored: list[Scored],
-    chosen: Scored,
-    results_dir: Path,
-) -> None:
+def publish_search(search: SearchConfig, tracker: Tracker, state: StudyState, results_dir: Path) -> None:
+    """The report and the winner's recipe file, from the study's runs alone (so that ``main`` can
+    write them again from the store); the parent run closed."""
+    scored = scored_from_runs(tracker, state)
     base = baseline(search.base)
+    chosen = winner(scored, base)
+    if chosen is None:
+        raise LookupError(f"parent run {state.parent_run_id}: no search trial trained to its end")
     base_val = next((s.val_map for s in scored if s.candidate == base and s.outcome is Outcome.FINISHED), None)
     rows = [BASE_ROW] + ([SEARCHED_ROW] if chosen.candidate != base else [])
     test_lines, significant = _test_table(tracker, state, rows)
     recipe = recipe_file(search, chosen.candidate, results_dir)
-    commit = tracker.parent(state.parent_run_id).tags.get("git_commit", "?")
-    text = _report(search, state, commit, scored, chosen, base_val, recipe.name, test_lines)
+    parent = tracker.parent(state.parent_run_id)
+    started = dt.datetime.fromtimestamp(parent.start_time_ms / 1000, dt.UTC)
+    text = _report(search, state, parent.tags.get("git_commit", "?"), started, scored, chosen, base_val, recipe.name,
+                   test_lines)  # fmt: skip
     path = results_dir / f"{TABLE}.md"
     path.write_text(text)
     tracker.log_text(state.parent_run_id, text, path.name)
@@ -137,7 +175,7 @@ def publish_search(
 
 
 def _report(
-    search: SearchConfig, state: StudyState, commit: str, scored: list[Scored], chosen: Scored,
+    search: SearchConfig, state: StudyState, commit: str, started: dt.datetime, scored: list[Scored], chosen: Scored,
     base_val: float | None, recipe: str, test_lines: list[str],
 ) -> str:  # fmt: skip
     """``results/recipe_search.md``: the choice on the validation split, then the test set."""
@@ -148,7 +186,7 @@ def _report(
         "",
         f"Generated from the MLflow runs of parent run `{state.parent_run_id}` (experiment "
         f"`{state.experiment_id}`, commit {commit}) by "
-        f"`{state.command}` on {dt.datetime.now():%Y-%m-%d %H:%M}. Not edited by hand.",
+        f"`{state.command}` on {started:%Y-%m-%d %H:%M} UTC. Not edited by hand.",
         "",
         f"{search.trials} trials (Optuna TPE, seed {search.searcher_seed}, the base recipe first; ASHA on validation "
         f"mAP from epoch {search.grace_epochs}, reduction factor {search.reduction_factor}) trained on the training "
@@ -178,3 +216,26 @@ def _report(
         *_search_table(scored, base),
         "",
     ])  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m orchestration.recipe_search.report <study folder>``: the report again, from the runs."""
+    parser = argparse.ArgumentParser(description="Rebuild results/recipe_search.md from a search's MLflow runs.")
+    parser.add_argument("folder", help="the search's folder in storage (it records its study and parent run)")
+    parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    parser.add_argument("--results-dir", type=Path, default=PROJECT_ROOT / "results", help="where to write it")
+    args = parser.parse_args(argv)
+    try:
+        state = StudyState.read(Storage.parse(args.folder))
+        if state.study != TABLE:
+            raise LookupError(f"{args.folder} holds {state.study}, not a recipe search")
+        search = from_dict(SearchConfig, state.plan["search"])
+        publish_search(search, Tracker(resolve_tracking_uri(args.tracking_uri)), state, args.results_dir)
+    except (LookupError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,8 +25,16 @@ from mgn.data.loading import load_dataset
 from mgn.data.records import DatasetError
 from mgn.evaluation import keys
 from mgn.recipe_search import Candidate, SearchConfig, apply, baseline, describe
-from orchestration.recipe_search.plan import BASE_ROW, FINAL_STAGE, SEARCH_STAGE, SEARCHED_ROW, final_seeds
-from orchestration.recipe_search.report import Outcome, Scored, publish_search
+from orchestration.recipe_search.plan import (
+    BASE_ROW,
+    FINAL_STAGE,
+    METRIC,
+    SEARCH_STAGE,
+    SEARCHED_ROW,
+    final_seeds,
+    search_row,
+)
+from orchestration.recipe_search.report import Outcome, Scored, publish_search, winner
 from orchestration.recipe_search.space import candidate_of, first_point, tune_space
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.tracking import Tracker
@@ -35,13 +43,8 @@ from orchestration.runtime.trial_files import ONGOING_EPOCH, TrialFiles
 from orchestration.study.driver import Driver, Interrupted, Stage
 from orchestration.study.state import StudyState
 
-METRIC = keys.validation(keys.MAP)  # what the searcher maximises and ASHA judges
 # The runs table's columns: search trials fill the validation ones, final trials the test ones.
 RUNS_VIEW_METRICS = [METRIC, keys.validation(keys.R1), keys.R1, keys.MAP, keys.reranked(keys.MAP)]
-
-
-def search_row(trial_id: str) -> str:
-    return f"search {trial_id}"
 
 
 def run_search_trial(params: dict[str, Any]) -> None:
@@ -153,13 +156,6 @@ def record_outcomes(tracker: Tracker, state: StudyState, scored: list[Scored]) -
             tracker.finish(run.run_id)
 
 
-def winner(scored: list[Scored], base: Candidate) -> Scored | None:
-    """The best finished trial by validation mAP (the base recipe unless a candidate beats it);
-    None when no trial trained to its end."""
-    finished = [s for s in scored if s.outcome is Outcome.FINISHED]
-    return max(finished, key=lambda s: (s.val_map, s.candidate == base), default=None)
-
-
 def final_trials(search: SearchConfig, chosen: Candidate) -> list[TrialSpec]:
     """The base recipe and the winner, each with ``final_seeds`` seeds, on all training ids."""
     rows = {BASE_ROW: search.base}
@@ -216,6 +212,6 @@ def run_search(search: SearchConfig, driver: Driver) -> int:
         driver.finish(failed=True)
         return 1
     driver.replay()
-    publish_search(search, tracker, state, scored, chosen, driver.options.results_dir)
+    publish_search(search, tracker, state, driver.options.results_dir)  # from the runs, as recorded
     print(driver.runs_banner(RUNS_VIEW_METRICS))
     return 0

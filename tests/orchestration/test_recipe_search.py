@@ -123,3 +123,12 @@ def test_a_search_never_reads_the_test_set_and_resumes_after_its_driver_is_kille
     assert "| base recipe | 1 |" in report and "## Every search trial, best first" in report
     recipe = load_yaml(Path(workspace["results"]) / "recipe_search.yaml")
     assert recipe.data.validation_ids == 0 and recipe.train.epochs == 2
+
+    # The report is written from the runs alone: rebuilt from the store, it is the same file.
+    from orchestration.recipe_search.report import main as rebuild
+
+    (folder,) = Path(storage).glob("recipe_search-*")
+    again = tmp_path / "again"
+    assert rebuild([str(folder), "--tracking-uri", uri, "--results-dir", str(again)]) == 0
+    assert (again / "recipe_search.md").read_text() == report
+    assert (again / "recipe_search.yaml").read_bytes() == (Path(workspace["results"]) / "recipe_search.yaml").read_bytes()
