@@ -58,7 +58,7 @@ class EnsembleRow:
     note: str = ""
 
 
-Row = TrainedRow | BranchRow | EnsembleRow
+Ablation = TrainedRow | BranchRow | EnsembleRow  # one entry of ROWS
 
 
 def _branches(parts: tuple[int, ...]) -> Callable[[ExperimentConfig], ExperimentConfig]:
@@ -87,7 +87,7 @@ def _without_triplet(base: ExperimentConfig) -> ExperimentConfig:
     return replace(base, model=model, loss=replace(base.loss, triplet_weight=0.0))
 
 
-ROWS: tuple[Row, ...] = (
+ROWS: tuple[Ablation, ...] = (
     TrainedRow("ResNet-50", _baseline(deeper=False), (87.5, 94.9, 96.7, 71.4),
                "IDE baseline: average-pooled feature, softmax only"),
     TrainedRow("ResNet-101", _baseline(deeper=True), (90.4, 95.7, 97.2, 78.0),
@@ -112,7 +112,7 @@ ROWS: tuple[Row, ...] = (
     TrainedRow("MGN", _branches((1, 2, 3)), (95.7, 98.3, 99.0, 86.9)),
 )  # fmt: skip
 
-ROWS_BY_NAME: dict[str, Row] = {row.name: row for row in ROWS}
+ROWS_BY_NAME: dict[str, Ablation] = {row.name: row for row in ROWS}
 
 
 def trained_rows(names: tuple[str, ...] | None = None) -> list[TrainedRow]:
@@ -130,7 +130,7 @@ def trained_rows(names: tuple[str, ...] | None = None) -> list[TrainedRow]:
     return [r for r in ROWS if isinstance(r, TrainedRow) and r.name in needed]
 
 
-def resolve(names: tuple[str, ...] | None) -> list[Row]:
+def resolve(names: tuple[str, ...] | None) -> list[Ablation]:
     """Rows by name, in the paper's order; unknown names are an error listing the valid ones."""
     if names is None:
         return list(ROWS)

@@ -12,7 +12,7 @@ METRICS = (R1, R5, R10, MAP, MINP)
 UNTRAINED_MAP = "untrained mAP"
 
 
-def _cells(row: table5.Row) -> dict[str, Cell]:
+def _cells(row: table5.Ablation) -> dict[str, Cell]:
     """Each kind of row reads its metrics from where they are logged."""
     if isinstance(row, table5.TrainedRow):
         return {m: Cell(row.name, m) for m in METRICS} | {UNTRAINED_MAP: Cell(row.name, untrained(MAP))}
