@@ -97,8 +97,26 @@ def split_credentials(uri: str) -> tuple[str, dict[str, str]]:
     return bare, {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
 
 
+def _check_sqlite(uri: str) -> None:
+    """An sqlite store must be a file that outlives the study, in a folder that exists: MLflow would
+    keep ``sqlite://`` in memory (every record lost at exit) and create a mistyped folder silently."""
+    path = uri.removeprefix("sqlite:///")
+    if path in ("", uri) or uri.rstrip("/") == "sqlite:":
+        raise TrackingUnavailable(
+            f"--tracking-uri {uri}: an in-memory store loses every record when the study ends; give a file "
+            f"(sqlite:///{PROJECT_ROOT / 'mlflow.db'}) or a server (http://host:5000)"
+        )
+    folder = Path(path).parent
+    if not folder.is_dir():
+        raise TrackingUnavailable(
+            f"--tracking-uri {uri}: the folder {folder} does not exist; create it, or give a path in a folder that does"
+        )
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, before any training, when a tracking server does not answer."""
+    """Fail fast, before any training, when a tracking store does not answer or would lose records."""
+    if uri.startswith("sqlite:"):
+        _check_sqlite(uri)
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme in ("http", "https"):
         host, port = parts.hostname or "localhost", parts.port or (443 if parts.scheme == "https" else 80)

@@ -46,15 +46,26 @@ class DriverLock:
         return True
 
 
+def _holder(lock: Storage) -> DriverLock | None:
+    """The lock's holder; None when there is no lock or it cannot be read (a driver killed while
+    writing it left it empty or cut: nobody holds it)."""
+    if not lock.exists():
+        return None
+    try:
+        return DriverLock(**json.loads(lock.read_text()))
+    except (ValueError, TypeError):
+        return None
+
+
 def acquire(grid: Storage) -> DriverLock:
-    """Take the grid's lock, or raise ``StudyLocked`` naming the driver that holds it."""
+    """Take the study's lock, or raise ``StudyLocked`` naming the driver that holds it."""
     lock = grid / LOCK_FILE
-    if lock.exists():
-        holder = DriverLock(**json.loads(lock.read_text()))
+    holder = _holder(lock)
+    if holder is not None:
         if holder.alive() and holder.pid != os.getpid():
             where = "" if holder.host == socket.gethostname() else f" on {holder.host}"
             raise StudyLocked(
-                f"grid {grid} is being run by PID {holder.pid}{where} (since {holder.started}). Wait for it to "
+                f"{grid} is being run by PID {holder.pid}{where} (since {holder.started}). Wait for it to "
                 f"finish or stop it (kill -INT {holder.pid}), then --resume. If that driver is gone, delete {lock}."
             )
     mine = DriverLock.mine()
@@ -65,5 +76,5 @@ def acquire(grid: Storage) -> DriverLock:
 def release(grid: Storage, mine: DriverLock) -> None:
     """Remove the lock if it is still ours."""
     lock = grid / LOCK_FILE
-    if lock.exists() and DriverLock(**json.loads(lock.read_text())) == mine:
+    if _holder(lock) == mine:
         lock.delete()

@@ -9,6 +9,7 @@ other methods' published rows follow, marked as such.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import datetime as dt
 import json
 import sys
@@ -283,7 +284,10 @@ def table_stem(spec: PaperTable, rows: list[str] | None) -> str:
     so that a run of a few rows never overwrites the full table beside it."""
     if rows is None or spec.covers(rows):
         return spec.key
-    return f"{spec.key}-subset-{slug('-'.join(rows))}"[:80]
+    # Readable, then unique: a digest of the rows (two subsets sharing a long prefix differ in it).
+    ordered = [t.name for t in spec.trials if t.name in rows] + sorted(set(rows) - {t.name for t in spec.trials})
+    digest = hashlib.sha256(json.dumps(ordered).encode()).hexdigest()[:8]
+    return f"{spec.key}-subset-{slug('-'.join(ordered))[:48]}-{digest}"
 
 
 def publish(

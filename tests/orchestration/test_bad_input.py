@@ -292,3 +292,42 @@ def test_a_paper_search_without_imagenet_weights_is_refused_before_ray_is_import
     assert "ImageNet weights for resnet50" in run.stderr and "model.init=random" in run.stderr
     assert not list((tmp_path / "ray_results").glob("recipe_search-*"))  # no study folder, no state, no lock
     assert not os.path.exists(workspace["uri"].removeprefix("sqlite:///"))  # MLflow's store was never opened
+
+
+def test_a_truncated_state_file_is_named_not_a_traceback(capsys, workspace):
+    from orchestration.runtime.storage import Storage
+    from orchestration.study.state import STATE_FILE
+
+    name = _recorded_grid(workspace, "table5")
+    state = Storage.parse(workspace["storage"]) / name / STATE_FILE
+    state.write_text(state.read_text()[:40])  # a full disk cut it while it was written
+    _fails(capsys, "table5", grid_args(workspace, "--resume", name), f"its {STATE_FILE} is not a study's state",
+           "/trials", "without --resume")  # fmt: skip
+
+
+@pytest.mark.parametrize("content", ["", '{"host": "x", "pi'], ids=["empty", "cut"])
+def test_a_lock_left_unreadable_by_a_killed_driver_is_taken_over(workspace, content):
+    from orchestration.runtime.storage import Storage
+    from orchestration.study.lock import LOCK_FILE, acquire, release
+
+    folder = Storage.parse(workspace["storage"]) / _recorded_grid(workspace, "table5")
+    (folder / LOCK_FILE).write_text(content)
+    mine = acquire(folder)  # the landed code raised JSONDecodeError here
+    assert (folder / LOCK_FILE).exists()
+    release(folder, mine)
+    assert not (folder / LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_max_concurrent_below_one_is_refused(capsys, workspace, value):
+    _fails(capsys, "table5", grid_args(workspace, "--max-concurrent", value), f"--max-concurrent {value}: must be >= 1")
+
+
+def test_an_in_memory_or_folderless_sqlite_store_is_refused(capsys, workspace, tmp_path):
+    for uri, message in [
+        ("sqlite://", "an in-memory store loses every record"),
+        (f"sqlite:///{tmp_path / 'no-such-folder' / 'mlflow.db'}", "no-such-folder does not exist"),
+    ]:
+        args = grid_args({**workspace, "uri": uri})
+        _fails(capsys, "table5", args, message)
+    assert not (tmp_path / "no-such-folder").exists()  # MLflow would have created it

@@ -153,7 +153,7 @@ def test_the_tracking_server_going_away_loses_no_training(workspace, tmp_path):
         recorded += [
             log,
             "".join(resumed.lines),
-            (Path(workspace["results"]) / "table5-subset-resnet-50-tp.md").read_text(),
+            (Path(workspace["results"]) / f"{table_stem(TABLES['table5'], ['ResNet-50+TP'])}.md").read_text(),
         ]
         assert not [text for text in recorded if "s3cret" in text]
         # Nor in any log Ray wrote meanwhile (runtime environments are logged: the URI travels bare).

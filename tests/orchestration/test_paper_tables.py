@@ -103,3 +103,17 @@ def test_figure_titles_name_the_data_actually_used():
         == "Table 5: ablations on Market-1501 [data: synthetic, not market1501]"
     )
     assert figure_title(spec, "market1501") == spec.title
+
+
+def test_every_subset_of_rows_gets_a_table_file_of_its_own():
+    """A long subset name is cut to stay short; two subsets sharing the cut part still get two files
+    (the landed code cut both to the same 80 characters, and the second overwrote the first)."""
+    from orchestration.tables.render import table_stem
+
+    spec = TABLES["table5"]
+    names = [t.name for t in spec.trials]
+    first, second = names[:6], [*names[:6], names[7]]
+    stems = {table_stem(spec, rows) for rows in (first, second, names[:2], names[1:3])}
+    assert len(stems) == 4 and all(len(s) <= 80 and s.startswith("table5-subset-") for s in stems)
+    assert table_stem(spec, names) == "table5"  # every row: the table itself
+    assert table_stem(spec, names[:2]) == table_stem(spec, names[1::-1])  # the same subset, in any order

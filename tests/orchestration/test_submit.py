@@ -12,6 +12,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestration import submit
+from orchestration.tables.registry import TABLES
+from orchestration.tables.render import table_stem
 from tests.orchestration.conftest import TINY_SETS, grid_args
 
 pytestmark = pytest.mark.integration
@@ -56,7 +58,7 @@ def test_submit_a_table_to_a_running_cluster(head, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "SUCCEEDED" in out and "finished ResNet-50+TP seed0" in out
     assert (
-        tmp_path / "results" / "table5-subset-resnet-50-tp.md"
+        tmp_path / "results" / f"{table_stem(TABLES['table5'], ['ResNet-50+TP'])}.md"
     ).is_file()  # one row: beside the full table
     assert list((tmp_path / "shared").glob("table5-smoke-synthetic-*/tune"))  # grid storage where we said
     client = MlflowClient(uri)
