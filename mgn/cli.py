@@ -14,25 +14,13 @@ pids, camids, paths.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from mgn.checkpoint import CorruptCheckpointError, load_model
 from mgn.config import Metric
-from mgn.data.folders import IMAGE_SUFFIXES, list_images, parse_name
-from mgn.data.images import CorruptImageError, ImageDataset
-from mgn.data.records import DatasetError, ImageRecord
-from mgn.data.transforms import test_transform
 from mgn.errors import UsageError
-
-UNLABELLED = -2  # images whose names do not follow <pid>_c<camera>
-
 
 MODEL_URIS = ("models:/", "runs:/")
 MODEL_HELP = (
@@ -64,55 +52,6 @@ class ModelSource:
         return resolve(self.given)
 
 
-def _records(folder: Path) -> list[ImageRecord]:
-    if not folder.is_dir():
-        raise UsageError(f"{folder} is not a folder of images")
-    try:
-        paths = list_images(folder)
-    except DatasetError as error:
-        raise UsageError(str(error)) from None
-    if not paths:
-        raise UsageError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    records = []
-    for path in paths:
-        parsed = parse_name(path.name)
-        pid, camid = parsed if parsed else (UNLABELLED, UNLABELLED)
-        records.append(ImageRecord(str(path), pid, camid))
-    return records
-
-
-def _embed(
-    model, config, records: list[ImageRecord], batch_size: int, flip: bool, device: torch.device
-) -> torch.Tensor:
-    from mgn.evaluation.features import extract_features
-
-    loader = torch.utils.data.DataLoader(
-        ImageDataset(records, test_transform(config.data)), batch_size=batch_size
-    )
-    return extract_features(model.to(device), loader, device, flip=flip).features
-
-
-def _load_features(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise UsageError(f"features file {path} does not exist (make it with `mgn extract`)")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            features = {k: data[k] for k in data.files}
-    except Exception as error:  # empty, truncated (BadZipFile, EOFError), not an .npz, pickled objects
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UsageError(f"{path} is not a features file from `mgn extract` ({reason})") from None
-    missing = {"features", "pids", "camids", "paths"} - set(features)
-    if missing:
-        raise UsageError(
-            f"{path} is not a features file from `mgn extract`: it has no {', '.join(sorted(missing))}"
-        )
-    if features["features"].ndim != 2 or len(features["features"]) == 0:
-        raise UsageError(
-            f"{path} holds no features (shape {features['features'].shape}): extract a non-empty folder"
-        )
-    return features
-
-
 def positive(text: str) -> int:
     """An argparse type: an integer >= 1."""
     try:
@@ -122,128 +61,6 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be >= 1")
     return value
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: this machine has no CUDA GPU; use --device cpu")
-    return torch.device(name)
-
-
-def extract(args: argparse.Namespace) -> int:
-    model, config = load_model(args.checkpoint.path(args.resolve_uri))
-    records = _records(args.folder)
-    features = _embed(model, config, records, args.batch_size, not args.no_flip, _device(args.device))
-    unlabelled = sum(r.pid == UNLABELLED for r in records)
-    np.savez(
-        args.out,
-        features=features.numpy(),
-        pids=np.array([r.pid for r in records]),
-        camids=np.array([r.camid for r in records]),
-        paths=np.array([r.path for r in records]),
-        input_size=np.array([config.data.height, config.data.width]),
-    )
-    print(f"wrote {args.out}: {len(records)} images x {features.shape[1]}-d features"
-          + (f" ({unlabelled} without <pid>_c<camera> names: unlabelled)" if unlabelled else ""))  # fmt: skip
-    return 0
-
-
-def evaluate(args: argparse.Namespace) -> int:
-    from mgn.evaluation import FeatureSet, evaluate_features, evaluate_rank, re_rank
-
-    query, gallery = _load_features(args.query), _load_features(args.gallery)
-    if query["features"].shape[1] != gallery["features"].shape[1]:
-        raise UsageError(
-            f"query features are {query['features'].shape[1]}-d, gallery {gallery['features'].shape[1]}-d: extract both with one model"
-        )
-    if (query["pids"] == UNLABELLED).any() or (gallery["pids"] == UNLABELLED).any():
-        raise UsageError(
-            "evaluation needs identities and cameras in the file names (<pid>_c<camera>...); some images have none"
-        )
-    q = FeatureSet(torch.from_numpy(query["features"]), query["pids"], query["camids"])
-    g = FeatureSet(torch.from_numpy(gallery["features"]), gallery["pids"], gallery["camids"])
-    if args.normalize:
-        q, g = q.select(normalize=True), g.select(normalize=True)
-    results = {"": evaluate_features(q, g, Metric(args.metric), args.max_rank, args.ap)}
-    if args.rerank:
-        distance = re_rank(q.features, g.features, args.k1, args.k2, args.lambda_value)
-        results["re-ranked "] = evaluate_rank(
-            distance, q.pids, g.pids, q.camids, g.camids, args.max_rank, args.ap
-        )
-    if args.json:  # for scripts: percentages, as in the tables and MLflow
-        print(json.dumps({
-            (label.strip().replace(" ", "_") or "plain"): {
-                **result.summary(), "queries": result.num_queries, "skipped": result.num_skipped
-            }
-            for label, result in results.items()
-        }))  # fmt: skip
-        return 0
-    for label, result in results.items():
-        figures = "  ".join(f"{k} {v:.2f}" for k, v in result.summary().items())
-        print(f"{label}{figures}  ({result.num_queries} queries, {result.num_skipped} without a valid match)")
-    return 0
-
-
-def search(args: argparse.Namespace) -> int:
-    from mgn.evaluation import pairwise_distance
-
-    if not args.image.is_file():
-        raise UsageError(f"query image {args.image} does not exist")
-    gallery = _load_features(args.gallery)
-    model, config = load_model(args.checkpoint.path(args.resolve_uri))
-    parsed = parse_name(args.image.name)
-    query = ImageRecord(str(args.image), *(parsed or (UNLABELLED, UNLABELLED)))
-    feature = _embed(model, config, [query], 1, not args.no_flip, _device(args.device))
-    if feature.shape[1] != gallery["features"].shape[1]:
-        raise UsageError(
-            f"the model gives {feature.shape[1]}-d features, {args.gallery} holds {gallery['features'].shape[1]}-d ones"
-        )
-    from mgn.visualize import RANKING_RULE, rank_list_figure, ranked_gallery, save
-
-    distances = np.asarray(pairwise_distance(feature, gallery["features"])[0])
-    records = [
-        ImageRecord(str(p), int(i), int(c))
-        for p, i, c in zip(gallery["paths"], gallery["pids"], gallery["camids"], strict=True)
-    ]
-    print(f"# {RANKING_RULE}")
-    for rank, index in enumerate(ranked_gallery(query, records, distances)[: args.top_k], 1):
-        print(f"{rank:3d}  {distances[index]:8.4f}  {gallery['paths'][index]}")
-    if args.png:
-        save(rank_list_figure([query], records, distances[None], top_k=args.top_k), args.png)
-        print(f"wrote {args.png}")
-    return 0
-
-
-def _check_writable(out: Path) -> None:
-    folder = out.absolute().parent
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir():
-        raise UsageError(f"cannot write {out}: {existing} is a file, not a folder")
-    if not folder.exists():
-        raise UsageError(f"cannot write {out}: folder {folder} does not exist")
-    if out.is_dir():
-        raise UsageError(f"cannot write {out}: it is a folder; name the .onnx file")
-
-
-def export(args: argparse.Namespace) -> int:
-    from mgn.export import EmbeddingNetwork, export_onnx, onnx_max_difference
-
-    model, config = load_model(args.checkpoint.path(args.resolve_uri))
-    network = EmbeddingNetwork(model, flip=not args.no_flip, normalize=not args.no_normalize)
-    _check_writable(args.out)
-    path = export_onnx(network, args.out, config.data.height, config.data.width)
-    print(f"wrote {path}: input 'images' (N, 3, {config.data.height}, {config.data.width}) float RGB in [0, 1], "
-          f"output 'embedding' (N, {model.embedding_dim})")  # fmt: skip
-    if args.check:
-        difference = onnx_max_difference(
-            path, network, torch.rand(5, 3, config.data.height, config.data.width)
-        )
-        print(f"onnxruntime vs PyTorch on 5 images: max |difference| {difference:.2e} (limit 1e-4)")
-        if difference > 1e-4:
-            return 1
-    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -269,7 +86,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive, default=64, help="images per forward pass (default 64)")
     p.add_argument("--no-flip", action="store_true", help="do not average with the mirrored image (§4.1)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 (default: cuda when present)")
-    p.set_defaults(run=extract)
+    p.set_defaults(run=lambda commands, args: commands.extract(args))
 
     p = command("eval", "CMC, mAP and mINP of query features against gallery features (Market-1501 protocol).",
                 "mgn eval query.npz gallery.npz --rerank")  # fmt: skip
@@ -299,7 +116,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lambda-value", type=float, default=0.3,
                    help="re-ranking: weight of the original distance (default 0.3)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object (percentages)")
-    p.set_defaults(run=evaluate)
+    p.set_defaults(run=lambda commands, args: commands.evaluate(args))
 
     p = command("search", "The gallery images nearest to a query image, with distances (and a rank-list PNG).",
                 "mgn search model.pt person.jpg gallery.npz --top-k 10 --png ranks.png")  # fmt: skip
@@ -310,7 +127,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--png", type=Path, help="also draw the rank list (green: same identity, red: another)")
     p.add_argument("--no-flip", action="store_true", help="do not average with the mirrored image (§4.1)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 (default: cuda when present)")
-    p.set_defaults(run=search)
+    p.set_defaults(run=lambda commands, args: commands.search(args))
 
     p = command("export", "Export the embedding network (normalisation inside, dynamic batch) to ONNX.",
                 "mgn export model.pt mgn.onnx --check")  # fmt: skip
@@ -319,7 +136,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-flip", action="store_true", help="one pass instead of averaging with the mirror")
     p.add_argument("--no-normalize", action="store_true", help="return the raw embedding, not L2-normalised")
     p.add_argument("--check", action="store_true", help="compare onnxruntime with PyTorch on random images")
-    p.set_defaults(run=export)
+    p.set_defaults(run=lambda commands, args: commands.export(args))
     return main
 
 
@@ -334,9 +151,11 @@ def main(argv: list[str] | None = None, resolve_uri: ModelResolver | None = None
     """The ``mgn`` commands; ``resolve_uri`` reads ``models:/``/``runs:/`` model URIs (None: files only)."""
     args = parser().parse_args(argv)
     args.resolve_uri = resolve_uri
+    from mgn import commands  # torch and the data stack: only once the arguments parse
+
     try:
-        return args.run(args)
-    except (UsageError, FileNotFoundError, CorruptCheckpointError, CorruptImageError, ValueError) as error:
+        return args.run(commands, args)
+    except commands.ERRORS as error:
         print(f"mgn {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -1,5 +1,6 @@
 """ONNX export equals PyTorch; the `mgn` command line on the embedded data, through subprocess."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -219,3 +220,20 @@ def test_the_library_cli_reads_files_and_names_the_command_that_reads_model_uris
     assert cli(["export", "models:/mgn-table5-mgn/1", str(tmp_path / "mgn.onnx")]) == 2
     error = capsys.readouterr().err
     assert "models:/mgn-table5-mgn/1" in error and "the `mgn` command installed with the project" in error
+
+
+def test_the_command_line_is_parsed_before_torch_is_imported():
+    """``mgn --help`` and a mistyped option answer before the 4-5 s of torch and torchvision
+    (benchmarks/cli_startup.py times it); a command imports them once its arguments parse."""
+    probe = (
+        "import json, sys\n"
+        "from orchestration.runtime.model_uris import main\n"
+        "try:\n"
+        "    main(['eval', 'q.npz', 'g.npz', '--max-rank', 'zero'])\n"
+        "except SystemExit as stop:\n"
+        "    code = stop.code\n"
+        "print(json.dumps([code, sorted({'torch', 'torchvision', 'mlflow', 'ray'} & set(sys.modules))]))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == [2, []], run.stderr
+    assert "--max-rank" in run.stderr and "zero" in run.stderr

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from mgn.cli import main as library_main
-from mgn.data.synthetic import cache_root
 from mgn.errors import UsageError
 
 
@@ -19,6 +18,7 @@ def resolve(uri: str) -> Path:
     """The weights file behind ``models:/NAME/VERSION`` or ``runs:/RUN_ID``, downloaded once into the
     cache (``$MGN_CACHE/models``), from the store at ``$MLFLOW_TRACKING_URI`` (else ./mlflow.db)."""
     # MLflow is imported only for a URI: commands given files never load it.
+    from mgn.data.synthetic import cache_root
     from orchestration.runtime.tracking import Tracker, resolve_tracking_uri
 
     folder = cache_root() / "models" / "".join(c if c.isalnum() else "-" for c in uri)
