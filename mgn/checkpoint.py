@@ -7,6 +7,7 @@ dict), so it loads without unpickling arbitrary objects.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -113,7 +114,8 @@ def load_model(path: str | Path):
         config = from_dict(ExperimentConfig, data["config"])
         weights, num_classes = data["model"], int(data.get("num_classes", 0))
     except Exception as error:
-        raise CorruptCheckpointError(f"{path} is not an MGN model or checkpoint ({_reason(error)})") from None
+        reason = _file_kind(path) or _reason(error)
+        raise CorruptCheckpointError(f"{path} is not an MGN model or checkpoint ({reason})") from None
     if num_classes < 2:
         raise CorruptCheckpointError(
             f"{path} does not record its number of training identities (written by an older version): "
@@ -129,6 +131,31 @@ def load_model(path: str | Path):
             "the file was edited or written by another program"
         ) from None
     return model.eval(), config
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A short fingerprint of a network's weights (names, shapes and values): the same for a model
+    file and a training checkpoint of the same weights, different for any other network."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _file_kind(path: Path) -> str | None:
+    """What a file that is not a PyTorch file is, from its first bytes (PyTorch writes zip archives);
+    None when it is one (the loading error then says what is wrong inside)."""
+    head = path.read_bytes()[:512]
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK"):
+        return None
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not a PyTorch file: save_model writes one"
+    return f"it is a text file, starting {head.decode('utf-8').splitlines()[0][:40]!r}; save_model writes the model file"
 
 
 def _reason(error: Exception) -> str:

@@ -155,6 +155,10 @@ def main(argv: list[str] | None = None, resolve_uri: ModelResolver | None = None
 
     try:
         return args.run(commands, args)
+    except commands.CorruptImageError as error:  # the training knob that skips such files is not ours here
+        what = f"cannot read image {error.path}: {error.reason}" if error.path else str(error).split(". Replace")[0]
+        print(f"mgn {args.command}: error: {what}. Replace or remove the file", file=sys.stderr)
+        return 2
     except commands.ERRORS as error:
         print(f"mgn {args.command}: error: {error}", file=sys.stderr)
         return 2

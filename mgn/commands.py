@@ -6,13 +6,15 @@ so that ``mgn --help`` and a mistyped option answer at once.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from mgn.checkpoint import CorruptCheckpointError, load_model
+from mgn.checkpoint import CorruptCheckpointError, load_model, weights_digest
 from mgn.config import Metric
 from mgn.data.folders import IMAGE_SUFFIXES, list_images, parse_name
 from mgn.data.images import CorruptImageError, ImageDataset
@@ -21,6 +23,38 @@ from mgn.data.transforms import test_transform
 from mgn.errors import UsageError
 
 UNLABELLED = -2  # images whose names do not follow <pid>_c<camera>
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """What made a features file: the network (``weights_digest``) and the extraction settings.
+    Features of two extractions are not comparable: distances between them mean nothing."""
+
+    model: str
+    height: int
+    width: int
+    flip: bool
+
+    def describe(self) -> str:
+        return f"model {self.model}, {self.height}x{self.width}, {'flip-averaged' if self.flip else 'no flip'}"
+
+    def as_array(self) -> np.ndarray:
+        return np.array(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def of(cls, features: dict[str, np.ndarray]) -> Extraction | None:
+        """The record of a features file; None for a file written before features were recorded."""
+        return cls(**json.loads(str(features["extraction"]))) if "extraction" in features else None
+
+
+def check_same_extraction(first: Extraction | None, second: Extraction | None, names: tuple[str, str]) -> None:
+    """Refuse features from two networks or two settings, naming both; files that record nothing
+    (older ones) cannot be checked and pass."""
+    if first is not None and second is not None and first != second:
+        raise UsageError(
+            f"{names[0]} comes from {first.describe()}, {names[1]} from {second.describe()}: their distances mean "
+            "nothing. Extract both with the same model and settings"
+        )
 # What a command's input can cause: each is printed as one line, exit 2.
 ERRORS = (UsageError, FileNotFoundError, CorruptCheckpointError, CorruptImageError, ValueError)
 
@@ -61,6 +95,8 @@ def _load_features(path: Path) -> dict[str, np.ndarray]:
             features = {k: data[k] for k in data.files}
     except Exception as error:  # empty, truncated (BadZipFile, EOFError), not an .npz, pickled objects
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if "allow_pickle" in reason:  # NumPy's advice is to unpickle it, which this project never does
+            reason = "it holds Python objects, not arrays of numbers"
         raise UsageError(f"{path} is not a features file from `mgn extract` ({reason})") from None
     missing = {"features", "pids", "camids", "paths"} - set(features)
     if missing:
@@ -87,8 +123,10 @@ def extract(args: argparse.Namespace) -> int:
     records = _records(args.folder)
     features = _embed(model, config, records, args.batch_size, not args.no_flip, _device(args.device))
     unlabelled = sum(r.pid == UNLABELLED for r in records)
+    made = Extraction(weights_digest(model), config.data.height, config.data.width, not args.no_flip)
     np.savez(
         args.out,
+        extraction=made.as_array(),
         features=features.numpy(),
         pids=np.array([r.pid for r in records]),
         camids=np.array([r.camid for r in records]),
@@ -104,6 +142,7 @@ def evaluate(args: argparse.Namespace) -> int:
     from mgn.evaluation import FeatureSet, evaluate_features, evaluate_rank, re_rank
 
     query, gallery = _load_features(args.query), _load_features(args.gallery)
+    check_same_extraction(Extraction.of(query), Extraction.of(gallery), (str(args.query), str(args.gallery)))
     if query["features"].shape[1] != gallery["features"].shape[1]:
         raise UsageError(
             f"query features are {query['features'].shape[1]}-d, gallery {gallery['features'].shape[1]}-d: extract both with one model"
@@ -139,12 +178,16 @@ def evaluate(args: argparse.Namespace) -> int:
 def search(args: argparse.Namespace) -> int:
     from mgn.evaluation import pairwise_distance
 
+    if args.image.is_dir():
+        raise UsageError(f"query image {args.image} is a folder: give one image (mgn extract embeds a folder)")
     if not args.image.is_file():
         raise UsageError(f"query image {args.image} does not exist")
     gallery = _load_features(args.gallery)
     model, config = load_model(args.checkpoint.path(args.resolve_uri))
     parsed = parse_name(args.image.name)
     query = ImageRecord(str(args.image), *(parsed or (UNLABELLED, UNLABELLED)))
+    made = Extraction(weights_digest(model), config.data.height, config.data.width, not args.no_flip)
+    check_same_extraction(made, Extraction.of(gallery), ("the query image (embedded now)", str(args.gallery)))
     feature = _embed(model, config, [query], 1, not args.no_flip, _device(args.device))
     if feature.shape[1] != gallery["features"].shape[1]:
         raise UsageError(

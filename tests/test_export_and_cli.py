@@ -237,3 +237,52 @@ def test_the_command_line_is_parsed_before_torch_is_imported():
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert json.loads(run.stdout.strip().splitlines()[-1]) == [2, []], run.stderr
     assert "--max-rank" in run.stderr and "zero" in run.stderr
+
+
+def test_features_of_two_models_are_refused_naming_both(model_file, tmp_path, capsys):
+    """The landed eval scored query features of one model against gallery features of another
+    (R1 1.31, no warning): every features file now records its network and settings."""
+    from mgn.checkpoint import save_model, weights_digest
+    from mgn.cli import main as cli
+
+    model, config = load_model(model_file)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)  # another network of the same shape
+    other = save_model(model, to_dict(config), tmp_path / "other.pt")
+    root = locate(tiny_config().data)
+    query, gallery, flipless = tmp_path / "q.npz", tmp_path / "g.npz", tmp_path / "g-noflip.npz"
+    assert cli(["extract", str(model_file), str(root / "query"), "--out", str(query)]) == 0
+    assert cli(["extract", str(other), str(root / "bounding_box_test"), "--out", str(gallery)]) == 0
+    assert cli(["extract", str(model_file), str(root / "bounding_box_test"), "--out", str(flipless), "--no-flip"]) == 0
+    capsys.readouterr()
+
+    assert cli(["eval", str(query), str(gallery)]) == 2
+    error = capsys.readouterr().err
+    ours, theirs = weights_digest(load_model(model_file)[0]), weights_digest(load_model(other)[0])
+    assert ours != theirs and f"model {ours}" in error and f"model {theirs}" in error and "same model" in error
+    assert cli(["eval", str(query), str(flipless)]) == 2  # one network, other settings
+    assert "no flip" in capsys.readouterr().err
+    image = next((root / "query").iterdir())
+    assert cli(["search", str(other), str(image), str(flipless)]) == 2  # the query embedded by another model
+    assert f"model {theirs}" in capsys.readouterr().err
+
+
+def test_files_of_the_wrong_kind_are_named_for_what_they_are(model_file, tmp_path, capsys):
+    """The landed messages said "(101)" for a text file given as the model, passed on NumPy's advice
+    to unpickle, and called a folder given as the query image missing."""
+    from mgn.cli import main as cli
+
+    notes, empty, pickled = tmp_path / "notes.txt", tmp_path / "empty.pt", tmp_path / "pickled.npz"
+    notes.write_text("hello\n")
+    empty.write_bytes(b"")
+    np.savez(pickled, features=np.array([object()], dtype=object), pids=np.array([1]), camids=np.array([1]),
+             paths=np.array(["a.jpg"]))  # fmt: skip
+    for args, expected in [
+        (["export", str(notes), str(tmp_path / "x.onnx")], "it is a text file, starting 'hello'"),
+        (["export", str(empty), str(tmp_path / "x.onnx")], "the file is empty"),
+        (["eval", str(pickled), str(pickled)], "it holds Python objects, not arrays of numbers"),
+        (["search", str(model_file), str(tmp_path), str(pickled)], "is a folder: give one image"),
+    ]:
+        assert cli(args) == 2
+        error = capsys.readouterr().err
+        assert expected in error and "allow_pickle" not in error and "(101)" not in error, error

@@ -14,7 +14,11 @@ from mgn.data.records import DatasetError, ImageRecord
 
 
 class CorruptImageError(DatasetError):
-    """An image file cannot be decoded."""
+    """An image file cannot be decoded; ``path`` and ``reason`` let a caller give its own advice."""
+
+    def __init__(self, message: str, path: str = "", reason: str = "") -> None:
+        super().__init__(message)
+        self.path, self.reason = path, reason
 
 
 def load_image(path: str) -> Image.Image:
@@ -24,7 +28,9 @@ def load_image(path: str) -> Image.Image:
             return image.convert("RGB")  # convert() forces a full decode, catching truncation
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
         raise CorruptImageError(
-            f"cannot read image {path}: {error}. Replace the file, or set data.skip_bad_images=true"
+            f"cannot read image {path}: {error}. Replace the file, or set data.skip_bad_images=true",
+            path=path,
+            reason=str(error),
         ) from None
 
 

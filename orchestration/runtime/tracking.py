@@ -220,6 +220,20 @@ class ParentRun:
         )
 
 
+@contextlib.contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    """No "Downloading artifacts" progress bars (one line of ours says what was fetched)."""
+    previous = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = previous
+
+
 class Tracker:
     """The one door to MLflow, reading and writing: every call names its run; no global state."""
 
@@ -371,7 +385,8 @@ class Tracker:
 
     def model_file(self, uri: str, folder: str | Path) -> Path:
         """The weights file (``checkpoint/model.pt``) behind ``models:/NAME/VERSION`` or ``runs:/RUN_ID``
-        (or ``runs:/RUN_ID/path/to/file``), downloaded into ``folder``."""
+        (or ``runs:/RUN_ID/path/to/file``), downloaded into ``folder`` once: a run's artifacts never
+        change, so a file already there is that one. ``LookupError`` names what is missing."""
         if uri.startswith("models:/"):
             name, _, version = uri.removeprefix("models:/").partition("/")
             if not version.isdigit():
@@ -382,8 +397,17 @@ class Tracker:
             path = path or MODEL_ARTIFACT
         else:
             raise ValueError(f"{uri}: not a models:/ or runs:/ URI")
+        kept = Path(folder) / Path(path).name  # where MLflow puts a downloaded file
+        if kept.is_file():
+            return kept
+        if path not in {a.path for a in self.client.list_artifacts(run_id, str(Path(path).parent).strip("."))}:
+            raise LookupError(
+                f"run {run_id} logged no {path}: its grid ran without --log-checkpoint. Run the row again with "
+                "--log-checkpoint (or --register), or pass a model file"
+            )
         Path(folder).mkdir(parents=True, exist_ok=True)
-        return Path(self.client.download_artifacts(run_id, path, str(folder)))
+        with _quiet_downloads():
+            return Path(self.client.download_artifacts(run_id, path, str(folder)))
 
     @contextlib.contextmanager
     def system_metrics(self, run_id: str, every_s: float = 10.0) -> Iterator[None]:

@@ -61,13 +61,12 @@ def acquire(grid: Storage) -> DriverLock:
     """Take the study's lock, or raise ``StudyLocked`` naming the driver that holds it."""
     lock = grid / LOCK_FILE
     holder = _holder(lock)
-    if holder is not None:
-        if holder.alive() and holder.pid != os.getpid():
-            where = "" if holder.host == socket.gethostname() else f" on {holder.host}"
-            raise StudyLocked(
-                f"{grid} is being run by PID {holder.pid}{where} (since {holder.started}). Wait for it to "
-                f"finish or stop it (kill -INT {holder.pid}), then --resume. If that driver is gone, delete {lock}."
-            )
+    if holder is not None and holder.alive() and holder.pid != os.getpid():
+        where = "" if holder.host == socket.gethostname() else f" on {holder.host}"
+        raise StudyLocked(
+            f"{grid} is being run by PID {holder.pid}{where} (since {holder.started}). Wait for it to "
+            f"finish or stop it (kill -INT {holder.pid}), then --resume. If that driver is gone, delete {lock}."
+        )
     mine = DriverLock.mine()
     lock.write_text(json.dumps(asdict(mine)))
     return mine

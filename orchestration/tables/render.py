@@ -9,8 +9,8 @@ other methods' published rows follow, marked as such.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import datetime as dt
+import hashlib
 import json
 import sys
 from collections.abc import Mapping, Sequence

@@ -35,3 +35,30 @@ def test_the_runs_url_and_its_shared_view(tmp_path):
         remote.runs_url("7")
         == "https://mlflow.example.org/#/experiments/7/runs?workflowType=machine_learning"
     )
+
+
+def test_a_model_uri_is_fetched_once_and_a_run_without_a_model_is_named(tmp_path, monkeypatch):
+    """The landed resolver passed on MLflow's "Failed to download artifacts" for a run that logged no
+    model, and downloaded the weights again (three progress bars) on every call."""
+    import pytest
+
+    from mgn.errors import UsageError
+    from orchestration.runtime.model_uris import resolve
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MGN_CACHE", str(tmp_path / "cache"))
+    tracker = Tracker(uri)
+    experiment = tracker.experiment("model uris")
+    bare = tracker.client.create_run(experiment).info.run_id
+    with pytest.raises(UsageError, match="logged no checkpoint/model.pt: its grid ran without --log-checkpoint"):
+        resolve(f"runs:/{bare}")
+
+    logged = tracker.client.create_run(experiment).info.run_id
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"weights")
+    tracker.log_artifact(logged, weights, "checkpoint")
+    first = resolve(f"runs:/{logged}")
+    assert first.read_bytes() == b"weights"
+    monkeypatch.setattr(tracker.client.__class__, "download_artifacts", lambda *a, **k: pytest.fail("downloaded twice"))
+    assert resolve(f"runs:/{logged}") == first
