@@ -12,9 +12,12 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from mgn.config import ExperimentConfig
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LOW_SPACE = 16 * 2**20  # bytes: a failed write with less free than this was a full disk
@@ -91,9 +94,17 @@ def load_checkpoint(path: str | Path) -> TrainingState:
         ) from None
 
 
-def save_model(model: torch.nn.Module, config: dict[str, Any], path: str | Path) -> Path:
-    """The trained network alone (weights + config as a dict): what ``mgn extract/search/export`` read."""
-    payload = {"model": model.state_dict(), "config": config, "num_classes": int(model.num_classes)}
+def save_model(model: torch.nn.Module, config: ExperimentConfig | dict[str, Any], path: str | Path) -> Path:
+    """The trained network alone (weights + config): what ``mgn extract/search/export`` read.
+
+    ``config`` is the typed config or any dict form of it (``to_dict``'s, or ``dataclasses.asdict``'s,
+    which holds enum members): it is checked and stored as plain values, so that the file loads with
+    ``weights_only=True``; a dict that is not a config is refused here, not by every later command."""
+    from mgn.config import ExperimentConfig
+    from mgn.config_io import from_dict, to_dict
+
+    typed = config if isinstance(config, ExperimentConfig) else from_dict(ExperimentConfig, dict(config))
+    payload = {"model": model.state_dict(), "config": to_dict(typed), "num_classes": int(model.num_classes)}
     return _save_atomically(payload, Path(path), "model")
 
 

@@ -286,3 +286,18 @@ def test_files_of_the_wrong_kind_are_named_for_what_they_are(model_file, tmp_pat
         assert cli(args) == 2
         error = capsys.readouterr().err
         assert expected in error and "allow_pickle" not in error and "(101)" not in error, error
+
+
+def test_save_model_takes_the_typed_config_or_any_dict_of_it_and_refuses_others(model_file, tmp_path):
+    """``save_model(model, dataclasses.asdict(config), path)`` (the obvious call) wrote enum members
+    that every command then refused to load; a dict that is no config is refused when saving."""
+    import dataclasses
+
+    from mgn.config import ConfigError
+
+    model, config = load_model(model_file)
+    for given in (config, dataclasses.asdict(config), to_dict(config)):
+        assert load_model(save_model(model, given, tmp_path / "m.pt"))[1] == config
+    with pytest.raises(ConfigError, match="model.backbone: 'vgg' is not one of"):
+        save_model(model, {"model": {"backbone": "vgg"}}, tmp_path / "bad.pt")
+    assert not (tmp_path / "bad.pt").exists()
