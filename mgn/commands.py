@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from mgn.checkpoint import CorruptCheckpointError, load_model, weights_digest
 from mgn.config import Metric
@@ -84,7 +86,10 @@ def _embed(
     loader = torch.utils.data.DataLoader(
         ImageDataset(records, test_transform(config.data)), batch_size=batch_size
     )
-    return extract_features(model.to(device), loader, device, flip=flip).features
+    # A bar on a terminal (a large folder takes minutes); nothing in a log or a pipe.
+    shown = tqdm(loader, desc=f"embedding {len(records)} images", unit="batch", disable=not sys.stderr.isatty(),
+                 leave=False)  # fmt: skip
+    return extract_features(model.to(device), shown, device, flip=flip).features
 
 
 def _load_features(path: Path) -> dict[str, np.ndarray]:

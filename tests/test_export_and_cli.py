@@ -301,3 +301,37 @@ def test_save_model_takes_the_typed_config_or_any_dict_of_it_and_refuses_others(
     with pytest.raises(ConfigError, match="model.backbone: 'vgg' is not one of"):
         save_model(model, {"model": {"backbone": "vgg"}}, tmp_path / "bad.pt")
     assert not (tmp_path / "bad.pt").exists()
+
+
+def test_extract_shows_progress_on_a_terminal_only(model_file, tmp_path):
+    """A progress bar where a person watches (stderr is a terminal), none in logs and pipes."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    root = locate(tiny_config().data) / "query"
+    piped = mgn("extract", model_file, root, "--out", tmp_path / "a.npz")
+    assert "embedding" not in piped.stderr and "batch" not in piped.stderr
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # a terminal has a size
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "mgn.cli", "extract", str(model_file), str(root), "--out", str(tmp_path / "b.npz"),
+             "--batch-size", "4"],
+            stdout=subprocess.PIPE, stderr=follower, timeout=300, check=True,
+        )  # fmt: skip
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed: all was read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(leader)
+    assert b"embedding" in shown and b"batch" in shown and b"wrote" in run.stdout
