@@ -157,7 +157,7 @@ def publish_search(search: SearchConfig, tracker: Tracker, state: StudyState, re
     test_lines, significant = _test_table(tracker, state, rows)
     recipe = recipe_file(search, chosen.candidate, results_dir)
     parent = tracker.parent(state.parent_run_id)
-    started = dt.datetime.fromtimestamp(parent.start_time_ms / 1000, dt.UTC)
+    started = dt.datetime.fromtimestamp(parent.start_time_ms / 1000)  # local time, as the report always said
     text = _report(search, state, parent.tags.get("git_commit", "?"), started, scored, chosen, base_val, recipe.name,
                    test_lines)  # fmt: skip
     path = results_dir / f"{TABLE}.md"
@@ -186,7 +186,7 @@ def _report(
         "",
         f"Generated from the MLflow runs of parent run `{state.parent_run_id}` (experiment "
         f"`{state.experiment_id}`, commit {commit}) by "
-        f"`{state.command}` on {started:%Y-%m-%d %H:%M} UTC. Not edited by hand.",
+        f"`{state.command}` on {started:%Y-%m-%d %H:%M}. Not edited by hand.",
         "",
         f"{search.trials} trials (Optuna TPE, seed {search.searcher_seed}, the base recipe first; ASHA on validation "
         f"mAP from epoch {search.grace_epochs}, reduction factor {search.reduction_factor}) trained on the training "
