@@ -181,7 +181,11 @@ class Driver:
         url = tracker.runs_url(state.experiment_id, view)
         if tracker.uri.startswith(("http://", "https://")):
             return f"runs: {url}"
-        return f"runs: mlflow ui --backend-store-uri {redact(tracker.uri)} --host 127.0.0.1 --port 5000, then {url}"
+        # MLflow's job runner (GenAI jobs: 8 more processes, 2 GiB) is of no use to training runs.
+        return (
+            f"runs: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {redact(tracker.uri)} "
+            f"--host 127.0.0.1 --port 5000 --workers 1, then {url}"
+        )
 
 
 def run_study(

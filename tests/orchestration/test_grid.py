@@ -36,7 +36,7 @@ def test_two_row_grid_records_every_trial_and_rebuilds_the_table(finished_grid, 
     experiment = client.get_experiment_by_name("MGN Table 5")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     last = workspace["out"].strip().splitlines()[-1]
-    assert last.startswith("runs: mlflow ui --backend-store-uri sqlite:///") and last.endswith(
+    assert last.startswith("runs: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///") and last.endswith(
         f"then http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs?viewStateShareKey="
         f"mgn-{parents[0].info.run_id[:12]}&workflowType=machine_learning"
     )

@@ -99,7 +99,7 @@ def test_a_search_never_reads_the_test_set_and_resumes_after_its_driver_is_kille
     final = Process([*args, "--resume"], script=SCRIPT)
     assert final.finish() == 0, "".join(final.lines)
     assert _attempts(storage) == attempts  # the search is not run again: only the final training
-    assert re.search(r"^runs: mlflow ui .*viewStateShareKey=mgn-", final.lines[-1])  # how to look at them
+    assert re.search(r"^runs: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui .*viewStateShareKey=mgn-", final.lines[-1])  # how to look at them
 
     runs = children(uri, "MGN recipe search")
     search = [r for r in runs if r.data.tags["mgn.stage"] == "search"]
