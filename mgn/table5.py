@@ -115,29 +115,7 @@ ROWS: tuple[Ablation, ...] = (
 ROWS_BY_NAME: dict[str, Ablation] = {row.name: row for row in ROWS}
 
 
-def trained_rows(names: tuple[str, ...] | None = None) -> list[TrainedRow]:
-    """The rows that need training for ``names`` (all rows if None): branch and ensemble rows pull
-    in the networks they are computed from."""
-    wanted = resolve(names)
-    needed: dict[str, None] = {}
-    for row in wanted:
-        if isinstance(row, TrainedRow):
-            needed[row.name] = None
-        elif isinstance(row, BranchRow):
-            needed[row.of] = None
-        else:
-            needed.update(dict.fromkeys(row.members))
-    return [r for r in ROWS if isinstance(r, TrainedRow) and r.name in needed]
-
-
-def resolve(names: tuple[str, ...] | None) -> list[Ablation]:
-    """Rows by name, in the paper's order; unknown names are an error listing the valid ones."""
-    if names is None:
-        return list(ROWS)
-    unknown = [n for n in names if n not in ROWS_BY_NAME]
-    if unknown:
-        valid = "; ".join(ROWS_BY_NAME)
-        raise ValueError(
-            f"unknown Table 5 row{'s' if len(unknown) > 1 else ''} {unknown}: valid rows are {valid}"
-        )
-    return [r for r in ROWS if r.name in names]
+def trained_rows() -> list[TrainedRow]:
+    """The rows that train a network of their own, in the paper's order (which rows a run needs is
+    ``PaperTable.select``'s: branch and ensemble rows pull in the networks they are computed from)."""
+    return [r for r in ROWS if isinstance(r, TrainedRow)]

@@ -117,3 +117,15 @@ def test_every_subset_of_rows_gets_a_table_file_of_its_own():
     assert len(stems) == 4 and all(len(s) <= 80 and s.startswith("table5-subset-") for s in stems)
     assert table_stem(spec, names) == "table5"  # every row: the table itself
     assert table_stem(spec, names[:2]) == table_stem(spec, names[1::-1])  # the same subset, in any order
+
+
+def test_a_row_computed_from_other_networks_selects_them_and_an_unknown_row_is_named():
+    """Which networks a run trains is the table's one selection (``PaperTable.select``)."""
+    import pytest
+
+    table5 = TABLES["table5"]
+    assert [t.name for t in table5.select(("Part-2 (Branch)",))] == ["MGN"]  # a branch of MGN
+    ensemble = [t.name for t in table5.select(("G+P2+P3 (Single)",))]
+    assert ensemble == ["ResNet-50+TP", "Part-2 (Single)", "Part-3 (Single)"]  # its three members
+    with pytest.raises(ValueError, match="unknown Table 5 row"):
+        table5.select(("MGN v2",))
