@@ -63,18 +63,37 @@ def resolve_tracking_uri(flag: str | None = None, project_root: Path = PROJECT_R
     return uri
 
 
+# A parameter whose name has one of these words (split at anything not a letter) carries a secret:
+# access_token, X-Amz-Signature, X-Amz-Credential, sig, auth, apiKey, password ...
+_SECRET_WORDS = re.compile(
+    r"(?:^|[^a-z])(?:token|password|passwd|pwd|secret|key|apikey|auth|authorization|sig|signature|credential|"
+    r"session)(?:[^a-z]|$)"
+)
+
+
+def _redact_parameters(text: str) -> str:
+    """``a=1&sig=xyz`` -> ``a=1&sig=***``: the values of secret-named parameters, the rest as written."""
+    pairs = re.split(r"([&;])", text)
+    for i, pair in enumerate(pairs):
+        name, equals, _ = pair.partition("=")
+        if equals and _SECRET_WORDS.search(urllib.parse.unquote(name).lower()):
+            pairs[i] = f"{name}=***"
+    return "".join(pairs)
+
+
 def redact(uri: str) -> str:
     """``https://user:secret@host/`` -> ``https://user:***@host/``; a user part alone (a token) ->
-    ``***@host``; ``?token=...`` values -> ``***``. Others unchanged."""
+    ``***@host``; secret-named parameters in the query or the fragment (``?token=``, ``?sig=``,
+    ``X-Amz-Signature=``, ``#access_token=``) -> ``***``. Others unchanged."""
     parts = urllib.parse.urlsplit(uri)
     netloc = parts.netloc
     if "@" in netloc:
         userinfo, host = netloc.rsplit("@", 1)  # a raw "@" in the password stays on the left
         netloc = f"{userinfo.split(':', 1)[0]}:***@{host}" if ":" in userinfo else f"***@{host}"
-    query = re.sub(r"(?i)((?:token|password|secret|key)=)[^&]+", r"\1***", parts.query)
-    if (netloc, query) == (parts.netloc, parts.query):
+    query, fragment = _redact_parameters(parts.query), _redact_parameters(parts.fragment)
+    if (netloc, query, fragment) == (parts.netloc, parts.query, parts.fragment):
         return uri
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
 
 
 def is_single_machine_store(uri: str) -> bool:

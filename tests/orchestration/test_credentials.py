@@ -15,6 +15,14 @@ from orchestration.runtime.tracking import redact, split_credentials
         ("https://alice:p@ss@mlflow.internal:5000", "https://alice:***@mlflow.internal:5000"),  # raw "@"
         ("https://mlflow.internal/?token=abc&x=1", "https://mlflow.internal/?token=***&x=1"),
         ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
+        # Query strings and fragments (the landed redact showed all of these):
+        ("https://h/x?auth=abc&y=1", "https://h/x?auth=***&y=1"),
+        ("https://h/x?sig=abc", "https://h/x?sig=***"),
+        ("https://b.s3.amazonaws.com/k?X-Amz-Signature=abc&X-Amz-Credential=AKIA%2Fx&X-Amz-Date=20261203",
+         "https://b.s3.amazonaws.com/k?X-Amz-Signature=***&X-Amz-Credential=***&X-Amz-Date=20261203"),
+        ("https://h/#token=abc", "https://h/#token=***"),
+        ("https://h/cb#access_token=abc&state=1", "https://h/cb#access_token=***&state=1"),
+        ("https://h/?monkey=1&apiKey=2", "https://h/?monkey=1&apiKey=***"),  # a word, not a substring
     ],
 )
 def test_redact_hides_every_form_of_secret(uri, shown):
