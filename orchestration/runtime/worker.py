@@ -169,8 +169,9 @@ class EpochReporter:
         every = config.train.checkpoint_every
         checkpointing = every and (stats.epoch % every == 0 or last)
         if recorder is not None:
-            if stats.untrained:
+            if stats.untrained:  # under its own names (the tables' column) and as step 0 of the curves
                 recorder.log_metrics(keys.prefixed(stats.untrained, keys.untrained), step=0)
+                recorder.log_metrics(_curve_start(stats.untrained), step=0)
             recorder.log_metrics({k: v for k, v in metrics.items() if k != "warnings"}, step=stats.epoch)
         ongoing = {} if last else {ONGOING_EPOCH: stats.epoch}
         _report_with_checkpoint(
@@ -241,6 +242,12 @@ def _record_start(recorder, trial: Storage, nodes: list, resume, datasets: list[
         tags["resumed_from_epoch"] = str(resume.epochs_done)
     recorder.set_tags(tags)
     recorder.log_datasets(datasets)
+
+
+def _curve_start(untrained: dict[str, float]) -> dict[str, float]:
+    """The untrained network's R1, mAP and mINP: the point at epoch 0 of the curves the trained
+    network's evaluations continue (the tables read the latest step, never this one)."""
+    return {k: v for k, v in untrained.items() if k in (keys.R1, keys.MAP, keys.MINP)}
 
 
 def _named(config: ExperimentConfig, evaluation: Evaluation) -> dict[str, float]:

@@ -11,7 +11,7 @@ import torch
 from mgn.evaluation import FeatureSet, evaluate_features, keys
 from orchestration.runtime.naming import slug
 from orchestration.runtime.storage import Storage
-from orchestration.runtime.tracking import ENSEMBLE_KIND, Tracker
+from orchestration.runtime.tracking import ENSEMBLE_KIND, Tracker, source_tags
 from orchestration.runtime.trial_files import TrialFiles
 from orchestration.tables.planning import Plan
 from orchestration.tables.spec import Ensemble
@@ -40,8 +40,14 @@ def _record_as_a_run(
             "members": " + ".join(row.members),
             "row_order": f"{last_member:02d}e",
         },  # right after its last member  # fmt: skip
+        system=source_tags(
+            plan.spec.script,
+            f"{row.name}, seed {seed}: the concatenated test features of {' + '.join(row.members)}, evaluated "
+            "once they trained (no training of its own)",
+        ),
     )
-    tracker.log_metrics(run_id, metrics, step=0)
+    # At the members' last epoch: the point sits where their curves end, not alone at step 0.
+    tracker.log_metrics(run_id, metrics, step=plan.configs[(row.members[0], seed)].train.epochs)
     tracker.finish(run_id)
 
 

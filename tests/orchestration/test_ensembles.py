@@ -53,4 +53,8 @@ def test_an_ensemble_is_recorded_on_the_parent_and_as_its_own_run(tmp_path):
     assert run.data.tags["mgn.row"] == ROW and run.data.tags["mgn.row_order"].endswith("e")
     key = next(k for k in metrics if k.startswith("ensemble/") and k.endswith("/mAP"))
     assert run.data.metrics["mAP"] == metrics[key] > 0
+    # MLflow's own columns filled as for a trial; its point at the members' last epoch.
+    assert run.data.tags["mlflow.source.name"] == plan.spec.script and run.data.tags["mlflow.user"]
+    epochs = plan.configs[(members[0], 0)].train.epochs
+    assert [m.step for m in MlflowClient(tracker.uri).get_metric_history(run.info.run_id, "mAP")] == [epochs]
     assert tracker.child_runs(experiment, parent) == []  # not a trial: tables and resume ignore it

@@ -62,6 +62,10 @@ def test_two_row_grid_records_every_trial_and_rebuilds_the_table(finished_grid, 
         for key in ("R1", "R5", "R10", "mAP", "mINP", "untrained/mAP", "loss", "lr", "images_per_second"):
             assert key in metrics, key
         assert [m.step for m in client.get_metric_history(child.info.run_id, "loss")] == [1]
+        # The untrained network is the curve's first point; the trained one's its last (what tables read).
+        curve = client.get_metric_history(child.info.run_id, "mAP")
+        assert [m.step for m in curve] == [0, 1] and curve[0].value == metrics["untrained/mAP"]
+        assert metrics["mAP"] == curve[-1].value
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"config.yaml", "cmc.csv", "per_query.npz"} <= artifacts
         # How the trial departs from the paper's recipe, its arithmetic, its place in the table.
