@@ -46,8 +46,11 @@ def _record_as_a_run(
             "once they trained (no training of its own)",
         ),
     )
-    # At the members' last epoch: the point sits where their curves end, not alone at step 0.
-    tracker.log_metrics(run_id, metrics, step=plan.configs[(row.members[0], seed)].train.epochs)
+    # At the members' last epoch: the point sits where their curves end, not alone at step 0; once,
+    # however often the grid is published.
+    step = plan.configs[(row.members[0], seed)].train.epochs
+    if tracker.last_step(run_id, keys.MAP) < step:
+        tracker.log_metrics(run_id, metrics, step=step)
     tracker.finish(run_id)
 
 
