@@ -59,3 +59,16 @@ def test_the_library_leaves_ray_and_mlflow_unloaded():
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert json.loads(run.stdout) == ["mlflow", "ray"]
+
+
+def test_a_study_command_imports_ray_only_after_its_pre_flight():
+    """Bad input must fail in seconds: the study commands parse, plan and check without Ray (the
+    driver imports it once the input is known to be good)."""
+    probe = (
+        "import json, sys\n"
+        "import orchestration.tables.command, orchestration.recipe_search.command, orchestration.runtime.model_uris\n"
+        "print(json.dumps('ray' in sys.modules))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) is False

@@ -11,17 +11,22 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow.fs as pafs
-from ray.train import Checkpoint
 
 from mgn.checkpoint import CHECKPOINT_FILE, CorruptCheckpointError, TrainingState, load_checkpoint
+
+if TYPE_CHECKING:  # Ray is imported by the function that builds checkpoints, in a trial's worker
+    from ray.train import Checkpoint
 
 _PREFIX = "checkpoint_"
 
 
 def with_older_siblings(newest: Checkpoint) -> list[Checkpoint]:
     """``newest`` first, then the checkpoints kept beside it, newest to oldest."""
+    from ray.train import Checkpoint
+
     parent, name = newest.path.rstrip("/").rsplit("/", 1)
     selector = pafs.FileSelector(parent, allow_not_found=True)
     older = sorted(

@@ -19,6 +19,7 @@ from mgn.config import ExperimentConfig
 from orchestration.runtime.faults import ENV as FAULTS_ENV
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.tracking import is_single_machine_store, redact, split_credentials
+from orchestration.runtime.trial import is_local
 
 DRIVER_RESOURCE = "TRAIN_DRIVER"
 LOCAL_DRIVER_SLOTS = 64
@@ -247,11 +248,6 @@ def worker_env(tracking_uri: str) -> dict[str, str]:
         if name in os.environ:
             env[name] = os.environ[name]
     return env
-
-
-def is_local(config: ExperimentConfig, use_gpu: bool) -> bool:
-    """Whether a trial trains in its own Tune process (Train's local mode): one CPU worker."""
-    return config.scaling.num_workers == 1 and not use_gpu
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,17 @@ from typing import Any
 
 from mgn.config import ExperimentConfig, Init
 from mgn.config_io import dump_yaml, flatten, from_dict, to_dict
-from orchestration.runtime.cluster import is_local
 from orchestration.runtime.naming import registered_name
 from orchestration.runtime.spool import SpoolingRecorder
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.tracking import Tracker, source_tags
 from orchestration.runtime.trial_files import KEEP_CHECKPOINTS, TrialFiles
 from orchestration.runtime.worker import WorkerSpec, train_worker
+
+
+def is_local(config: ExperimentConfig, use_gpu: bool) -> bool:
+    """Whether a trial trains in its own Tune process (Train's local mode): one CPU worker."""
+    return config.scaling.num_workers == 1 and not use_gpu
 
 
 @dataclass(frozen=True)
