@@ -37,7 +37,9 @@ def main() -> None:
     for name, value in best.items():
         print(f"{name:34s} {value:6.2f} s")
     torch_cost = best["reference: import torch, torchvision"]
-    print(f"help answers in {best['mgn --help'] / torch_cost:.2f}x the time of importing torch and torchvision")
+    print(
+        f"help answers in {best['mgn --help'] / torch_cost:.2f}x the time of importing torch and torchvision"
+    )
 
 
 if __name__ == "__main__":

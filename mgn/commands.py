@@ -38,7 +38,9 @@ class Extraction:
     flip: bool
 
     def describe(self) -> str:
-        return f"model {self.model}, {self.height}x{self.width}, {'flip-averaged' if self.flip else 'no flip'}"
+        return (
+            f"model {self.model}, {self.height}x{self.width}, {'flip-averaged' if self.flip else 'no flip'}"
+        )
 
     def as_array(self) -> np.ndarray:
         return np.array(json.dumps(dataclasses.asdict(self)))
@@ -49,7 +51,9 @@ class Extraction:
         return cls(**json.loads(str(features["extraction"]))) if "extraction" in features else None
 
 
-def check_same_extraction(first: Extraction | None, second: Extraction | None, names: tuple[str, str]) -> None:
+def check_same_extraction(
+    first: Extraction | None, second: Extraction | None, names: tuple[str, str]
+) -> None:
     """Refuse features from two networks or two settings, naming both; files that record nothing
     (older ones) cannot be checked and pass."""
     if first is not None and second is not None and first != second:
@@ -57,6 +61,8 @@ def check_same_extraction(first: Extraction | None, second: Extraction | None, n
             f"{names[0]} comes from {first.describe()}, {names[1]} from {second.describe()}: their distances mean "
             "nothing. Extract both with the same model and settings"
         )
+
+
 # What a command's input can cause: each is printed as one line, exit 2.
 ERRORS = (UsageError, FileNotFoundError, CorruptCheckpointError, CorruptImageError, ValueError)
 
@@ -184,7 +190,9 @@ def search(args: argparse.Namespace) -> int:
     from mgn.evaluation import pairwise_distance
 
     if args.image.is_dir():
-        raise UsageError(f"query image {args.image} is a folder: give one image (mgn extract embeds a folder)")
+        raise UsageError(
+            f"query image {args.image} is a folder: give one image (mgn extract embeds a folder)"
+        )
     if not args.image.is_file():
         raise UsageError(f"query image {args.image} does not exist")
     gallery = _load_features(args.gallery)
@@ -242,5 +250,3 @@ def export(args: argparse.Namespace) -> int:
         if difference > 1e-4:
             return 1
     return 0
-
-

@@ -23,6 +23,7 @@ class SearchStudy:
     key: str = TABLE
     script: str = SCRIPT
     title: str = "search"
+    publishes: str = "report"
 
     def configs(self) -> list[ExperimentConfig]:
         # A search trial and a final trial share the base recipe's scaling: the base places both.

@@ -25,7 +25,9 @@ def resolve(uri: str) -> Path:
     try:
         return Tracker(resolve_tracking_uri(None)).model_file(uri, folder)
     except Exception as error:  # no such model, version or run; an unreachable store
-        raise UsageError(f"{uri}: {error} (the store is $MLFLOW_TRACKING_URI, else the project's mlflow.db)") from None
+        raise UsageError(
+            f"{uri}: {error} (the store is $MLFLOW_TRACKING_URI, else the project's mlflow.db)"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:

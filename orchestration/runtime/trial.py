@@ -101,7 +101,9 @@ def run_trial(params: dict[str, Any]) -> None:
         return
     tracker.log_params(run_id, flatten(trial.config))
     tracker.log_text(run_id, dump_yaml(trial.config), "config.yaml")
-    trainer = torch_trainer(setup, trial, worker_spec(setup, trial, run_id, files), tune.get_context().get_trial_id())
+    trainer = torch_trainer(
+        setup, trial, worker_spec(setup, trial, run_id, files), tune.get_context().get_trial_id()
+    )
     # From here on the store may come and go: records are spooled rather than lost (spool.py).
     recorder = SpoolingRecorder(tracker, run_id, files.folder)
     try:

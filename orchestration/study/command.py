@@ -73,8 +73,9 @@ def open_storage(args: argparse.Namespace) -> Storage:
     return storage
 
 
-
-def run_command(parser: argparse.ArgumentParser, script: str, argv: list[str] | None, prepare: Prepare) -> int:
+def run_command(
+    parser: argparse.ArgumentParser, script: str, argv: list[str] | None, prepare: Prepare
+) -> int:
     """Parse, prepare, check, lock, run: the exit code (2 for bad input, before any compute)."""
     args = parser.parse_args(argv)
     command = command_line(script, argv)

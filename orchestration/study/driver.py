@@ -49,7 +49,8 @@ class Study(Protocol):
 
     key: str  # "table5", "recipe_search": the folder's prefix, the runs' mgn.table tag
     script: str  # the experiment script (the runs' source)
-    title: str  # how the console names it: "grid", "recipe search"
+    title: str  # how the console names it: "grid", "search"
+    publishes: str  # what it writes when it finishes: "table", "report"
 
     def configs(self) -> list[ExperimentConfig]:
         """Every trial's config that must fit on the cluster (the largest is placed)."""
@@ -135,7 +136,10 @@ class Driver:
         return Stage(
             name=name,
             trainable=self.with_resources(run_trial),
-            param_space={"setup": self.setup.to_dict(), "trial": tune.grid_search([t.to_dict() for t in trials])},
+            param_space={
+                "setup": self.setup.to_dict(),
+                "trial": tune.grid_search([t.to_dict() for t in trials]),
+            },
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=self.concurrency,
                 trial_dirname_creator=lambda t: (
@@ -148,10 +152,14 @@ class Driver:
     def run_trials(self, name: str, trials: Sequence[TrialSpec], progress: bool = True) -> tune.ResultGrid:
         """Train ``trials`` as stage ``name``; ``Interrupted`` when some neither finished nor failed."""
         callbacks = (
-            [ProgressPrinter({t.title: t.config.train.epochs for t in trials}, self.concurrency)] if progress else []
+            [ProgressPrinter({t.title: t.config.train.epochs for t in trials}, self.concurrency)]
+            if progress
+            else []
         )
         results = self.fit(self.trial_stage(name, trials, callbacks))
-        errored = {TrialSpec.from_dict(r.config["trial"]).title for r in (results or []) if r.error is not None}
+        errored = {
+            TrialSpec.from_dict(r.config["trial"]).title for r in (results or []) if r.error is not None
+        }
         unfinished = [t.title for t in trials if t.title not in errored and not t.files(self.folder).ended()]
         if results is None or unfinished:
             raise Interrupted(name, unfinished)
@@ -206,9 +214,13 @@ def run_study(
     try:
         if state is None:
             parent = study.start_parent(tracker, experiment_id, command, uri)
-            state = StudyState(study.key, parent, experiment_id, options.experiment_name, command, now(), study.plan())
+            state = StudyState(
+                study.key, parent, experiment_id, options.experiment_name, command, now(), study.plan()
+            )
         state.write(folder)
-        driver = Driver(options, tracker, folder, state, placement, _setup(study, options, folder, state, placement))
+        driver = Driver(
+            options, tracker, folder, state, placement, _setup(study, options, folder, state, placement)
+        )
         print(
             f"{study.title} {folder}\nMLflow: experiment '{state.experiment_name}', parent run {state.parent_run_id}\n"
             f"{'local mode' if placement.local else 'worker groups'}, {'GPU' if placement.use_gpu else 'CPU'}, "
@@ -217,12 +229,14 @@ def run_study(
         try:
             return study.run(driver)
         except Interrupted as stop:
-            return interrupted(tracker, state, folder, stop)
+            return interrupted(tracker, state, folder, stop, study.publishes)
     finally:
         ray.shutdown()  # detaches from a cluster given by --address; stops one started here
 
 
-def _setup(study: Study, options: RunOptions, folder: Storage, state: StudyState, placement: Placement) -> TrialSetup:
+def _setup(
+    study: Study, options: RunOptions, folder: Storage, state: StudyState, placement: Placement
+) -> TrialSetup:
     return TrialSetup(
         table=study.key,
         script=study.script,
@@ -238,13 +252,19 @@ def _setup(study: Study, options: RunOptions, folder: Storage, state: StudyState
     )
 
 
-def interrupted(tracker: Tracker, state: StudyState, folder: Storage, stop: Interrupted) -> int:
+def interrupted(
+    tracker: Tracker, state: StudyState, folder: Storage, stop: Interrupted, publishes: str
+) -> int:
     """An interrupted study publishes nothing: its parent run is KILLED (tables never read it) and
     the console says how to finish it."""
     tracker.finish(state.parent_run_id, killed=True)
-    unfinished = f"{len(stop.unfinished)} trial(s) unfinished ({', '.join(stop.unfinished)}); " if stop.unfinished else ""
+    unfinished = (
+        f"{len(stop.unfinished)} trial(s) unfinished ({', '.join(stop.unfinished)}); "
+        if stop.unfinished
+        else ""
+    )
     print(
-        f"interrupted: {unfinished}no table was written (stage '{stop.stage}'). Finished trials and checkpoints are "
+        f"interrupted: {unfinished}no {publishes} was written (stage '{stop.stage}'). Finished trials and checkpoints are "
         f"kept in {folder}. Finish it with\n  {state.command} --resume {folder.name}",
         file=sys.stderr,
     )

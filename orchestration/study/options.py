@@ -32,7 +32,9 @@ class RunOptions:
                 f"--max-failures {self.max_failures}: must be >= 0 (a deterministic error would be retried forever)"
             )
         if self.max_concurrent is not None and self.max_concurrent < 1:
-            raise UsageError(f"--max-concurrent {self.max_concurrent}: must be >= 1 (or left out: as many as fit)")
+            raise UsageError(
+                f"--max-concurrent {self.max_concurrent}: must be >= 1 (or left out: as many as fit)"
+            )
         if self.placement_timeout_s < 0:
             raise UsageError(f"--placement-timeout {self.placement_timeout_s:g}: must be >= 0 seconds")
 

@@ -47,7 +47,9 @@ def preflight(
         if config.data not in datasets:  # the data first: a wrong --data-root is the likelier mistake
             datasets[config.data] = _read(config.data, study, log)
         if config.model.init is Init.IMAGENET:
-            find_pretrained(config.model.backbone, config.model.pretrained_path, config.model.imagenet_weights)
+            find_pretrained(
+                config.model.backbone, config.model.pretrained_path, config.model.imagenet_weights
+            )
         dataset = datasets[config.data]
         sampler = PKBatchSampler(
             [r.pid for r in dataset.train],

@@ -50,13 +50,17 @@ def now() -> str:
     return dt.datetime.now().isoformat()
 
 
-def study_folder(storage: Storage, prefix: str, resume: str | None, what: str) -> tuple[Storage, StudyState | None]:
+def study_folder(
+    storage: Storage, prefix: str, resume: str | None, what: str
+) -> tuple[Storage, StudyState | None]:
     """A new folder ``<prefix>-<time>-<random>`` (unique: two studies started in the same second get
     two), or with ``resume`` the latest (``"latest"``) or named one, with its recorded state."""
     if resume is None:
         return storage / f"{prefix}-{dt.datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(3)}", None
     if resume == "latest":
-        found = [g for g in storage.children() if g.name.startswith(f"{prefix}-") and (g / STATE_FILE).exists()]
+        found = [
+            g for g in storage.children() if g.name.startswith(f"{prefix}-") and (g / STATE_FILE).exists()
+        ]
         folder = found[-1] if found else None
     else:
         folder = storage / resume

@@ -31,6 +31,7 @@ class GridStudy:
 
     grid: Plan
     title: str = "grid"
+    publishes: str = "table"
 
     @property
     def key(self) -> str:
