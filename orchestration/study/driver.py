@@ -33,6 +33,7 @@ from orchestration.runtime.tracking import Tracker, git_commit, redact
 from orchestration.runtime.trial import TrialSetup, TrialSpec, run_trial
 from orchestration.runtime.trial_files import KEEP_CHECKPOINTS
 from orchestration.study.options import RunOptions
+from orchestration.study.signals import sigterm_as_interrupt
 from orchestration.study.state import StudyState, now
 
 
@@ -227,7 +228,8 @@ def run_study(
             f"{driver.concurrency} trial(s) at a time"
         )
         try:
-            return study.run(driver)
+            with sigterm_as_interrupt():  # a scheduler's stop is a Ctrl-C: resumable, parent KILLED
+                return study.run(driver)
         except Interrupted as stop:
             return interrupted(tracker, state, folder, stop, study.publishes)
     finally:
