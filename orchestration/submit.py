@@ -110,6 +110,33 @@ def follow(client, job_id: str, timeout_s: float) -> int:
         time.sleep(2)
 
 
+AGENT_WAIT_S = 60.0  # a fresh head's job agent can take this long to answer under load
+_NO_AGENT = "No available agent to submit job"  # Ray's words (it raises a plain RuntimeError)
+
+
+def submit_when_the_agent_answers(
+    client, entrypoint: str, environment: dict, wait_s: float = AGENT_WAIT_S, poll_s: float = 2.0
+) -> str:
+    """Submit the job, waiting (bounded) while the head's job agent is not ready yet; returns its id.
+    ``TimeoutError`` says what to check when it never answers."""
+    deadline, said = time.monotonic() + wait_s, False
+    while True:
+        try:
+            return client.submit_job(entrypoint=entrypoint, runtime_env=environment)
+        except RuntimeError as error:
+            if _NO_AGENT not in str(error):
+                raise
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"the cluster's job agent did not answer within {wait_s:.0f} s. Check the head with `ray status` "
+                    "and its dashboard_agent.log (in the head's Ray session folder), then submit again"
+                ) from None
+            if not said:
+                print("waiting for the cluster's job agent (a fresh head can take a minute)...", file=sys.stderr)
+                said = True
+            time.sleep(poll_s)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     script = args.script[1:] if args.script[:1] == ["--"] else args.script
@@ -133,7 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # connection refused, bad address, auth
         print(f"error: cannot reach the Ray job server at {args.address}: {error}", file=sys.stderr)
         return 2
-    job_id = client.submit_job(entrypoint=command, runtime_env=runtime_env(args.tracking_uri, extra))
+    try:
+        job_id = submit_when_the_agent_answers(client, command, runtime_env(args.tracking_uri, extra))
+    except TimeoutError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(
         f"submitted {job_id}: {redact(command)}\nfollow it with: ray job logs --address {args.address} --follow {job_id}"
     )

@@ -10,7 +10,16 @@ import pytest
 from orchestration.study.signals import sigterm_as_interrupt
 
 
-def test_sigterm_inside_a_study_is_a_keyboard_interrupt_and_the_handler_is_restored():
+@pytest.fixture
+def plain_sigint():
+    """Python's own Ctrl-C for the test: a Ray Train run earlier in this process leaves its SIGINT
+    handler installed, which would act on the signal (and start Ray) instead of raising."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_sigterm_inside_a_study_is_a_keyboard_interrupt_and_the_handler_is_restored(plain_sigint):
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt), sigterm_as_interrupt():
         os.kill(os.getpid(), signal.SIGTERM)  # what a scheduler sends
