@@ -78,9 +78,8 @@ class Scored:
         return cls(run.row.removeprefix(SEARCH_ROW_PREFIX), candidate, score, epochs, outcome)
 
 
-def scored_from_runs(tracker: Tracker, state: StudyState) -> list[Scored]:
-    """Every search trial of the study, from its runs, in trial order."""
-    runs = tracker.child_runs(state.experiment_id, state.parent_run_id)
+def scored_from_runs(runs: list[ChildRun]) -> list[Scored]:
+    """Every search trial among a study's runs, in trial order."""
     found = [Scored.of_run(r) for r in runs if r.tags.get(f"{TAG_PREFIX}stage") == SEARCH_STAGE]
     return sorted(found, key=lambda s: s.trial_id)
 
@@ -106,10 +105,9 @@ def recipe_file(search: SearchConfig, chosen: Candidate, results_dir: Path) -> P
     return path
 
 
-def _test_table(tracker: Tracker, state: StudyState, rows: list[str]) -> tuple[list[str], list[str]]:
+def _test_table(tracker: Tracker, runs: list[ChildRun], rows: list[str]) -> tuple[list[str], list[str]]:
     """Markdown lines of the test-set table, and the significant differences (for the console)."""
-    runs = [r for r in tracker.child_runs(state.experiment_id, state.parent_run_id)
-            if r.tags.get(f"{TAG_PREFIX}stage") == FINAL_STAGE]  # fmt: skip
+    runs = [r for r in runs if r.tags.get(f"{TAG_PREFIX}stage") == FINAL_STAGE]
     per_query = PerQuery(tracker, runs)
     lines = ["| recipe | seeds | " + " | ".join(COLUMNS) + " |", "|---|---:|" + "---:|" * len(COLUMNS)]
     significant = []
@@ -147,14 +145,15 @@ def _search_table(scored: list[Scored], base: Candidate) -> list[str]:
 def publish_search(search: SearchConfig, tracker: Tracker, state: StudyState, results_dir: Path) -> None:
     """The report and the winner's recipe file, from the study's runs alone (so that ``main`` can
     write them again from the store); the parent run closed."""
-    scored = scored_from_runs(tracker, state)
+    runs = tracker.child_runs(state.experiment_id, state.parent_run_id)
+    scored = scored_from_runs(runs)
     base = baseline(search.base)
     chosen = winner(scored, base)
     if chosen is None:
         raise LookupError(f"parent run {state.parent_run_id}: no search trial trained to its end")
     base_val = next((s.val_map for s in scored if s.candidate == base and s.outcome is Outcome.FINISHED), None)
     rows = [BASE_ROW] + ([SEARCHED_ROW] if chosen.candidate != base else [])
-    test_lines, significant = _test_table(tracker, state, rows)
+    test_lines, significant = _test_table(tracker, runs, rows)
     recipe = recipe_file(search, chosen.candidate, results_dir)
     parent = tracker.parent(state.parent_run_id)
     started = dt.datetime.fromtimestamp(parent.start_time_ms / 1000)  # local time, as the report always said

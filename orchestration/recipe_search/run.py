@@ -34,7 +34,7 @@ from orchestration.recipe_search.plan import (
     final_seeds,
     search_row,
 )
-from orchestration.recipe_search.report import Outcome, Scored, publish_search, winner
+from orchestration.recipe_search.report import Outcome, Scored, publish_search, scored_from_runs, winner
 from orchestration.recipe_search.space import candidate_of, first_point, tune_space
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.tracking import Tracker
@@ -108,7 +108,11 @@ def search_stage(search: SearchConfig, driver: Driver) -> Stage:
     return Stage(
         name=SEARCH_STAGE,
         trainable=driver.with_resources(run_search_trial),
-        param_space={"setup": driver.setup.to_dict(), "search": to_dict(search), "candidate": tune_space(search.space)},
+        param_space={
+            "setup": driver.setup.to_dict(),
+            "search": to_dict(search),
+            "candidate": tune_space(search.space),
+        },
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode="max",
@@ -133,7 +137,9 @@ def scored_trials(folder: Storage, results: tune.ResultGrid, search: SearchConfi
         metrics = result.metrics or {}
         epoch = int(metrics.get("epoch", 0))
         if files.finished():
-            scored.append(Scored(trial_id, candidate, float(files.result()[METRIC]), candidate.epochs, Outcome.FINISHED))
+            scored.append(
+                Scored(trial_id, candidate, float(files.result()[METRIC]), candidate.epochs, Outcome.FINISHED)
+            )
         elif files.diverged.exists():
             scored.append(Scored(trial_id, candidate, 0.0, epoch, Outcome.DIVERGED))
         elif result.error is not None or METRIC not in metrics:
@@ -188,9 +194,11 @@ def run_search(search: SearchConfig, driver: Driver) -> int:
     if _unfinished_search(results, search):
         raise Interrupted(SEARCH_STAGE, [])
     driver.replay()  # what stopped trials had spooled
-    scored = scored_trials(folder, results, search)
-    record_outcomes(tracker, state, scored)
-    chosen = winner(scored, baseline(search.base))
+    record_outcomes(tracker, state, scored_trials(folder, results, search))
+    # Chosen from the runs as recorded, as the report chooses: one source for the choice.
+    chosen = winner(
+        scored_from_runs(tracker.child_runs(state.experiment_id, state.parent_run_id)), baseline(search.base)
+    )
     if chosen is None:
         print("error: no search trial trained to its end (see the failures above): nothing to choose from",
               file=sys.stderr)  # fmt: skip

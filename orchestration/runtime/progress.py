@@ -9,6 +9,7 @@ from typing import Any
 from ray import tune
 
 from mgn.evaluation import keys
+from orchestration.runtime.trial import trial_name
 
 
 def _clock(seconds: float) -> str:
@@ -16,10 +17,6 @@ def _clock(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
     return f"{seconds // 60}:{seconds % 60:02d}"
-
-
-def trial_name(row: str, seed: int) -> str:
-    return f"{row} seed{seed}"
 
 
 class ProgressPrinter(tune.Callback):

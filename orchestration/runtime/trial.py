@@ -22,6 +22,11 @@ from orchestration.runtime.trial_files import KEEP_CHECKPOINTS, TrialFiles
 from orchestration.runtime.worker import WorkerSpec, train_worker
 
 
+def trial_name(row: str, seed: int) -> str:
+    """How the console, the errors and the progress lines name a trial: ``MGN seed0``."""
+    return f"{row} seed{seed}"
+
+
 def is_local(config: ExperimentConfig, use_gpu: bool) -> bool:
     """Whether a trial trains in its own Tune process (Train's local mode): one CPU worker."""
     return config.scaling.num_workers == 1 and not use_gpu
@@ -41,8 +46,7 @@ class TrialSpec:
 
     @property
     def title(self) -> str:
-        """How the console and the errors name it: ``MGN seed0``."""
-        return f"{self.row} seed{self.seed}"
+        return trial_name(self.row, self.seed)
 
     def files(self, study: Storage) -> TrialFiles:
         return TrialFiles.of(study, self.row, self.seed)
@@ -91,7 +95,8 @@ def run_trial(params: dict[str, Any]) -> None:
     trial = TrialSpec.from_dict(params["trial"])  # planned once, by the driver
     files = trial.files(Storage(setup.storage))
     tracker = Tracker.from_env()
-    run_id = open_run(tracker, setup, trial, tune.get_context().get_trial_id())
+    tune_trial_id = tune.get_context().get_trial_id()
+    run_id = open_run(tracker, setup, trial, tune_trial_id)
     if files.finished():
         # Finished before the driver died, after Tune last saved its state: report, do not retrain.
         # Close the run as that attempt would have: the driver's death can cut it short after
@@ -101,9 +106,7 @@ def run_trial(params: dict[str, Any]) -> None:
         return
     tracker.log_params(run_id, flatten(trial.config))
     tracker.log_text(run_id, dump_yaml(trial.config), "config.yaml")
-    trainer = torch_trainer(
-        setup, trial, worker_spec(setup, trial, run_id, files), tune.get_context().get_trial_id()
-    )
+    trainer = torch_trainer(setup, trial, worker_spec(setup, trial, run_id, files), tune_trial_id)
     # From here on the store may come and go: records are spooled rather than lost (spool.py).
     recorder = SpoolingRecorder(tracker, run_id, files.folder)
     try:

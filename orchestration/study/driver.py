@@ -30,7 +30,7 @@ from orchestration.runtime.progress import ProgressPrinter
 from orchestration.runtime.spool import replay_grid
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.tracking import Tracker, git_commit, redact
-from orchestration.runtime.trial import TrialSetup, TrialSpec, run_trial
+from orchestration.runtime.trial import TrialSetup, TrialSpec, run_trial, trial_name
 from orchestration.runtime.trial_files import KEEP_CHECKPOINTS
 from orchestration.study.options import RunOptions
 from orchestration.study.signals import sigterm_as_interrupt
@@ -158,9 +158,7 @@ class Driver:
             else []
         )
         results = self.fit(self.trial_stage(name, trials, callbacks))
-        errored = {
-            TrialSpec.from_dict(r.config["trial"]).title for r in (results or []) if r.error is not None
-        }
+        errored = {_title(r) for r in (results or []) if r.error is not None}
         unfinished = [t.title for t in trials if t.title not in errored and not t.files(self.folder).ended()]
         if results is None or unfinished:
             raise Interrupted(name, unfinished)
@@ -178,7 +176,7 @@ class Driver:
         """Print each failed trial's last error line; whether any failed."""
         failed = [r for r in results if r.error is not None]
         for result in failed:
-            title = TrialSpec.from_dict(result.config["trial"]).title
+            title = _title(result)
             print(f"trial {title} failed: {str(result.error).splitlines()[-1][:500]}", file=sys.stderr)
         return bool(failed)
 
@@ -195,6 +193,11 @@ class Driver:
             f"runs: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {redact(tracker.uri)} "
             f"--host 127.0.0.1 --port 5000 --workers 1, then {url}"
         )
+
+
+def _title(result: tune.Result) -> str:
+    """A trial's name from its Tune result (its row and seed; the config need not be parsed)."""
+    return trial_name(result.config["trial"]["row"], int(result.config["trial"]["seed"]))
 
 
 def run_study(

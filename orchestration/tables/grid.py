@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from mgn.config import ExperimentConfig
 from mgn.evaluation import keys
-from orchestration.runtime.spool import replay_grid
 from orchestration.runtime.tracking import Tracker, check_reachable, redact
 from orchestration.tables.ensembles import evaluate_ensembles, feature_rows
 from orchestration.tables.planning import Plan, record, record_parent, trial_specs
@@ -63,7 +62,7 @@ def publish_grid(plan: Plan, driver: Driver, failed: bool) -> int:
     tracker, state, folder = driver.tracker, driver.state, driver.folder
     try:
         check_reachable(tracker.uri)
-        replay_grid(folder, tracker)
+        driver.replay()
     except Exception as error:  # the store went away: the training is done and kept, say how to finish
         print(
             f"error: the MLflow store {redact(tracker.uri)} is unreachable ({error}). Training is done and nothing "
