@@ -9,7 +9,7 @@ from typing import Any
 from ray import tune
 
 from mgn.evaluation import keys
-from orchestration.runtime.trial import trial_name
+from orchestration.runtime.trial import title_of
 
 
 def _clock(seconds: float) -> str:
@@ -43,8 +43,8 @@ class ProgressPrinter(tune.Callback):
 
     @staticmethod
     def _name(trial: Any) -> str:
-        params = trial.config.get("trial", {})
-        return trial_name(params.get("row", trial.trial_id), params.get("seed", 0))
+        params = trial.config.get("trial")
+        return title_of(params) if params else trial.trial_id
 
     def _prefix(self) -> str:
         return f"[{self.finished}/{len(self.plan)} done, {_clock(time.monotonic() - self.started)} elapsed]"

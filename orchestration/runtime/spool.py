@@ -166,8 +166,10 @@ def replay_file(spool: Storage, tracker: Tracker) -> int:
 
 
 def spools(grid: Storage) -> list[Storage]:
-    """Every trial spool of a grid that still holds records."""
-    trials = [seed for row in (grid / "trials").children() for seed in row.children()]
+    """Every trial spool of a study that still holds records: a grid's ``trials/<row>/seed<n>``, a
+    sweep's ``<table>/trials/<row>/seed<n>``."""
+    homes = [grid, *(table for table in grid.children() if (table / "trials").exists())]
+    trials = [seed for home in homes for row in (home / "trials").children() for seed in row.children()]
     return [TrialFiles(trial).spool for trial in trials if spooled(TrialFiles(trial).spool)]
 
 

@@ -202,6 +202,7 @@ class ChildRun:
     seed: int
     metrics: Mapping[str, float]  # the latest value of each metric
     tags: Mapping[str, str] = field(default_factory=dict)
+    seconds: float | None = None  # from start to end; None while it runs
 
     @property
     def finished(self) -> bool:
@@ -217,6 +218,7 @@ class ChildRun:
             int(tags.get(f"{TAG_PREFIX}seed", 0)),
             dict(run.data.metrics),
             dict(tags),
+            (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time and run.info.start_time else None,
         )
 
 
@@ -321,13 +323,20 @@ class Tracker:
         return key
 
     def start_parent(
-        self, experiment_id: str, name: str, tags: Mapping[str, str], system: Mapping[str, str] | None = None
+        self,
+        experiment_id: str,
+        name: str,
+        tags: Mapping[str, str],
+        system: Mapping[str, str] | None = None,
+        under: str | None = None,
     ) -> str:
-        """A table invocation's run: our tags (prefixed) and MLflow's own columns (``source_tags``)."""
+        """A study's run: our tags (prefixed) and MLflow's own columns (``source_tags``); nested
+        ``under`` another (a sweep's table under the sweep's run) when given."""
+        nested = {"mlflow.parentRunId": under} if under else {}
         run = self.client.create_run(
             experiment_id,
             run_name=name,
-            tags={**(system or {}), **{TAG_PREFIX + k: v for k, v in tags.items()}},
+            tags={**(system or {}), **nested, **{TAG_PREFIX + k: v for k, v in tags.items()}},
         )
         return run.info.run_id
 
@@ -472,6 +481,9 @@ class Tracker:
     def parent(self, run_id: str) -> ParentRun:
         return ParentRun.of(self.client.get_run(run_id))
 
+    def experiment_name(self, experiment_id: str) -> str:
+        return self.client.get_experiment(experiment_id).name
+
     def status(self, run_id: str) -> str:
         """FINISHED, FAILED, RUNNING or KILLED."""
         return self.client.get_run(run_id).info.status
@@ -495,6 +507,15 @@ class Tracker:
             if not token:
                 return runs
 
+    def nested_parents(self, experiment_id: str, parent_id: str) -> list[ParentRun]:
+        """The study runs nested under ``parent_id`` (a sweep's tables), oldest first."""
+        runs = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and tags.`{TAG_PREFIX}kind` = 'table'",
+            order_by=["attributes.start_time ASC"],
+        )
+        return [ParentRun.of(run) for run in runs]
+
     def latest_parent(self, experiment_name: str, table_key: str) -> str:
         """The most recent finished invocation of a table; ``LookupError`` saying what to run if none."""
         experiment = self.client.get_experiment_by_name(experiment_name)
@@ -504,7 +525,10 @@ class Tracker:
             )
         runs = self.client.search_runs(
             [experiment.experiment_id],
-            filter_string=f"tags.`{TAG_PREFIX}kind` = 'table' and attributes.status = 'FINISHED'",
+            filter_string=(
+                f"tags.`{TAG_PREFIX}kind` = 'table' and tags.`{TAG_PREFIX}table` = '{table_key}' "
+                "and attributes.status = 'FINISHED'"
+            ),
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
@@ -515,6 +539,7 @@ class Tracker:
     def download(self, run_id: str, artifact: str, folder: str | Path) -> Path | None:
         """A run's artifact, copied into ``folder``; None when the run has none of that name."""
         try:
-            return Path(self.client.download_artifacts(run_id, artifact, str(folder)))
+            with _quiet_downloads():
+                return Path(self.client.download_artifacts(run_id, artifact, str(folder)))
         except Exception:  # absent (an older run, a failed trial)
             return None

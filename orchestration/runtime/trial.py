@@ -22,9 +22,30 @@ from orchestration.runtime.trial_files import KEEP_CHECKPOINTS, TrialFiles
 from orchestration.runtime.worker import WorkerSpec, train_worker
 
 
-def trial_name(row: str, seed: int) -> str:
-    """How the console, the errors and the progress lines name a trial: ``MGN seed0``."""
-    return f"{row} seed{seed}"
+def trial_name(row: str, seed: int, table: str | None = None) -> str:
+    """How the console, the errors and the progress lines name a trial: ``MGN seed0``; in a study
+    of several tables, ``table3 MGN seed0``."""
+    return f"{table + ' ' if table else ''}{row} seed{seed}"
+
+
+def title_of(params: dict[str, Any]) -> str:
+    """A trial's name from what Tune stores of it (``TrialSpec.to_dict``), its config unparsed."""
+    home = params.get("home") or {}
+    return trial_name(params["row"], int(params["seed"]), home.get("table"))
+
+
+@dataclass(frozen=True)
+class TrialHome:
+    """Where a trial's run and files live when its study spans several tables (the paper sweep):
+    the table it trains for, its parent run there, its script. None in a one-table study, whose
+    ``TrialSetup`` says it for all."""
+
+    table: str
+    parent_run_id: str
+    script: str
+
+    def of(self, setup: TrialSetup) -> TrialSetup:
+        return dataclasses.replace(setup, table=self.table, parent_run_id=self.parent_run_id, script=self.script)
 
 
 def is_local(config: ExperimentConfig, use_gpu: bool) -> bool:
@@ -43,17 +64,24 @@ class TrialSpec:
     config: ExperimentConfig
     name: str = ""
     tags: tuple[tuple[str, str], ...] = ()
+    home: TrialHome | None = None
 
     @property
     def title(self) -> str:
-        return trial_name(self.row, self.seed)
+        return trial_name(self.row, self.seed, self.home.table if self.home else None)
 
     def files(self, study: Storage) -> TrialFiles:
-        return TrialFiles.of(study, self.row, self.seed)
+        """Its checkpoints, features and spool; under its table's folder in a study of several."""
+        return TrialFiles.of(study / self.home.table if self.home else study, self.row, self.seed)
+
+    def setup(self, shared: TrialSetup) -> TrialSetup:
+        """What its study's trials share, with its own table and parent run where it has a home."""
+        return self.home.of(shared) if self.home else shared
 
     def to_dict(self) -> dict[str, Any]:
         return {"row": self.row, "seed": self.seed, "config": to_dict(self.config),
-                "name": self.name or self.title, "tags": dict(self.tags)}  # fmt: skip
+                "name": self.name or self.title, "tags": dict(self.tags),
+                "home": dataclasses.asdict(self.home) if self.home else None}  # fmt: skip
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrialSpec:
@@ -63,6 +91,7 @@ class TrialSpec:
             config=from_dict(ExperimentConfig, values["config"]),
             name=values["name"],
             tags=tuple(sorted(values["tags"].items())),
+            home=TrialHome(**values["home"]) if values.get("home") else None,
         )
 
 
@@ -91,8 +120,10 @@ def run_trial(params: dict[str, Any]) -> None:
     """Tune function trainable: ``params = {"setup": TrialSetup.to_dict(), "trial": TrialSpec.to_dict()}``."""
     from ray import tune
 
-    setup = TrialSetup(**{**params["setup"], "feature_rows": tuple(params["setup"]["feature_rows"])})
     trial = TrialSpec.from_dict(params["trial"])  # planned once, by the driver
+    setup = trial.setup(
+        TrialSetup(**{**params["setup"], "feature_rows": tuple(params["setup"]["feature_rows"])})
+    )
     files = trial.files(Storage(setup.storage))
     tracker = Tracker.from_env()
     tune_trial_id = tune.get_context().get_trial_id()

@@ -30,7 +30,7 @@ from orchestration.runtime.progress import ProgressPrinter
 from orchestration.runtime.spool import replay_grid
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.tracking import Tracker, git_commit, redact
-from orchestration.runtime.trial import TrialSetup, TrialSpec, run_trial, trial_name
+from orchestration.runtime.trial import TrialSetup, TrialSpec, run_trial, title_of
 from orchestration.runtime.trial_files import KEEP_CHECKPOINTS
 from orchestration.study.options import RunOptions
 from orchestration.study.signals import sigterm_as_interrupt
@@ -143,9 +143,7 @@ class Driver:
             },
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=self.concurrency,
-                trial_dirname_creator=lambda t: (
-                    f"{t.trial_id}-{slug(t.config['trial']['row'])}-seed{t.config['trial']['seed']}"
-                ),
+                trial_dirname_creator=lambda t: f"{t.trial_id}-{slug(title_of(t.config['trial']))}",
             ),
             callbacks=callbacks,
         )
@@ -196,8 +194,8 @@ class Driver:
 
 
 def _title(result: tune.Result) -> str:
-    """A trial's name from its Tune result (its row and seed; the config need not be parsed)."""
-    return trial_name(result.config["trial"]["row"], int(result.config["trial"]["seed"]))
+    """A trial's name from its Tune result (the config need not be parsed)."""
+    return title_of(result.config["trial"])
 
 
 def run_study(

@@ -27,6 +27,14 @@ def parser(spec: PaperTable, script: str) -> argparse.ArgumentParser:
         description=f"Train and regenerate {spec.title} (Wang et al., 2018). Without --data-root it runs the smoke "
         "profile on the embedded synthetic data set.",
     )
+    add_trial_options(p, f"folder holding the data set ({spec.dataset.value}); see README for layouts")
+    add_run_options(p, spec.experiment_name, "the table is written", f"grid of {spec.key}")
+    add_output_options(p)
+    return p
+
+
+def add_trial_options(p: argparse.ArgumentParser, data_root: str) -> None:
+    """What every trial trains: recipe, data, rows, seeds, workers (a table script's and the sweep's)."""
     p.add_argument(
         "--profile",
         choices=[p.value for p in Profile],
@@ -37,9 +45,7 @@ def parser(spec: PaperTable, script: str) -> argparse.ArgumentParser:
     )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field, e.g. --set train.epochs=5 (repeatable)")  # fmt: skip
-    p.add_argument(
-        "--data-root", help=f"folder holding the data set ({spec.dataset.value}); see README for layouts"
-    )
+    p.add_argument("--data-root", help=data_root)
     p.add_argument("--rows", action="append", metavar="NAME", help="train only these rows (repeatable)")
     p.add_argument("--seeds", type=int, default=1, help="run every row with seeds 0..N-1 (default 1)")
     p.add_argument("--workers", type=int, help="Ray Train workers per trial (scaling.num_workers)")
@@ -50,7 +56,10 @@ def parser(spec: PaperTable, script: str) -> argparse.ArgumentParser:
         default=None,
         help="train on GPUs (default: if the cluster has them)",
     )
-    add_run_options(p, spec.experiment_name, "the table is written", f"grid of {spec.key}")
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """What trials log beyond their runs, and the dry run."""
     p.add_argument("--log-checkpoint", action="store_true",
                    help="log each trial's trained embedding network to MLflow: an MLflow Model (ONNX, with "
                         "signature and input example) and the weights file the mgn commands read")  # fmt: skip
@@ -60,7 +69,6 @@ def parser(spec: PaperTable, script: str) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", type=int, nargs="?", const=1, metavar="STEPS",
                    help="train every row for STEPS steps (default 1) at full shape and embed one test batch, "
                         "print time and peak memory per row and forecast the grid; no Ray, no MLflow")  # fmt: skip
-    return p
 
 
 def prepare(spec: PaperTable, args: argparse.Namespace, command: str) -> Prepared | int:

@@ -4,6 +4,7 @@ networks, evaluated after their trials finish and recorded on the parent run (``
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -15,6 +16,9 @@ from orchestration.runtime.tracking import ENSEMBLE_KIND, Tracker, source_tags
 from orchestration.runtime.trial_files import TrialFiles
 from orchestration.tables.planning import Plan
 from orchestration.tables.spec import Ensemble
+
+# Where a member's files are: (row, seed) -> its TrialFiles (a grid's folder, or a sweep's table).
+MemberFiles = Callable[[str, int], TrialFiles]
 
 
 def _ensembles(plan: Plan) -> list[Ensemble]:
@@ -71,10 +75,13 @@ def load_features(stored: Storage) -> tuple[FeatureSet, FeatureSet]:
     return split("query"), split("gallery")
 
 
-def evaluate_ensembles(plan: Plan, folder: Storage, tracker: Tracker, parent_run_id: str, log=print) -> None:
+def evaluate_ensembles(
+    plan: Plan, files: MemberFiles, tracker: Tracker, parent_run_id: str, log: Callable[[str], None] = print
+) -> None:
+    """Each ensemble of the plan, per seed, from its members' kept features (``files(row, seed)``)."""
     for row in _ensembles(plan):
         for seed in plan.seeds:
-            paths = [TrialFiles.of(folder, member, seed).features for member in row.members]
+            paths = [files(member, seed).features for member in row.members]
             missing = [str(p) for p in paths if not p.exists()]
             if missing:
                 log(f"{row.name} seed{seed}: skipped, member features missing ({', '.join(missing)})")

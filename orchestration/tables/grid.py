@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 from mgn.config import ExperimentConfig
 from mgn.evaluation import keys
 from orchestration.runtime.tracking import Tracker, check_reachable, redact
-from orchestration.tables.ensembles import evaluate_ensembles, feature_rows
+from orchestration.runtime.trial_files import TrialFiles
+from orchestration.tables.ensembles import MemberFiles, evaluate_ensembles, feature_rows
 from orchestration.tables.planning import Plan, record, record_parent, trial_specs
-from orchestration.tables.render import publish
+from orchestration.tables.render import BuiltTable, publish
 
 if TYPE_CHECKING:  # the driver imports Ray, which a command loads only after its pre-flight
     from orchestration.study.driver import Driver
@@ -59,10 +60,21 @@ class GridStudy:
 
 def publish_grid(plan: Plan, driver: Driver, failed: bool) -> int:
     """Spooled records to the store, ensembles, the table and its figures; the parent run closed."""
+    if not replayed(driver):
+        return 1
+    publish_table(plan, driver, driver.state.parent_run_id, lambda row, seed: TrialFiles.of(driver.folder, row, seed))
+    driver.finish(failed=failed)
+    print(driver.runs_banner(RUNS_VIEW_METRICS))
+    return 1 if failed else 0
+
+
+def replayed(driver: Driver) -> bool:
+    """Whether what trials spooled reached the store; if not, say how to finish (nothing is lost)."""
     tracker, state, folder = driver.tracker, driver.state, driver.folder
     try:
         check_reachable(tracker.uri)
         driver.replay()
+        return True
     except Exception as error:  # the store went away: the training is done and kept, say how to finish
         print(
             f"error: the MLflow store {redact(tracker.uri)} is unreachable ({error}). Training is done and nothing "
@@ -71,18 +83,22 @@ def publish_grid(plan: Plan, driver: Driver, failed: bool) -> int:
             f"  {state.command} --resume {folder.name}",
             file=sys.stderr,
         )
-        return 1
-    evaluate_ensembles(plan, folder, tracker, state.parent_run_id)
-    table, paths = publish(plan.spec, tracker, state.parent_run_id, state.command, driver.options.results_dir)
-    tracker.log_text(state.parent_run_id, table.markdown, f"{plan.spec.key}.md")
-    tracker.describe(state.parent_run_id, table.markdown)  # the parent's description is its table
+        return False
+
+
+def publish_table(plan: Plan, driver: Driver, parent_run_id: str, files: MemberFiles) -> BuiltTable:
+    """The ensembles, then the table of ``parent_run_id``'s trials and its figures, written under the
+    results folder and logged on the parent (its description is the table)."""
+    tracker, state = driver.tracker, driver.state
+    evaluate_ensembles(plan, files, tracker, parent_run_id)
+    table, paths = publish(plan.spec, tracker, parent_run_id, state.command, driver.options.results_dir)
+    tracker.log_text(parent_run_id, table.markdown, f"{plan.spec.key}.md")
+    tracker.describe(parent_run_id, table.markdown)
     for figure in (p for p in paths if p.suffix == ".png"):
-        tracker.log_artifact(state.parent_run_id, figure, "figures")
-    driver.finish(failed=failed)
+        tracker.log_artifact(parent_run_id, figure, "figures")
     print(table.markdown)
     if plan.spec.compare_to:
         print(f"differing from {plan.spec.compare_to} beyond chance (95%, paired bootstrap over the test queries): "
               + ("; ".join(table.significant) or "none"))  # fmt: skip
     print(f"wrote {', '.join(str(p) for p in paths)}")
-    print(driver.runs_banner(RUNS_VIEW_METRICS))
-    return 1 if failed else 0
+    return table

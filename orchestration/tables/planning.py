@@ -132,7 +132,7 @@ def grid_folder(
 _DEPTH = {"resnet18": 1.0, "resnet34": 2.0, "resnet50": 2.3, "resnet101": 4.0}
 
 
-def _cost(config: ExperimentConfig) -> float:
+def cost(config: ExperimentConfig) -> float:
     """Rough relative cost of a trial, to start the longest ones first."""
     branches = sum(2.5 if parts > 1 else 1.0 for parts in config.model.branches)
     return (1 + branches) * _DEPTH[config.model.backbone.value] * config.train.epochs
@@ -146,7 +146,7 @@ def trial_specs(plan: Plan) -> list[TrialSpec]:
         for row in plan.rows
         for seed in plan.seeds
     ]  # fmt: skip
-    return sorted(trials, key=lambda t: -_cost(t.config))
+    return sorted(trials, key=lambda t: -cost(t.config))
 
 
 def record(plan: Plan) -> dict:
@@ -213,14 +213,23 @@ def parent_run_name(plan: Plan) -> str:
     return f"{plan.base.profile.value} {datasets} {rows} x{len(plan.seeds)} {dt.datetime.now():%m-%d %H:%M}"
 
 
-def record_parent(tracker: Tracker, plan: Plan, experiment_id: str, command: str, uri: str) -> str:
+def record_parent(
+    tracker: Tracker,
+    plan: Plan,
+    experiment_id: str,
+    command: str,
+    uri: str,
+    under: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> str:
+    """The table's parent run (nested ``under`` a sweep's run, with the sweep's ``tags``)."""
     name = parent_run_name(plan)
     description = (
         f"{plan.spec.title}: {len(plan.rows)} rows x {len(plan.seeds)} seeds, profile {plan.base.profile.value}. "
         f"The table replaces this description when the grid finishes.\n\n`{command}`"
     )
     run_id = tracker.start_parent(
-        experiment_id, name, parent_tags(plan, command, uri), source_tags(command, description)
+        experiment_id, name, {**parent_tags(plan, command, uri), **(tags or {})}, source_tags(command, description), under
     )
     tracker.log_params(run_id, flatten(plan.base))
     return run_id

@@ -8,6 +8,9 @@ grid's training time on this machine follows from the measured step time and the
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Mapping
+
+from mgn.config import ExperimentConfig
 from mgn.dry_run import dry_run
 from orchestration.study.preflight import Preflight
 from orchestration.tables.planning import Plan
@@ -25,19 +28,31 @@ def _duration(seconds: float) -> str:
     )
 
 
-def rehearse(
-    plan: Plan, checked: Preflight, steps: int, log=print
+def rehearse(plan: Plan, checked: Preflight, steps: int, log: Callable[[str], None] = print) -> int:
+    """Dry-run every row of a table's grid (its first seed); returns the exit code (0)."""
+    rows = {row: (row, plan.seeds[0]) for row in plan.rows}
+    return rehearse_trials(rows, plan.configs, len(plan.seeds), checked, steps, log)
+
+
+def rehearse_trials(
+    trials: Mapping[str, Hashable],
+    configs: Mapping[Hashable, ExperimentConfig],
+    seeds: int,
+    checked: Preflight,
+    steps: int,
+    log: Callable[[str], None] = print,
 ) -> int:
-    """Dry-run every row (its first seed) and print what it cost; returns the exit code (0)."""
+    """Dry-run each of ``trials`` (name -> its key in ``configs`` and ``checked.shapes``), trained
+    for ``seeds`` seeds each, and print what it cost; returns the exit code (0)."""
     log(f"dry run: {steps} training step(s) and one test batch per row, at full shape, on this machine")
     grid_seconds = 0.0
-    for row in plan.rows:
-        config, shape = plan.configs[(row, plan.seeds[0])], checked.shapes[(row, plan.seeds[0])]
+    for name, key in trials.items():
+        config, shape = configs[key], checked.shapes[key]
         report = dry_run(config, checked.datasets[config.data], steps)
         trial_steps = shape.steps_per_epoch * config.train.epochs
-        grid_seconds += trial_steps * report.step_seconds * len(plan.seeds)
+        grid_seconds += trial_steps * report.step_seconds * seeds
         log(
-            f"  {row}: {report.images_per_step} images of {config.data.height}x{config.data.width} per step, "
+            f"  {name}: {report.images_per_step} images of {config.data.height}x{config.data.width} per step, "
             f"{report.step_seconds:.1f} s per step ({report.images_per_step / report.step_seconds:.1f} img/s), "
             f"loss {report.loss:.3f}; a test batch of {report.eval_images} in {report.eval_seconds:.1f} s "
             f"({report.feature_dim}-d); peak memory {report.peak_memory_bytes / GIB:.2f} GiB "

@@ -21,8 +21,16 @@ from orchestration.tables.spec import PaperTable
 _PLAN_FLAGS = ("profile", "config", "data_root", "workers", "cpus_per_worker", "gpu", "rows")
 
 
-def _plan_flags_given(args: argparse.Namespace) -> bool:
+def plan_flags_given(args: argparse.Namespace) -> bool:
     return bool(args.overrides) or args.seeds != 1 or any(getattr(args, f) is not None for f in _PLAN_FLAGS)
+
+
+def recorded_plan(spec: PaperTable, recorded: dict) -> Plan:
+    """The grid a folder recorded (``planning.record``), planned again."""
+    stored = from_dict(ExperimentConfig, recorded["config"])
+    rows, seeds = list(recorded["rows"]), list(recorded["seeds"])
+    configs = {(r, s): trial_config(spec.key, stored, r, s) for r in rows for s in seeds}
+    return Plan(spec, stored, rows, seeds, configs)
 
 
 def resumed_plan(
@@ -34,11 +42,10 @@ def resumed_plan(
             f"--resume {folder.name}: that folder is {state.study}'s, not {spec.key}'s; resume it with its own "
             f"script ({state.command.split(' --', 1)[0]} --resume {folder.name})"
         )
-    stored = from_dict(ExperimentConfig, state.plan["config"])
-    rows, seeds = list(state.plan["rows"]), list(state.plan["seeds"])
-    if not _plan_flags_given(args):
-        configs = {(r, s): trial_config(spec.key, stored, r, s) for r in rows for s in seeds}
-        return Plan(spec, stored, rows, seeds, configs)
+    recorded = recorded_plan(spec, state.plan)
+    stored, rows, seeds = recorded.base, recorded.rows, recorded.seeds
+    if not plan_flags_given(args):
+        return recorded
     theirs, mine = flatten(stored), flatten(plan.base)
     differences = [
         f"{key}: the grid has {theirs.get(key, '(unset)')}, this command {mine.get(key, '(unset)')}"

@@ -91,19 +91,22 @@ class PaperTable:
         order: a row computed from other networks (a branch, an ensemble) pulls them in."""
         if names is None:
             return list(self.trials)
-        rows = {row.name: row.trials() for row in self.rows}
-        rows |= {e.name: set(e.members) for e in self.ensembles}
-        trials = {t.name: {t.name} for t in self.trials}
-        known = rows | trials
+        known = self.names()
         unknown = [n for n in names if n not in known]
         if unknown:
-            valid = "; ".join(dict.fromkeys([*rows, *trials]))
+            valid = "; ".join(known)
             raise ValueError(
                 f"unknown {self.title.split(':')[0]} row{'s' if len(unknown) > 1 else ''} {unknown}: "
                 f"valid rows are {valid}"
             )
         needed = set().union(*(known[n] for n in names))
         return [t for t in self.trials if t.name in needed]
+
+    def names(self) -> dict[str, set[str]]:
+        """Every name ``select`` takes (printed rows, ensembles, trials) -> the trials it needs."""
+        rows = {row.name: row.trials() for row in self.rows}
+        rows |= {e.name: set(e.members) for e in self.ensembles}
+        return rows | {t.name: {t.name} for t in self.trials}
 
     def covers(self, trials: Sequence[str]) -> bool:
         """Whether ``trials`` include every trial of the table (a full table, not a subset)."""

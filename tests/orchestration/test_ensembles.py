@@ -42,7 +42,7 @@ def test_an_ensemble_is_recorded_on_the_parent_and_as_its_own_run(tmp_path):
     experiment = tracker.experiment("ensembles")
     parent = tracker.start_parent(experiment, "grid", {"kind": "table"})
     for _ in range(2):  # published twice (a resumed grid): still one run
-        evaluate_ensembles(plan, grid, tracker, parent, log=lambda line: None)
+        evaluate_ensembles(plan, lambda row, seed: TrialFiles.of(grid, row, seed), tracker, parent, log=lambda line: None)
 
     metrics = tracker.parent(parent).metrics
     (run,) = MlflowClient(tracker.uri).search_runs([experiment], "tags.`mgn.kind` = 'ensemble'")
