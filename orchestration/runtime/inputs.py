@@ -29,15 +29,20 @@ def _profile(dataset: ReidDataset, splits: list[str]) -> str:
     return json.dumps(counts)
 
 
-def dataset_records(dataset: ReidDataset, data: DataConfig) -> list[dict[str, Any]]:
+def dataset_records(
+    dataset: ReidDataset, data: DataConfig, manifest: str | None = None
+) -> list[dict[str, Any]]:
     """Two inputs: the train split (context ``training``) and the test protocol's query and gallery
-    (and multiple query) together (context ``evaluation``)."""
-    source = json.dumps({"dataset": data.dataset.value, "root": data.root or "embedded (synthetic cache)"})
+    (and multiple query) together (context ``evaluation``). A data set from object storage is named
+    by its manifest: both inputs' digest is the manifest's hash, and the source says which."""
+    where = {"root": data.root or "embedded (synthetic cache)"} | ({"manifest": manifest} if manifest else {})
+    source = json.dumps({"dataset": data.dataset.value, **where})
     test = [s for s in dataset.splits() if s != "train"]
     test_digest = hashlib.sha256("".join(dataset.digest(s) for s in test).encode()).hexdigest()
+    train_digest = dataset.digest("train")
     return [
-        {"name": f"{dataset.name} train", "digest": dataset.digest("train")[:12], "source": source,
+        {"name": f"{dataset.name} train", "digest": (manifest or train_digest)[:12], "source": source,
          "profile": _profile(dataset, ["train"]), "context": TRAINING},
-        {"name": f"{dataset.name} test", "digest": test_digest[:12], "source": source,
+        {"name": f"{dataset.name} test", "digest": (manifest or test_digest)[:12], "source": source,
          "profile": _profile(dataset, test), "context": EVALUATION},
     ]  # fmt: skip

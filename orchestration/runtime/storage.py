@@ -48,8 +48,9 @@ class Storage:
     uri: str
 
     @classmethod
-    def parse(cls, given: str | Path) -> Storage:
-        """``--storage-path`` as typed: a folder (made absolute), ``file://``, or an object-store URI."""
+    def parse(cls, given: str | Path, flag: str = "--storage-path") -> Storage:
+        """``--storage-path`` (or ``flag``) as typed: a folder (made absolute), ``file://``, or an
+        object-store URI."""
         text = str(given)
         parts = urllib.parse.urlsplit(text)
         if parts.scheme == "file":
@@ -58,14 +59,14 @@ class Storage:
             return cls(str(Path(text).expanduser().absolute()))
         if parts.scheme not in OBJECT_STORE_SCHEMES:
             raise StorageError(
-                f"--storage-path {text}: unknown scheme {parts.scheme!r}. Use a local folder, or a URI of an "
+                f"{flag} {text}: unknown scheme {parts.scheme!r}. Use a local folder, or a URI of an "
                 f"object store every node reaches: {', '.join(s + '://' for s in OBJECT_STORE_SCHEMES)}"
             )
         if not parts.netloc:
-            raise StorageError(f"--storage-path {text}: no bucket (expected {parts.scheme}://bucket/prefix)")
+            raise StorageError(f"{flag} {text}: no bucket (expected {parts.scheme}://bucket/prefix)")
         if parts.query or parts.fragment:
             raise StorageError(
-                f"--storage-path {text}: options in the URI are not used; set the endpoint in the environment "
+                f"{flag} {text}: options in the URI are not used; set the endpoint in the environment "
                 f"(e.g. AWS_ENDPOINT_URL=http://host:port for an S3-compatible store)"
             )
         return cls(f"{parts.scheme}://{parts.netloc}/{parts.path.strip('/')}".rstrip("/"))

@@ -34,6 +34,7 @@ from mgn.evaluation import keys
 from mgn.evaluation.protocol import Evaluation
 from mgn.export import EmbeddingNetwork, export_onnx
 from mgn.training import EpochStats, TrainingDiverged, TrainingEnv, default_device, fit
+from orchestration.datasets.cache import is_remote, materialize
 from orchestration.runtime.checkpoint_fallback import latest_good_state
 from orchestration.runtime.faults import Faults
 from orchestration.runtime.inputs import dataset_records
@@ -159,7 +160,11 @@ class EpochReporter:
 
     def __call__(self, stats: EpochStats, evaluation: Evaluation | None, snapshot) -> None:
         config, recorder = self.config, self.recorder
-        metrics = {"epoch": stats.epoch, **stats.metrics(), **(_named(config, evaluation) if evaluation else {})}
+        metrics = {
+            "epoch": stats.epoch,
+            **stats.metrics(),
+            **(_named(config, evaluation) if evaluation else {}),
+        }
         if self.notes:
             metrics["warnings"] = "; ".join(self.notes)
             if recorder is not None:
@@ -182,7 +187,8 @@ class EpochReporter:
 
 def train_worker(loop_config: dict[str, Any]) -> None:
     spec = WorkerSpec(**loop_config)
-    config = from_dict(ExperimentConfig, spec.experiment)
+    planned = from_dict(ExperimentConfig, spec.experiment)
+    config, manifest = _data_on_this_node(planned)
     trial = Storage(spec.trial_uri)
     if not torch.cuda.is_available():
         torch.set_num_threads(spec.cpus)
@@ -206,7 +212,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     _check_same_start(env, resume)
     on_epoch_end = EpochReporter(spec, config, env, recorder, report, Faults.from_env(), notes)
     if recorder is not None:
-        _record_start(recorder, trial, nodes, resume, dataset_records(dataset, config.data))
+        _record_start(recorder, trial, nodes, resume, dataset_records(dataset, planned.data, manifest))
     monitor = (
         recorder.tracker.system_metrics(spec.run_id) if recorder is not None else contextlib.nullcontext()
     )
@@ -231,6 +237,17 @@ def train_worker(loop_config: dict[str, Any]) -> None:
             report({"epoch": config.train.epochs, **final})
         _log_final(spec, recorder, result.evaluation, result.model, dataset, config)
         TrialFiles(trial).done.write_text(json.dumps({"epoch": config.train.epochs, **final}))
+
+
+def _data_on_this_node(config: ExperimentConfig) -> tuple[ExperimentConfig, str | None]:
+    """The config reading its data set from this node (a data root in object storage: this node's
+    checked copy, downloaded once per node) and the digest of the manifest it was checked against."""
+    if not is_remote(config.data.root):
+        return config, None
+    copy = materialize(str(config.data.root), config.data.dataset.value)
+    return dataclasses.replace(
+        config, data=dataclasses.replace(config.data, root=str(copy.root))
+    ), copy.digest
 
 
 def _record_start(recorder, trial: Storage, nodes: list, resume, datasets: list[dict]) -> None:
@@ -290,7 +307,9 @@ def _log_final(
         for picture in trial_pictures(model, dataset, evaluation, config, Path(tmp), spec.name):
             recorder.log_artifact(picture)
         if spec.log_checkpoint:
-            recorder.log_artifact(save_model(model, spec.experiment, Path(tmp) / Path(MODEL_ARTIFACT).name), MODEL_FOLDER)
+            recorder.log_artifact(
+                save_model(model, spec.experiment, Path(tmp) / Path(MODEL_ARTIFACT).name), MODEL_FOLDER
+            )
             network = EmbeddingNetwork(model, flip=config.eval.flip, normalize=True)
             onnx = export_onnx(network, Path(tmp) / "model.onnx", config.data.height, config.data.width)
             recorder.log_model(onnx, spec.registered_name)

@@ -18,6 +18,7 @@ from mgn.data.folders import OFFICIAL
 from mgn.data.loading import load_dataset
 from mgn.data.records import DatasetError, ReidDataset
 from mgn.data.sampler import PKBatchSampler
+from orchestration.datasets.cache import local_data
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def _read(data: DataConfig, study: str, log: Callable[[str], None]) -> ReidDatas
         )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        dataset = load_dataset(data)
+        dataset = load_dataset(local_data(data, log))  # from object storage: this node's checked copy
     for warning in caught:
         log(f"warning: {warning.message}")
     log(f"data: {dataset.summary()}")

@@ -82,7 +82,9 @@ def _check_rows(args: argparse.Namespace, tables: list[PaperTable]) -> None:
     unknown = [n for n in args.rows or [] if not any(_names_for(spec, [n]) for spec in tables)]
     if unknown:
         valid = "; ".join(f"{spec.key}: {', '.join(spec.names())}" for spec in tables)
-        raise UsageError(f"--rows {unknown}: no selected table has such a row (TABLE:ROW or ROW). Valid: {valid}")
+        raise UsageError(
+            f"--rows {unknown}: no selected table has such a row (TABLE:ROW or ROW). Valid: {valid}"
+        )
 
 
 def make_plans(args: argparse.Namespace) -> list[Plan]:
@@ -126,7 +128,9 @@ def _describe(sweep: SweepPlan, checked: Preflight) -> None:
     print(f"plan: {sweep.trials_asked} table trials, {len(sweep.trainings)} trainings (each network once):")
     for plan in sweep.tables:
         homes = {(row, seed): sweep.training_of(plan.spec.key, row, seed).home for row, seed in plan.configs}
-        shapes = {(row, seed): checked.shapes[(home.table, home.row, seed)] for (row, seed), home in homes.items()}
+        shapes = {
+            (row, seed): checked.shapes[(home.table, home.row, seed)] for (row, seed), home in homes.items()
+        }
         print(f"{plan.spec.title}:")
         print("\n".join(describe(plan, shapes)))
 

@@ -72,9 +72,16 @@ class SweepPlan:
         groups: dict[tuple[str, int], list[tuple[Reader, ExperimentConfig]]] = {}
         for plan in tables:
             for (row, seed), config in plan.configs.items():
-                groups.setdefault((fingerprint(config), seed), []).append((Reader(plan.spec.key, row), config))
+                groups.setdefault((fingerprint(config), seed), []).append(
+                    (Reader(plan.spec.key, row), config)
+                )
         trainings = [
-            Training(key, seed, with_evaluations(group[0][1], [c for _, c in group[1:]]), tuple(r for r, _ in group))
+            Training(
+                key,
+                seed,
+                with_evaluations(group[0][1], [c for _, c in group[1:]]),
+                tuple(r for r, _ in group),
+            )
             for (key, seed), group in groups.items()
         ]
         return cls(tuple(tables), tuple(trainings))

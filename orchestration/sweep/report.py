@@ -16,8 +16,8 @@ from pathlib import Path
 
 from mgn.config import Profile
 from orchestration.runtime.tracking import PROJECT_ROOT, Tracker, redact, resolve_tracking_uri
-from orchestration.tables.render import BuiltTable, CellValue, TableData, TableRow, build
 from orchestration.tables.registry import TABLES
+from orchestration.tables.render import BuiltTable, CellValue, TableData, TableRow, build
 
 REPORT_NAME = "paper.md"
 
@@ -48,9 +48,13 @@ def _cells(data: TableData) -> list[str]:
         for column in data.spec.columns:
             cell, paper = row.cells[column], row.paper.get(column)
             ours = f"{cell.mean:.1f}" if cell.values else "–"
-            interval = f"[{cell.stats.interval.low:.1f}, {cell.stats.interval.high:.1f}]" if cell.stats else "–"
+            interval = (
+                f"[{cell.stats.interval.low:.1f}, {cell.stats.interval.high:.1f}]" if cell.stats else "–"
+            )
             shown = f"{paper:.1f}" if paper is not None else "–"
-            lines.append(f"| {row.name} | {column} | {ours} | {interval} | {shown} | {verdict(cell, paper).value} |")
+            lines.append(
+                f"| {row.name} | {column} | {ours} | {interval} | {shown} | {verdict(cell, paper).value} |"
+            )
     return lines
 
 
@@ -93,7 +97,9 @@ def _section(table: BuiltTable) -> list[str]:
     ]
 
 
-def report_markdown(tables: list[BuiltTable], command: str, tracking_uri: str, started_ms: int, commit: str) -> str:
+def report_markdown(
+    tables: list[BuiltTable], command: str, tracking_uri: str, started_ms: int, commit: str
+) -> str:
     profiles = {t.data.parent.tags.get("profile") for t in tables}
     caveat = (
         ["Smoke profile: synthetic stand-ins and small networks check the pipeline end to end; the verdicts compare "
@@ -118,7 +124,9 @@ def publish_report(
 ) -> Path:
     """``results_dir/paper.md`` from the published tables of the sweep run ``sweep_run_id``."""
     sweep = tracker.parent(sweep_run_id)
-    text = report_markdown(tables, command, tracker.uri, sweep.start_time_ms, sweep.tags.get("git_commit", "?"))
+    text = report_markdown(
+        tables, command, tracker.uri, sweep.start_time_ms, sweep.tags.get("git_commit", "?")
+    )
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / REPORT_NAME
     path.write_text(text)
@@ -126,7 +134,9 @@ def publish_report(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Rebuild results/paper.md from a paper sweep's runs (no training).")
+    parser = argparse.ArgumentParser(
+        description="Rebuild results/paper.md from a paper sweep's runs (no training)."
+    )
     parser.add_argument("parent_run", help="the sweep's run id (its runs page and first lines print it)")
     parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
     parser.add_argument("--results-dir", type=Path, default=PROJECT_ROOT / "results")

@@ -80,7 +80,9 @@ class SweepStudy:
             return 1
         tables = [self._publish(plan.spec.key, driver, errored) for plan in self.sweep.tables]
         state = driver.state
-        report = publish_report(tables, driver.tracker, state.parent_run_id, state.command, driver.options.results_dir)
+        report = publish_report(
+            tables, driver.tracker, state.parent_run_id, state.command, driver.options.results_dir
+        )
         driver.tracker.describe(driver.state.parent_run_id, report.read_text())
         driver.tracker.log_artifact(driver.state.parent_run_id, report)
         driver.finish(failed=failed)

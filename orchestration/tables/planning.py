@@ -19,6 +19,7 @@ from mgn.config_io import apply_overrides, flatten, to_dict
 from mgn.errors import UsageError
 from mgn.flops import training_flops_per_image
 from mgn.recipes import deviations, load_yaml, paper, recipe
+from orchestration.datasets.cache import is_remote
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.tracking import Tracker, git_commit, redact, source_tags
 from orchestration.runtime.trial import TrialSpec
@@ -44,7 +45,8 @@ def base_config(spec: PaperTable, args: argparse.Namespace) -> ExperimentConfig:
     if args.data_root is not None:
         if config.data.dataset is DatasetName.SYNTHETIC:
             config = replace(config, data=replace(config.data, dataset=spec.dataset))
-        config = replace(config, data=replace(config.data, root=str(Path(args.data_root).absolute())))
+        root = args.data_root if is_remote(args.data_root) else str(Path(args.data_root).absolute())
+        config = replace(config, data=replace(config.data, root=root))
     scaling = config.scaling
     if args.workers is not None:
         scaling = replace(scaling, num_workers=args.workers)
@@ -53,7 +55,7 @@ def base_config(spec: PaperTable, args: argparse.Namespace) -> ExperimentConfig:
     if args.gpu is not None:
         scaling = replace(scaling, use_gpu=args.gpu)
     config = apply_overrides(replace(config, scaling=scaling), args.overrides)
-    if config.data.root and not Path(config.data.root).is_absolute():
+    if config.data.root and not is_remote(config.data.root) and not Path(config.data.root).is_absolute():
         # Relative to where the command was typed: Ray's workers run in another folder.
         config = replace(config, data=replace(config.data, root=str(Path(config.data.root).absolute())))
     return config

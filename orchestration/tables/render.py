@@ -36,7 +36,6 @@ from orchestration.tables.registry import TABLES
 from orchestration.tables.spec import Cell, PaperTable
 from orchestration.tables.statistics import CellStatistics, PerQuery
 
-
 # A table's parent tag naming rows it reads from another table's runs (``table_runs``).
 SHARED_ROWS_TAG = "shared_rows"
 

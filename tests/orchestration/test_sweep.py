@@ -42,9 +42,12 @@ def test_two_tables_train_their_shared_network_once_and_equal_their_scripts(fini
     trials = [r for r in runs if "mgn.fingerprint" in r.data.tags]
     # Three table trials, two trainings: MGN once, in Table 2 (the first that asks), read by Table 5.
     assert sorted((t.data.tags["mgn.table"], t.data.tags["mgn.row"]) for t in trials) == [
-        ("table2", "MGN"), ("table5", "ResNet-50+TP")
+        ("table2", "MGN"),
+        ("table5", "ResNet-50+TP"),
     ]
-    assert all(t.data.tags["mlflow.parentRunId"] == tables[t.data.tags["mgn.table"]].info.run_id for t in trials)
+    assert all(
+        t.data.tags["mlflow.parentRunId"] == tables[t.data.tags["mgn.table"]].info.run_id for t in trials
+    )
     assert all(t.data.tags["mlflow.parentRunId"] == sweep.info.run_id for t in tables.values())
     assert {r.info.status for r in [sweep, *tables.values(), *trials]} == {"FINISHED"}
     assert "2 trainings (each network once)" in out and "3 table trials" in out
@@ -52,16 +55,24 @@ def test_two_tables_train_their_shared_network_once_and_equal_their_scripts(fini
     table5 = (results / f"{table_stem(TABLES['table5'], list(GRID_ROWS))}.md").read_text()
     table2 = (results / "table2.md").read_text()
     # Table 5 from the sweep is Table 5 from its own script (the session's grid: same rows, seed, recipe).
-    alone = (Path(finished_grid["results"]) / f"{table_stem(TABLES['table5'], list(GRID_ROWS))}.md").read_text()
+    alone = (
+        Path(finished_grid["results"]) / f"{table_stem(TABLES['table5'], list(GRID_ROWS))}.md"
+    ).read_text()
     assert _rows(table5) == _rows(alone)
-    assert "Regenerate it from the store with `python -m orchestration.tables table5 --experiment-name 'MGN paper'`" in table5
+    assert (
+        "Regenerate it from the store with `python -m orchestration.tables table5 --experiment-name 'MGN paper'`"
+        in table5
+    )
     # Both tables read the one MGN run: Table 2's single-query R1 is Table 5's MGN R1.
     (mgn,) = [line for line in _rows(table5) if line.startswith("| MGN |")]
     (ours,) = [line for line in _rows(table2) if line.startswith("| MGN (Ours) |")]
     assert mgn.split("|")[3] == ours.split("|")[3]
     report = (results / "paper.md").read_text()
     assert "## Table 2: Market-1501" in report and "## Table 5: ablations" in report
-    assert re.search(r"\| MGN \| R1 \| [\d.]+ \| \[[\d.]+, [\d.]+\] \| 95\.7 \| (we are below the paper|paper inside our interval|we are above the paper) \|", report)
+    assert re.search(
+        r"\| MGN \| R1 \| [\d.]+ \| \[[\d.]+, [\d.]+\] \| 95\.7 \| (we are below the paper|paper inside our interval|we are above the paper) \|",
+        report,
+    )
     assert "rows shared with table2" in report and "1 training(s)" in report
 
     # A resumed sweep (a driver that died after training) trains nothing again and publishes again.
@@ -69,4 +80,6 @@ def test_two_tables_train_their_shared_network_once_and_equal_their_scripts(fini
     _sweep(workspace, "--resume", Path(folder).name)
     again = [r for r in client.search_runs([experiment.experiment_id]) if "mgn.fingerprint" in r.data.tags]
     assert sorted(r.info.run_id for r in again) == sorted(r.info.run_id for r in trials)
-    assert _rows((results / f"{table_stem(TABLES['table5'], list(GRID_ROWS))}.md").read_text()) == _rows(table5)
+    assert _rows((results / f"{table_stem(TABLES['table5'], list(GRID_ROWS))}.md").read_text()) == _rows(
+        table5
+    )

@@ -30,7 +30,9 @@ def test_two_tables_asking_for_the_same_network_plan_one_training():
     parents = {"table2": "p2", "table5": "p5"}
     assert sweep.shared_rows("table2", parents) == {}
     assert sweep.shared_rows("table5", parents) == {"MGN": {"parent": "p2", "row": "MGN"}}
-    specs = sweep.trial_specs(parents, {"table2": "experiments/market_table2.py", "table5": "experiments/ablation_table5.py"})
+    specs = sweep.trial_specs(
+        parents, {"table2": "experiments/market_table2.py", "table5": "experiments/ablation_table5.py"}
+    )
     homes = sorted((s.home.table, s.row, s.home.parent_run_id) for s in specs)
     assert homes == [("table2", "MGN", "p2"), ("table5", "MGN w/o TP", "p5")]
     tags = dict(next(s for s in specs if s.row == "MGN").tags)
@@ -44,7 +46,8 @@ def test_the_whole_paper_trains_one_network_fewer_than_its_tables_ask(flags):
     sweep = _sweep(*flags, "--seeds", "3")
     assert sweep.trials_asked == 45 and len(sweep.trainings) == 42
     assert {(r.table, r.row) for t in sweep.trainings if len(t.readers) > 1 for r in t.readers} == {
-        ("table2", "MGN"), ("table5", "MGN")
+        ("table2", "MGN"),
+        ("table5", "MGN"),
     }
 
 
@@ -52,12 +55,17 @@ def test_networks_trained_on_different_data_are_not_shared():
     """Table 3's stand-in for DukeMTMC-reID has 8 cameras: not Table 2's network."""
     sweep = _sweep("--tables", "table2", "table3")
     assert len(sweep.trainings) == 2
-    assert fingerprint(sweep.table("table2").configs[("MGN", 0)]) != fingerprint(sweep.table("table3").configs[("MGN", 0)])
+    assert fingerprint(sweep.table("table2").configs[("MGN", 0)]) != fingerprint(
+        sweep.table("table3").configs[("MGN", 0)]
+    )
 
 
 def test_datasets_select_the_rows_trained_on_them():
     sweep = _sweep("--datasets", "cuhk03_detected", "dukemtmc")
-    assert [(p.spec.key, p.rows) for p in sweep.tables] == [("table3", ["MGN"]), ("table4", ["MGN (detected)"])]
+    assert [(p.spec.key, p.rows) for p in sweep.tables] == [
+        ("table3", ["MGN"]),
+        ("table4", ["MGN (detected)"]),
+    ]
 
 
 def _cell(low: float, high: float) -> CellValue:
@@ -66,7 +74,13 @@ def _cell(low: float, high: float) -> CellValue:
 
 @pytest.mark.parametrize(
     ("paper", "expected"),
-    [(15.0, Verdict.WITHIN), (10.0, Verdict.WITHIN), (20.5, Verdict.BELOW), (9.9, Verdict.ABOVE), (None, Verdict.UNKNOWN)],
+    [
+        (15.0, Verdict.WITHIN),
+        (10.0, Verdict.WITHIN),
+        (20.5, Verdict.BELOW),
+        (9.9, Verdict.ABOVE),
+        (None, Verdict.UNKNOWN),
+    ],
 )
 def test_verdict_places_the_papers_figure_against_our_interval(paper, expected):
     assert verdict(_cell(10.0, 20.0), paper) is expected
@@ -103,5 +117,11 @@ def test_resume_refuses_a_table_scripts_folder(capsys, workspace):
     from orchestration.study.state import StudyState
 
     folder = Storage.parse(workspace["storage"]) / "paper-smoke-20261203-000000-abcdef"
-    StudyState("table5", "parent", "1", "MGN Table 5", "python experiments/ablation_table5.py", "2026-12-03", {}).write(folder)
-    _fails(capsys, grid_args(workspace, "--resume", folder.name, rows=()), "that folder is table5's, not the paper sweep's")
+    StudyState(
+        "table5", "parent", "1", "MGN Table 5", "python experiments/ablation_table5.py", "2026-12-03", {}
+    ).write(folder)
+    _fails(
+        capsys,
+        grid_args(workspace, "--resume", folder.name, rows=()),
+        "that folder is table5's, not the paper sweep's",
+    )
