@@ -65,5 +65,8 @@ def test_the_library_leaves_ray_and_mlflow_unloaded():
 def test_a_study_command_imports_ray_only_after_its_pre_flight():
     """Bad input must fail in seconds: the study commands parse, plan and check without Ray (the
     driver imports it once the input is known to be good)."""
-    commands = "orchestration.tables.command, orchestration.recipe_search.command, orchestration.runtime.model_uris"
+    commands = (
+        "orchestration.tables.command, orchestration.recipe_search.command, orchestration.sweep.command, "
+        "orchestration.datasets.command, orchestration.runtime.model_uris"
+    )
     assert "ray" not in loaded_after(commands)

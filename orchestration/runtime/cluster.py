@@ -80,7 +80,7 @@ def connect(address: str | None, tracking_uri: str, num_cpus: int | None = None)
     options = dict(
         log_to_driver=False,
         logging_level="WARNING",
-        runtime_env={"env_vars": worker_env(bare_uri)},
+        runtime_env={"env_vars": worker_env(bare_uri, joined=bool(address))},
         include_dashboard=True,  # its State API keeps Train-inside-Tune from hanging (ray#54305)
     )
     if address:
@@ -227,8 +227,10 @@ def bundles(config: ExperimentConfig, use_gpu: bool, resources: TrialResources, 
     return {"trial driver": resources.driver, "training worker": worker}
 
 
-def worker_env(tracking_uri: str) -> dict[str, str]:
-    """Environment every Ray process of a grid gets, the tracking store's URI included."""
+def worker_env(tracking_uri: str, joined: bool = False) -> dict[str, str]:
+    """Environment every Ray process of a grid gets, the tracking store's URI included. ``$MGN_CACHE``
+    is each node's own (data sets from object storage are cached per node): the driver's reaches a
+    Ray it started on this machine, never the nodes of a cluster it ``joined``."""
     env = {
         "MLFLOW_TRACKING_URI": tracking_uri,
         "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
@@ -239,7 +241,7 @@ def worker_env(tracking_uri: str) -> dict[str, str]:
         "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # the URL may carry credentials
     }
     for name in (
-        "MGN_CACHE",
+        *(() if joined else ("MGN_CACHE",)),
         "MGN_DATA",
         "TORCH_HOME",
         FAULTS_ENV,

@@ -125,7 +125,10 @@ def _checked(sweep: SweepPlan) -> tuple[dict[Hashable, ExperimentConfig], Prefli
 
 
 def _describe(sweep: SweepPlan, checked: Preflight) -> None:
-    print(f"plan: {sweep.trials_asked} table trials, {len(sweep.trainings)} trainings (each network once):")
+    trainings = len(sweep.trainings)
+    print(
+        f"plan: {sweep.trials_asked} table trials, {trainings} training{'s' if trainings != 1 else ''} (each network once):"
+    )
     for plan in sweep.tables:
         homes = {(row, seed): sweep.training_of(plan.spec.key, row, seed).home for row, seed in plan.configs}
         shapes = {

@@ -6,6 +6,7 @@ checkpoint, done marker and Tune state goes through S3, every record through the
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,13 @@ METRICS = ("R1", "R5", "mAP", "mINP", "loss")
 
 
 @pytest.fixture(scope="module")
-def cluster(object_store: ObjectStore) -> Iterator:
+def node_caches(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Each worker node's own ``$MGN_CACHE``: nodes share no disk, not even a cache."""
+    return [tmp_path_factory.mktemp(f"node{i}-cache") for i in range(2)]
+
+
+@pytest.fixture(scope="module")
+def cluster(object_store: ObjectStore, node_caches: list[Path]) -> Iterator:
     """A head node that only runs trial drivers (0 CPUs) and two 1-CPU worker nodes, on this machine's
     address (a GCS bound to 127.0.0.1 is unreachable: Ray rewrites a loopback --address to the node's
     IP). The nodes inherit this process's environment: the object store's endpoint and credentials."""
@@ -46,8 +53,8 @@ def cluster(object_store: ObjectStore) -> Iterator:
         },
     )
     try:
-        for _ in range(2):
-            cluster.add_node(num_cpus=1)
+        for folder in node_caches:
+            cluster.add_node(num_cpus=1, env_vars={"MGN_CACHE": str(folder)})
         cluster.wait_for_nodes()
         yield cluster
     finally:
@@ -191,3 +198,41 @@ def test_a_worker_no_node_can_hold_is_refused_after_a_bounded_wait(
     assert "no node of the Ray cluster can hold a trial after waiting 3 s" in error
     assert "a trial needs 2 CPU" in error and "the largest live node has 1 CPU" in error
     assert children(tracking_server, "unplaceable") == []
+
+
+def test_a_sweep_reads_its_data_sets_from_the_bucket_once_per_node(
+    cluster, node_caches, object_store, tracking_server, tmp_path
+):
+    """The data set exists only in the bucket; two tables' MGN (one network, trained once) runs as a
+    2-worker group over both nodes; each node, and the driver's machine, downloads it once."""
+    from orchestration.datasets.cache import DOWNLOADS_LOG
+    from orchestration.datasets.command import upload
+    from orchestration.runtime.storage import Storage
+    from tests.orchestration.test_datasets import data_root
+
+    bucket = object_store.bucket("sweep-data")
+    manifest = upload(
+        data_root(tmp_path / "local"), Storage.parse(f"s3://{bucket}/datasets"), log=lambda line: None
+    )
+    shutil.rmtree(tmp_path / "local")
+    workspace = _workspace(f"s3://{bucket}/grids", tracking_server, tmp_path, "sweep")
+    args = grid_args(workspace, "--address", cluster.address, "--workers", "2", "--profile", "smoke",
+                     "--data-root", f"s3://{bucket}/datasets", "--tables", "table2", "table5",
+                     "--experiment-name", "sweep on S3 data", rows=("MGN",))  # fmt: skip
+    driver_cache = tmp_path / "driver-cache"
+    sweep = Process(args, env={"MGN_CACHE": str(driver_cache)}, script="experiments/reproduce_paper.py")
+    assert sweep.finish() == 0, "".join(sweep.lines)
+    log = "".join(sweep.lines)
+    assert "2 table trials, 1 training (each network once)" in log
+    for cache in [driver_cache, *node_caches]:
+        downloads = (cache / "datasets" / DOWNLOADS_LOG).read_text().splitlines()
+        assert len(downloads) == 1, (cache, downloads)
+        assert json.loads(downloads[0])["dataset"] == "market1501"
+    runs = children(tracking_server, "sweep on S3 data")
+    trials = [r for r in runs if "mgn.fingerprint" in r.data.tags]
+    assert len(trials) == 1 and len(set(json.loads(trials[0].data.tags["mgn.worker_nodes"]))) == 2
+    client = MlflowClient(tracking_server)
+    for run in trials:
+        inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
+        assert {i.dataset.digest for i in inputs} == {manifest.part("market1501")[1].digest[:12]}
+    assert (Path(workspace["results"]) / "paper.md").exists()

@@ -131,3 +131,27 @@ def test_buckets_without_a_manifest_or_data_are_refused_with_the_fix(
         materialize("s3://", "market1501")
     assert datasets_main(["upload", str(tmp_path / "absent"), f"s3://{name}/x"]) == 2
     assert "no such folder to upload" in capsys.readouterr().err
+
+
+def test_a_sweep_on_a_bucket_without_a_manifest_fails_before_compute(
+    object_store, tmp_path, monkeypatch, capsys
+):
+    from orchestration.sweep.command import main as sweep
+    from tests.orchestration.conftest import grid_args
+
+    monkeypatch.setenv("MGN_CACHE", str(tmp_path / "cache"))
+    name = object_store.bucket("sweep-no-manifest")
+    boto3.client("s3", endpoint_url=object_store.endpoint).put_object(
+        Bucket=name, Key="datasets/x.jpg", Body=b"x"
+    )
+    workspace = {
+        "storage": str(tmp_path / "runs"),
+        "uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "results": str(tmp_path / "r"),
+    }
+    args = grid_args(
+        workspace, "--profile", "smoke", "--data-root", f"s3://{name}/datasets", "--tables", "table3", rows=()
+    )
+    assert sweep(args) == 2
+    assert "no manifest mgn-manifest.json beside the data" in capsys.readouterr().err
+    assert not (tmp_path / "mlflow.db").exists()  # refused before the store was opened
