@@ -178,3 +178,37 @@ def mlflow_server(backend: str, artifacts: str, env: dict[str, str], folder: Pat
     finally:
         stop(process)
         log.close()
+
+
+@dataclass(frozen=True)
+class RayHead:
+    dashboard: str  # http://127.0.0.1:PORT, where jobs are submitted
+    gcs: str  # 127.0.0.1:PORT, what `ray start --address` and `--address` join
+    process: subprocess.Popen  # `ray start --head --block`: Ray's processes live and die with it
+
+
+@contextlib.contextmanager
+def ray_head(folder: Path, env: dict[str, str], num_cpus: int = 2) -> Iterator[RayHead]:
+    """A `ray start --head` on loopback with its own temp dir and ports, stopped by stopping the
+    ``--block`` process that started it: SIGTERM makes it stop the processes of its own node (and
+    Ray's reaper does if it is killed). Never `ray stop`: that stops every Ray on the machine."""
+    gcs, dashboard = free_port(), free_port()
+    log = (folder / "ray-start.log").open("w")
+    process = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
+         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--num-cpus", str(num_cpus),
+         "--resources", '{"TRAIN_DRIVER": 4}', "--disable-usage-stats", "--temp-dir", str(folder / "ray")],
+        env={**os.environ, "MGN_CACHE": str(folder / "cache"), **env}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_for_port(dashboard, process, "ray start --head", timeout=120)
+        yield RayHead(f"http://127.0.0.1:{dashboard}", f"127.0.0.1:{gcs}", process)
+    finally:
+        if process.poll() is None:
+            process.terminate()  # its SIGTERM handler stops its node's processes
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                stop(process)
+        log.close()

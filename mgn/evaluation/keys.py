@@ -38,6 +38,11 @@ def validation(key: str) -> str:
     return f"val/{key}"
 
 
+def transfer(target: str, key: str) -> str:
+    """Tested on another data set's test protocol, as trained (direct transfer, no adaptation)."""
+    return f"transfer/{target}/{key}"
+
+
 def ensemble(row_slug: str, seed: int | str, key: str) -> str:
     return f"ensemble/{row_slug}/seed{seed}/{key}"
 

@@ -218,7 +218,9 @@ class ChildRun:
             int(tags.get(f"{TAG_PREFIX}seed", 0)),
             dict(run.data.metrics),
             dict(tags),
-            (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time and run.info.start_time else None,
+            (run.info.end_time - run.info.start_time) / 1000
+            if run.info.end_time and run.info.start_time
+            else None,
         )
 
 
@@ -237,7 +239,12 @@ class ParentRun:
     def of(cls, run: Run) -> ParentRun:
         ours = {k.removeprefix(TAG_PREFIX): v for k, v in run.data.tags.items() if k.startswith(TAG_PREFIX)}
         return cls(
-            run.info.run_id, run.info.experiment_id, run.info.status, run.info.start_time, dict(run.data.metrics), ours
+            run.info.run_id,
+            run.info.experiment_id,
+            run.info.status,
+            run.info.start_time,
+            dict(run.data.metrics),
+            ours,
         )
 
 
@@ -428,7 +435,9 @@ class Tracker:
         kept = Path(folder) / Path(path).name  # where MLflow puts a downloaded file
         if kept.is_file():
             return kept
-        if path not in {a.path for a in self.client.list_artifacts(run_id, str(Path(path).parent).strip("."))}:
+        if path not in {
+            a.path for a in self.client.list_artifacts(run_id, str(Path(path).parent).strip("."))
+        }:
             raise LookupError(
                 f"run {run_id} logged no {path}: its grid ran without --log-checkpoint. Run the row again with "
                 "--log-checkpoint (or --register), or pass a model file"

@@ -45,7 +45,9 @@ class TrialHome:
     script: str
 
     def of(self, setup: TrialSetup) -> TrialSetup:
-        return dataclasses.replace(setup, table=self.table, parent_run_id=self.parent_run_id, script=self.script)
+        return dataclasses.replace(
+            setup, table=self.table, parent_run_id=self.parent_run_id, script=self.script
+        )
 
 
 def is_local(config: ExperimentConfig, use_gpu: bool) -> bool:
@@ -65,6 +67,8 @@ class TrialSpec:
     name: str = ""
     tags: tuple[tuple[str, str], ...] = ()
     home: TrialHome | None = None
+    # Other data sets' test protocols to evaluate the trained network on: (name, data config dict).
+    transfer_to: tuple[tuple[str, dict[str, Any]], ...] = ()
 
     @property
     def title(self) -> str:
@@ -81,7 +85,8 @@ class TrialSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"row": self.row, "seed": self.seed, "config": to_dict(self.config),
                 "name": self.name or self.title, "tags": dict(self.tags),
-                "home": dataclasses.asdict(self.home) if self.home else None}  # fmt: skip
+                "home": dataclasses.asdict(self.home) if self.home else None,
+                "transfer_to": [list(t) for t in self.transfer_to]}  # fmt: skip
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrialSpec:
@@ -92,6 +97,7 @@ class TrialSpec:
             name=values["name"],
             tags=tuple(sorted(values["tags"].items())),
             home=TrialHome(**values["home"]) if values.get("home") else None,
+            transfer_to=tuple((name, data) for name, data in values.get("transfer_to", [])),
         )
 
 
@@ -190,6 +196,7 @@ def worker_spec(setup: TrialSetup, trial: TrialSpec, run_id: str, files: TrialFi
         registered_name=registered_name(setup.table, trial.row) if setup.register else None,
         row=trial.row,
         name=f"{trial.row} (seed {trial.seed}, {config.profile.value}, {config.data.dataset.value})",
+        transfer_to=trial.transfer_to,
     )
 
 

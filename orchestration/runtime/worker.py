@@ -27,13 +27,13 @@ import numpy as np
 import torch
 
 from mgn.checkpoint import CHECKPOINT_FILE, TrainingState, save_checkpoint, save_model
-from mgn.config import ExperimentConfig
+from mgn.config import DataConfig, ExperimentConfig
 from mgn.config_io import from_dict
 from mgn.data.loading import load_dataset, read_dataset
 from mgn.evaluation import keys
 from mgn.evaluation.protocol import Evaluation
 from mgn.export import EmbeddingNetwork, export_onnx
-from mgn.training import EpochStats, TrainingDiverged, TrainingEnv, default_device, fit
+from mgn.training import EpochStats, TrainingDiverged, TrainingEnv, default_device, evaluate, fit
 from orchestration.datasets.cache import is_remote, materialize
 from orchestration.runtime.checkpoint_fallback import latest_good_state
 from orchestration.runtime.faults import Faults
@@ -65,6 +65,8 @@ class WorkerSpec:
     registered_name: str | None = None  # the registry name its model version goes under
     row: str = ""  # the table row this trial trains
     name: str = ""  # the trial, for picture titles
+    # Other data sets' test protocols the trained network is also evaluated on: (name, data config).
+    transfer_to: tuple[tuple[str, dict[str, Any]], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -228,6 +230,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         # recipe scores nothing.
         report({"diverged": 1.0, **({keys.validation(keys.MAP): 0.0} if config.data.validation_ids else {})})
         return
+    transfer = transfer_evaluations(spec, config, result.model, env)  # every rank: evaluation is collective
     if recorder is None:
         return
     if result.evaluation is not None:
@@ -235,7 +238,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         if not result.history:  # resumed after the last epoch: nothing was reported yet
             recorder.log_metrics(final, step=config.train.epochs)
             report({"epoch": config.train.epochs, **final})
-        _log_final(spec, recorder, result.evaluation, result.model, dataset, config)
+        if transfer.metrics:
+            recorder.log_metrics(transfer.metrics, step=config.train.epochs)
+        _log_final(spec, recorder, result.evaluation, result.model, dataset, config, transfer.per_query)
         TrialFiles(trial).done.write_text(json.dumps({"epoch": config.train.epochs, **final}))
 
 
@@ -283,8 +288,44 @@ def _count_attempt(trial: Storage) -> int:
     return attempts
 
 
+@dataclass(frozen=True)
+class Transfer:
+    """The trained network on other data sets' test protocols (rank 0's; empty on the others)."""
+
+    metrics: dict[str, float]
+    per_query: dict[str, np.ndarray]
+
+
+def transfer_evaluations(spec: WorkerSpec, config: ExperimentConfig, model, env) -> Transfer:
+    """Direct transfer (train on A, test on B, no adaptation): for each of ``spec.transfer_to``, its
+    test protocol at this network's input size, single query without re-ranking, as
+    ``transfer/<name>/<metric>``."""
+    metrics: dict[str, float] = {}
+    per_query: dict[str, np.ndarray] = {}
+    for name, data in spec.transfer_to:
+        target = from_dict(DataConfig, data)
+        target = dataclasses.replace(
+            config.data, dataset=target.dataset, root=target.root, synthetic=target.synthetic
+        )
+        tested, _ = _data_on_this_node(dataclasses.replace(config, data=target))
+        tested = dataclasses.replace(
+            tested, eval=dataclasses.replace(config.eval, multi_query=False, rerank=False)
+        )
+        evaluation = evaluate(model, read_dataset(tested.data), tested, env, branches=False)
+        if evaluation is not None:  # rank 0
+            metrics |= keys.prefixed(evaluation.metrics, lambda k, name=name: keys.transfer(name, k))
+            per_query |= keys.prefixed(evaluation.per_query, lambda k, name=name: keys.transfer(name, k))
+    return Transfer(metrics, per_query)
+
+
 def _log_final(
-    spec: WorkerSpec, recorder, evaluation: Evaluation, model, dataset, config: ExperimentConfig
+    spec: WorkerSpec,
+    recorder,
+    evaluation: Evaluation,
+    model,
+    dataset,
+    config: ExperimentConfig,
+    transfer_per_query: dict[str, np.ndarray],
 ) -> None:
     from orchestration.tables.figures import trial_pictures
 
@@ -302,7 +343,7 @@ def _log_final(
         )
         recorder.log_artifact(cmc)
         per_query = Path(tmp) / PER_QUERY_ARTIFACT
-        np.savez_compressed(per_query, **evaluation.per_query)
+        np.savez_compressed(per_query, **evaluation.per_query, **transfer_per_query)
         recorder.log_artifact(per_query)
         for picture in trial_pictures(model, dataset, evaluation, config, Path(tmp), spec.name):
             recorder.log_artifact(picture)

@@ -8,15 +8,22 @@ process, or by a driver on another host (whose liveness cannot be seen from here
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import socket
+import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from orchestration.runtime.storage import Storage
 
 LOCK_FILE = "driver.lock"
+MUTEX_FILE = ".driver.lock.mutex"  # held only while a driver checks and writes LOCK_FILE
+OBJECT_STORE_SETTLE_S = 1.0
 
 
 class StudyLocked(RuntimeError):
@@ -58,8 +65,22 @@ def _holder(lock: Storage) -> DriverLock | None:
 
 
 def acquire(grid: Storage) -> DriverLock:
-    """Take the study's lock, or raise ``StudyLocked`` naming the driver that holds it."""
+    """Take the study's lock, or raise ``StudyLocked`` naming the driver that holds it. Two drivers
+    starting at once cannot both take it: on a local (or NFS) folder the check and the write happen
+    under an OS file lock; on an object store, which has no such lock, the lock is read back after a
+    moment and the driver whose write did not last gives way."""
     lock = grid / LOCK_FILE
+    with _exclusive(grid):
+        _refuse_if_held(grid, lock)
+        mine = DriverLock.mine()
+        lock.write_text(json.dumps(asdict(mine)))
+    if not grid.is_local:
+        time.sleep(OBJECT_STORE_SETTLE_S)  # a competing write lands within this; the last one wins
+        _refuse_if_held(grid, lock)
+    return mine
+
+
+def _refuse_if_held(grid: Storage, lock: Storage) -> None:
     holder = _holder(lock)
     if holder is not None and holder.alive() and holder.pid != os.getpid():
         where = "" if holder.host == socket.gethostname() else f" on {holder.host}"
@@ -67,9 +88,23 @@ def acquire(grid: Storage) -> DriverLock:
             f"{grid} is being run by PID {holder.pid}{where} (since {holder.started}). Wait for it to "
             f"finish or stop it (kill -INT {holder.pid}), then --resume. If that driver is gone, delete {lock}."
         )
-    mine = DriverLock.mine()
-    lock.write_text(json.dumps(asdict(mine)))
-    return mine
+
+
+@contextlib.contextmanager
+def _exclusive(grid: Storage) -> Iterator[None]:
+    """One process at a time between checking the lock and writing it (local folders; a no-op on an
+    object store)."""
+    if not grid.is_local:
+        yield
+        return
+    folder = Path(grid.path)
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / MUTEX_FILE).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def release(grid: Storage, mine: DriverLock) -> None:

@@ -11,15 +11,14 @@ from collections.abc import Hashable
 
 from mgn.config import DatasetName, ExperimentConfig
 from mgn.errors import UsageError
-from mgn.recipes import paper
 from orchestration.study.command import Prepared, open_storage, run_command
 from orchestration.study.options import add_run_options, run_options
 from orchestration.study.preflight import Preflight, preflight
 from orchestration.study.state import StudyState, study_folder
-from orchestration.sweep.plan import SweepPlan
+from orchestration.sweep.plan import SweepPlan, trains_on
 from orchestration.sweep.study import SCRIPT, SweepStudy
 from orchestration.tables.command import add_output_options, add_trial_options
-from orchestration.tables.planning import Plan, describe, make_plan, record
+from orchestration.tables.planning import Plan, describe, make_plan
 from orchestration.tables.registry import TABLES
 from orchestration.tables.rehearsal import rehearse_trials
 from orchestration.tables.resuming import plan_flags_given, recorded_plan
@@ -42,6 +41,9 @@ def parser(script: str = SCRIPT) -> argparse.ArgumentParser:
     p.add_argument("--datasets", nargs="+", choices=REAL_DATASETS, metavar="DATASET",
                    help=f"only the rows trained on these data sets ({', '.join(REAL_DATASETS)}); without "
                         "--data-root their synthetic stand-ins")  # fmt: skip
+    p.add_argument("--cross-domain", action="store_true",
+                   help="also test every trained network on the other data sets' test sets (direct transfer: train on "
+                        "A, test on B, no adaptation) and write results/cross_domain.md and .csv")  # fmt: skip
     add_trial_options(
         p, "folder holding the data sets, each in its usual folder (Market-1501-v15.09.15/, DukeMTMC-reID/, "
         "cuhk03-np/); see README for layouts",
@@ -49,11 +51,6 @@ def parser(script: str = SCRIPT) -> argparse.ArgumentParser:
     add_run_options(p, EXPERIMENT_NAME, "the tables and paper.md are written", "paper sweep")
     add_output_options(p)
     return p
-
-
-def _trains_on(spec: PaperTable, trial: str) -> str:
-    """The real data set a table's trial trains on in the paper's recipe (its stand-in's, in smoke)."""
-    return spec.trial(trial).make(paper()).data.dataset.value
 
 
 def _names_for(spec: PaperTable, rows: list[str] | None) -> tuple[str, ...] | None:
@@ -75,7 +72,7 @@ def selected_trials(spec: PaperTable, args: argparse.Namespace) -> list[str]:
     if names is not None and not names:
         return []
     trials = [t.name for t in spec.select(names)]
-    return [t for t in trials if not args.datasets or _trains_on(spec, t) in args.datasets]
+    return [t for t in trials if not args.datasets or trains_on(spec, t) in args.datasets]
 
 
 def _check_rows(args: argparse.Namespace, tables: list[PaperTable]) -> None:
@@ -103,16 +100,20 @@ def make_plans(args: argparse.Namespace) -> list[Plan]:
     return plans
 
 
-def resumed_plans(args: argparse.Namespace, plans: list[Plan], state: StudyState, folder: str) -> list[Plan]:
+def resumed_sweep(args: argparse.Namespace, sweep: SweepPlan, state: StudyState, folder: str) -> SweepPlan:
     """The sweep a folder recorded; the command's own plan only when it is the same."""
     if state.study != STUDY_KEY:
         raise UsageError(f"--resume {folder}: that folder is {state.study}'s, not the paper sweep's")
-    recorded = [recorded_plan(TABLES[key], grid) for key, grid in state.plan["tables"].items()]
-    given = plan_flags_given(args) or args.tables or args.datasets
-    if given and [record(p) for p in plans] != [record(p) for p in recorded]:
+    recorded = SweepPlan.of(
+        [recorded_plan(TABLES[key], grid) for key, grid in state.plan["tables"].items()],
+        bool(state.plan.get("cross_domain")),
+    )
+    given = plan_flags_given(args) or args.tables or args.datasets or args.cross_domain
+    if given and sweep.record() != recorded.record():
         raise UsageError(
             f"--resume {folder}: this command's plan differs from the sweep's. Resume with the sweep's own plan "
-            f"(leave out --tables, --datasets, --rows, --set and the other plan flags; it was: {state.command})"
+            f"(leave out --tables, --datasets, --rows, --cross-domain, --set and the other plan flags; it was: "
+            f"{state.command})"
         )
     return recorded
 
@@ -142,12 +143,11 @@ def prepare(args: argparse.Namespace, command: str) -> Prepared | int:
     if args.dry_run is not None and args.dry_run < 1:
         raise UsageError(f"--dry-run {args.dry_run}: give at least one step")
     options = run_options(args, log_checkpoint=args.log_checkpoint or args.register, register=args.register)
-    plans = make_plans(args)
-    profile = plans[0].base.profile.value
+    sweep = SweepPlan.of(make_plans(args), args.cross_domain)
+    profile = sweep.tables[0].base.profile.value
     folder, state = study_folder(open_storage(args), f"{STUDY_KEY}-{profile}", args.resume, "paper sweep")
     if state is not None:
-        plans = resumed_plans(args, plans, state, folder.name)
-    sweep = SweepPlan.of(plans)
+        sweep = resumed_sweep(args, sweep, state, folder.name)
     configs, checked = _checked(sweep)
     _describe(sweep, checked)
     if args.dry_run is not None:

@@ -14,11 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, replace
+from typing import Any
 
-from mgn.config import ExperimentConfig
+from mgn.config import DataConfig, ExperimentConfig
 from mgn.config_io import to_dict
+from mgn.recipes import paper
 from orchestration.runtime.trial import TrialHome, TrialSpec
 from orchestration.tables.planning import Plan, cost, record, trial_run_name, trial_tags
+from orchestration.tables.spec import PaperTable
 
 # Evaluations that only add metrics to a run: trials differing in them share one training.
 ADDITIVE_EVALUATIONS = ("multi_query", "rerank", "untrained")
@@ -60,15 +63,23 @@ class Training:
         return self.readers[0]
 
 
+def trains_on(spec: PaperTable, trial: str) -> str:
+    """The real data set a table's trial trains on in the paper's recipe (what its synthetic
+    stand-in stands for in smoke): how the sweep names data sets (``market1501``)."""
+    return spec.trial(trial).make(paper()).data.dataset.value
+
+
 @dataclass(frozen=True)
 class SweepPlan:
-    """The tables' grids in paper order and the trainings they need (each once)."""
+    """The tables' grids in paper order and the trainings they need (each once); with
+    ``cross_domain`` every training is also tested on the other data sets of the sweep."""
 
     tables: tuple[Plan, ...]
     trainings: tuple[Training, ...]
+    cross_domain: bool = False
 
     @classmethod
-    def of(cls, tables: list[Plan]) -> SweepPlan:
+    def of(cls, tables: list[Plan], cross_domain: bool = False) -> SweepPlan:
         groups: dict[tuple[str, int], list[tuple[Reader, ExperimentConfig]]] = {}
         for plan in tables:
             for (row, seed), config in plan.configs.items():
@@ -84,7 +95,7 @@ class SweepPlan:
             )
             for (key, seed), group in groups.items()
         ]
-        return cls(tuple(tables), tuple(trainings))
+        return cls(tuple(tables), tuple(trainings), cross_domain)
 
     @property
     def trials_asked(self) -> int:
@@ -107,22 +118,39 @@ class SweepPlan:
                 shared[row] = {"parent": parents[home.table], "row": home.row}
         return shared
 
+    def trained_on(self, training: Training) -> str:
+        return trains_on(self.table(training.home.table).spec, training.home.row)
+
+    def test_sets(self) -> dict[str, DataConfig]:
+        """Each data set the sweep trains on, by name, as its first training reads it."""
+        found: dict[str, DataConfig] = {}
+        for training in self.trainings:
+            found.setdefault(self.trained_on(training), training.config.data)
+        return found
+
     def trial_specs(self, parents: dict[str, str], script: dict[str, str]) -> list[TrialSpec]:
         """Every training as a typed trial in its home table (named and tagged as that table's
         trial would be), the longest first."""
+        tests = self.test_sets() if self.cross_domain else {}
         trials = []
         for training in self.trainings:
-            home, plan = training.home, self.table(training.home.table)
+            home, plan, own = training.home, self.table(training.home.table), self.trained_on(training)
             tags = trial_tags(plan, home.row, training.seed) | {
                 "fingerprint": training.fingerprint,
                 "read_by": "; ".join(f"{r.table} {r.row}" for r in training.readers),
+                "trained_on": own,
             }
+            transfer = tuple((name, to_dict(data)) for name, data in tests.items() if name != own)
             trials.append(TrialSpec(
                 home.row, training.seed, training.config, trial_run_name(plan, home.row, training.seed),
                 tuple(sorted(tags.items())), TrialHome(home.table, parents[home.table], script[home.table]),
+                transfer,
             ))  # fmt: skip
         return sorted(trials, key=lambda t: -cost(t.config))
 
-    def record(self) -> dict[str, dict]:
-        """Each table's grid, as its folder would record it (``--resume``)."""
-        return {plan.spec.key: record(plan) for plan in self.tables}
+    def record(self) -> dict[str, Any]:
+        """Each table's grid, as its folder would record it, and the cross-domain choice (``--resume``)."""
+        return {
+            "tables": {plan.spec.key: record(plan) for plan in self.tables},
+            "cross_domain": self.cross_domain,
+        }

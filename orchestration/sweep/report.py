@@ -2,7 +2,8 @@
 ours with its 95% interval beside the paper's figure and a verdict, then what each table cost
 (trial-hours by device, from its runs), the deviations recorded and the commit.
 
-Rebuilt from the store alone with ``python -m orchestration.sweep.report [--parent-run ID]``.
+Rebuilt from the store alone (with the cross-domain matrix, when the sweep made one) by
+``python -m orchestration.sweep.report <sweep run id>``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from mgn.config import Profile
 from orchestration.runtime.tracking import PROJECT_ROOT, Tracker, redact, resolve_tracking_uri
+from orchestration.sweep.cross_domain import publish_matrix
 from orchestration.tables.registry import TABLES
 from orchestration.tables.render import BuiltTable, CellValue, TableData, TableRow, build
 
@@ -144,11 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     tracker = Tracker(resolve_tracking_uri(args.tracking_uri))
     sweep = tracker.parent(args.parent_run)
     command = sweep.tags.get("command", "python experiments/reproduce_paper.py")
-    tables = [
-        build(TABLES[table.tags["table"]], tracker, table.run_id, command)
-        for table in tracker.nested_parents(sweep.experiment_id, sweep.run_id)
-    ]
-    print(f"wrote {publish_report(tables, tracker, sweep.run_id, command, args.results_dir)}")
+    parents = tracker.nested_parents(sweep.experiment_id, sweep.run_id)
+    tables = [build(TABLES[table.tags["table"]], tracker, table.run_id, command) for table in parents]
+    written = [publish_report(tables, tracker, sweep.run_id, command, args.results_dir)]
+    if sweep.tags.get("cross_domain") == "true":
+        written += publish_matrix(tracker, parents, command, args.results_dir)
+    print(f"wrote {', '.join(map(str, written))}")
     return 0
 
 

@@ -18,6 +18,7 @@ from mgn.config import ExperimentConfig
 from orchestration.runtime.tracking import Tracker, git_commit, redact, source_tags
 from orchestration.runtime.trial import title_of, trial_name
 from orchestration.runtime.trial_files import TrialFiles
+from orchestration.sweep.cross_domain import publish_matrix
 from orchestration.sweep.plan import SweepPlan
 from orchestration.sweep.report import publish_report
 from orchestration.tables.ensembles import feature_rows
@@ -54,7 +55,8 @@ class SweepStudy:
             f"\n\n`{command}`"
         )
         tags = {"kind": "sweep", "table": self.key, "tables": json.dumps(tables), "git_commit": git_commit(),
-                "command": command, "tracking_uri": redact(uri)}  # fmt: skip
+                "command": command, "tracking_uri": redact(uri),
+                "cross_domain": str(self.sweep.cross_domain).lower()}  # fmt: skip
         sweep = tracker.start_parent(
             experiment_id, f"paper: {' '.join(tables)}", tags, source_tags(command, description)
         )
@@ -66,7 +68,7 @@ class SweepStudy:
         return sweep
 
     def plan(self) -> dict[str, Any]:
-        return {"tables": self.sweep.record(), "parents": self.parents}
+        return {**self.sweep.record(), "parents": self.parents}
 
     def feature_rows(self) -> tuple[str, ...]:
         return tuple(sorted({row for plan in self.sweep.tables for row in feature_rows(plan)}))
@@ -79,14 +81,16 @@ class SweepStudy:
         if not replayed(driver):
             return 1
         tables = [self._publish(plan.spec.key, driver, errored) for plan in self.sweep.tables]
-        state = driver.state
-        report = publish_report(
-            tables, driver.tracker, state.parent_run_id, state.command, driver.options.results_dir
-        )
-        driver.tracker.describe(driver.state.parent_run_id, report.read_text())
-        driver.tracker.log_artifact(driver.state.parent_run_id, report)
+        tracker, state, results = driver.tracker, driver.state, driver.options.results_dir
+        written = [publish_report(tables, tracker, state.parent_run_id, state.command, results)]
+        if self.sweep.cross_domain:
+            parents = [tracker.parent(run_id) for run_id in self.parents.values()]
+            written += publish_matrix(tracker, parents, state.command, results)
+        tracker.describe(state.parent_run_id, written[0].read_text())
+        for path in written:
+            tracker.log_artifact(state.parent_run_id, path)
         driver.finish(failed=failed)
-        print(f"wrote {report}")
+        print(f"wrote {', '.join(map(str, written))}")
         print(driver.runs_banner(RUNS_VIEW_METRICS))
         return 1 if failed else 0
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,36 +13,20 @@ from orchestration import submit
 from orchestration.tables.registry import TABLES
 from orchestration.tables.render import table_stem
 from tests.orchestration.conftest import TINY_SETS, grid_args
+from tests.servers import ray_head
 
 pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
-    """A Ray head on 127.0.0.1 with the project's virtualenv on PATH, stopped after this module."""
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-        "MGN_CACHE": str(tmp_path_factory.mktemp("cache")),
-    }
-    gcs, dashboard = _free_port(), _free_port()
-    subprocess.run(
-        [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
-         "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--num-cpus", "2",
-         "--resources", '{"TRAIN_DRIVER": 4}', "--disable-usage-stats"],
-        env=env, check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    try:
-        yield f"http://127.0.0.1:{dashboard}"
-    finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+    """A Ray head on 127.0.0.1 with the project's virtualenv on PATH, stopped after this module: only
+    its own processes (never `ray stop`, which stops every Ray instance on the machine, a user's too)."""
+    with ray_head(
+        tmp_path_factory.mktemp("head"), {"PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    ) as head:
+        yield head.dashboard
 
 
 def test_submit_a_table_to_a_running_cluster(head, tmp_path, capsys):

@@ -1,5 +1,6 @@
-"""The paper sweep end to end on the tiny synthetic set: two tables, one network trained once and
-read by both, each table equal to its own script's, the report, and a resume that trains nothing."""
+"""The paper sweep end to end on the tiny synthetic set: three tables, one network trained once and
+read by two, Table 5 equal to its own script's, the report, the cross-domain matrix, and a resume
+that trains nothing."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import io
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -28,18 +30,20 @@ def _sweep(workspace: dict[str, str], *extra: str) -> str:
     console = io.StringIO()
     rows = ("MGN", *(f"table5:{row}" for row in GRID_ROWS if row != "MGN"))
     with contextlib.redirect_stdout(console):
-        assert main(grid_args(workspace, "--tables", "table2", "table5", *extra, rows=rows)) == 0
+        assert main(grid_args(workspace, "--tables", "table2", "table3", "table5", *extra, rows=rows)) == 0
     return console.getvalue()
 
 
 def test_two_tables_train_their_shared_network_once_and_equal_their_scripts(finished_grid, workspace):
-    out = _sweep(workspace)
+    out = _sweep(workspace, "--cross-domain")
     client = MlflowClient(workspace["uri"])
     experiment = client.get_experiment_by_name("MGN paper")
     runs = client.search_runs([experiment.experiment_id])
     (sweep,) = [r for r in runs if r.data.tags.get("mgn.kind") == "sweep"]
     tables = {r.data.tags["mgn.table"]: r for r in runs if r.data.tags.get("mgn.kind") == "table"}
-    trials = [r for r in runs if "mgn.fingerprint" in r.data.tags]
+    trials = sorted(
+        (r for r in runs if "mgn.fingerprint" in r.data.tags), key=lambda r: r.data.tags["mgn.table"]
+    )
     # Three table trials, two trainings: MGN once, in Table 2 (the first that asks), read by Table 5.
     assert sorted((t.data.tags["mgn.table"], t.data.tags["mgn.row"]) for t in trials) == [
         ("table2", "MGN"),
@@ -50,7 +54,7 @@ def test_two_tables_train_their_shared_network_once_and_equal_their_scripts(fini
     )
     assert all(t.data.tags["mlflow.parentRunId"] == sweep.info.run_id for t in tables.values())
     assert {r.info.status for r in [sweep, *tables.values(), *trials]} == {"FINISHED"}
-    assert "2 trainings (each network once)" in out and "3 table trials" in out
+    assert "3 trainings (each network once)" in out and "4 table trials" in out
     results = Path(workspace["results"])
     table5 = (results / f"{table_stem(TABLES['table5'], list(GRID_ROWS))}.md").read_text()
     table2 = (results / "table2.md").read_text()
@@ -74,6 +78,15 @@ def test_two_tables_train_their_shared_network_once_and_equal_their_scripts(fini
         report,
     )
     assert "rows shared with table2" in report and "1 training(s)" in report
+
+    # Cross-domain: every network on both test sets; its own on the diagonal, the other as logged.
+    matrix = pd.read_csv(results / "cross_domain.csv")
+    assert len(matrix) == 3 * 2 * 2 and matrix["mean"].notna().all()
+    market = trials[0]  # table2 MGN
+    cells = matrix[matrix["network"] == "table2 MGN"].set_index(["tested on", "metric"])["mean"]
+    assert cells[("market1501", "mAP")] == pytest.approx(market.data.metrics["mAP"], abs=1e-3)
+    assert cells[("dukemtmc", "mAP")] == pytest.approx(market.data.metrics["transfer/dukemtmc/mAP"], abs=1e-3)
+    assert "| table3 MGN | dukemtmc |" in (results / "cross_domain.md").read_text()
 
     # A resumed sweep (a driver that died after training) trains nothing again and publishes again.
     folder = re.search(r"^sweep (\S+)$", out, re.M).group(1)
