@@ -4,8 +4,10 @@
         --storage-path /shared/ray_results --tracking-uri http://mlflow.internal:5000 \\
         -- experiments/duke_table3.py --data-root /shared/datasets
 
-The job ships this project folder as its ``working_dir`` (``.gitignore`` honoured: no virtualenv,
-no runs, no data), sets the environment the workers need and runs the script on the cluster,
+The job ships the project's code as its ``working_dir`` (``mgn/``, ``orchestration/``,
+``experiments/``, ``pyproject.toml`` and files the command names; never credential-shaped files, which
+are listed as left out; the size is printed), the commit it was submitted from, and the environment
+the workers need, and runs the script on the cluster,
 where ``ray.init()`` joins that cluster. ``--storage-path`` must be a folder every node sees (NFS)
 or a URI; ``--tracking-uri`` should be a tracking server (SQLite files do not travel between
 nodes). With ``--wait`` the job's log is printed and the exit code is the job's.
@@ -14,30 +16,80 @@ nodes). With ``--wait`` the job's log is printed and the exit code is the job's.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import shlex
+import shutil
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
-from orchestration.runtime.tracking import PROJECT_ROOT, redact, split_credentials
+from orchestration.runtime.tracking import GIT_COMMIT_ENV, PROJECT_ROOT, git_commit, redact, split_credentials
 
-EXCLUDES = [
-    ".venv/",
-    "venv/",
-    "mlruns/",
-    "mlartifacts/",
-    "mlflow.db",
-    "ray_results/",
-    "results/figures/",
-    "data/",
-    ".git/",
-]
+# What a job runs: the packages, the experiment scripts and the project file; nothing else of the
+# folder (a .env, keys, stores, data) leaves this machine.
+JOB_CODE = ("mgn", "orchestration", "experiments")
+JOB_FILES = ("pyproject.toml",)
+# Never uploaded, wherever they are: credential-shaped names, caches, stores.
+CREDENTIAL_SHAPED = (".env", ".env.*", ".netrc", ".pgpass", "id_rsa*", "id_ed25519*", "id_ecdsa*", "*.pem", "*.key",
+                     "*.p12", "credentials", "credentials.json", "*.token", "auth_token")  # fmt: skip
+SKIPPED = ("__pycache__", "*.pyc", "mlflow.db*", "*.egg-info")
 
 
-def runtime_env(tracking_uri: str | None, extra_env: dict[str, str]) -> dict:
+@dataclass(frozen=True)
+class JobFiles:
+    """What a job uploads (paths relative to the project) and what was left out as credential-shaped."""
+
+    files: tuple[str, ...]
+    refused: tuple[str, ...]
+    size: int
+
+    def summary(self) -> str:
+        left = f"; left out as credential-shaped: {', '.join(self.refused)}" if self.refused else ""
+        return f"uploading {len(self.files)} files ({self.size / 1e6:.1f} MB): {', '.join(JOB_CODE + JOB_FILES)}{left}"
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
+
+
+def job_files(root: Path, script: list[str]) -> JobFiles:
+    """The project's code and the files the command names (``--config my.yaml`` inside the project)."""
+    named = [
+        root / a
+        for a in script
+        if (root / a).is_file() and (root / a).resolve().is_relative_to(root.resolve())
+    ]
+    candidates = [p for folder in JOB_CODE for p in sorted((root / folder).rglob("*"))]
+    candidates += [root / name for name in JOB_FILES] + named
+    kept, refused = [], []
+    for path in candidates:
+        parts = path.relative_to(root).parts
+        if not path.is_file() or any(_matches(part, SKIPPED) for part in parts):
+            continue
+        (refused if any(_matches(part, CREDENTIAL_SHAPED) for part in parts) else kept).append(path)
+    unique = sorted({p.relative_to(root).as_posix() for p in kept})
+    return JobFiles(tuple(unique), tuple(sorted({p.relative_to(root).as_posix() for p in refused})),
+                    sum((root / f).stat().st_size for f in unique))  # fmt: skip
+
+
+def stage(root: Path, files: JobFiles, folder: Path) -> Path:
+    """A copy of exactly ``files``: the job's working_dir."""
+    for name in files.files:
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / name, target)
+    return folder
+
+
+def runtime_env(tracking_uri: str | None, extra_env: dict[str, str], working_dir: Path) -> dict:
     env_vars = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "PYTHONUNBUFFERED": "1", **extra_env}
+    # The job's copy has no .git: the commit (and whether the tree was dirty) goes with it.
+    env_vars.setdefault(GIT_COMMIT_ENV, git_commit())
     if tracking_uri:
         env_vars["MLFLOW_TRACKING_URI"] = tracking_uri
-    return {"working_dir": str(PROJECT_ROOT), "excludes": EXCLUDES, "env_vars": env_vars}
+    return {"working_dir": str(working_dir), "env_vars": env_vars}
 
 
 def entrypoint(python: str, script: list[str], storage_path: str | None) -> str:
@@ -132,7 +184,9 @@ def submit_when_the_agent_answers(
                     "and its dashboard_agent.log (in the head's Ray session folder), then submit again"
                 ) from None
             if not said:
-                print("waiting for the cluster's job agent (a fresh head can take a minute)...", file=sys.stderr)
+                print(
+                    "waiting for the cluster's job agent (a fresh head can take a minute)...", file=sys.stderr
+                )
                 said = True
             time.sleep(poll_s)
 
@@ -160,8 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # connection refused, bad address, auth
         print(f"error: cannot reach the Ray job server at {args.address}: {error}", file=sys.stderr)
         return 2
+    files = job_files(PROJECT_ROOT, script)
+    print(files.summary())
     try:
-        job_id = submit_when_the_agent_answers(client, command, runtime_env(args.tracking_uri, extra))
+        with tempfile.TemporaryDirectory(prefix="mgn-job-") as folder:  # Ray packs it during submit_job
+            environment = runtime_env(args.tracking_uri, extra, stage(PROJECT_ROOT, files, Path(folder)))
+            job_id = submit_when_the_agent_answers(client, command, environment)
     except TimeoutError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

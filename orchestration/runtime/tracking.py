@@ -170,9 +170,15 @@ def source_tags(command: str, description: str) -> dict[str, str]:
     }
 
 
+GIT_COMMIT_ENV = "MGN_GIT_COMMIT"  # set by orchestration.submit: a job's copy of the code has no .git
+
+
 def git_commit(project_root: Path = PROJECT_ROOT) -> str:
     """The checked-out commit, with ``-dirty`` when files differ from it; ``unknown`` outside git.
-    The generated tables in ``results/`` do not count: regenerating them changes no experiment."""
+    The generated tables in ``results/`` do not count: regenerating them changes no experiment. A
+    submitted job reports the commit it was submitted from (``$MGN_GIT_COMMIT``)."""
+    if os.environ.get(GIT_COMMIT_ENV):
+        return os.environ[GIT_COMMIT_ENV]
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],
