@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
+
 from orchestration.runtime.tracking import GIT_COMMIT_ENV, PROJECT_ROOT, git_commit, redact, split_credentials
 
 # What a job runs: the packages, the experiment scripts and the project file; nothing else of the
@@ -143,14 +145,23 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def follow(client, job_id: str, timeout_s: float) -> int:
-    """Print the job's log as it grows until it ends (exit 0 when it succeeded) or ``timeout_s`` passes."""
+def follow(client, job_id: str, timeout_s: float, address: str = "<dashboard>") -> int:
+    """Print the job's log as it grows until it ends (exit 0 when it succeeded) or ``timeout_s`` passes.
+    A dashboard that goes away is one line saying how to reattach (the job itself goes on)."""
     from ray.job_submission import JobStatus
 
     deadline, printed = time.monotonic() + timeout_s, 0
     while True:
-        status = client.get_job_status(job_id)
-        logs = client.get_job_logs(job_id)
+        try:
+            status = client.get_job_status(job_id)
+            logs = client.get_job_logs(job_id)
+        except (ConnectionError, OSError, requests.exceptions.RequestException) as error:
+            print(
+                f"error: lost the job server at {address} while following {job_id} ({type(error).__name__}); the job "
+                f"may still run. Reattach with: ray job logs --address {address} --follow {job_id}",
+                file=sys.stderr,
+            )
+            return 1
         print(logs[printed:], end="")
         printed = len(logs)
         if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
@@ -226,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"submitted {job_id}: {redact(command)}\nfollow it with: ray job logs --address {args.address} --follow {job_id}"
     )
-    return follow(client, job_id, args.timeout) if args.wait else 0
+    return follow(client, job_id, args.timeout, args.address) if args.wait else 0
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from orchestration.runtime.redaction import redact
+
 # Schemes pyarrow opens (``FileSystem.from_uri``); anything else is refused before compute.
 OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 
@@ -53,20 +55,27 @@ class Storage:
         object-store URI."""
         text = str(given)
         parts = urllib.parse.urlsplit(text)
+        shown = redact(text)  # an error never prints a secret given in the URI
         if parts.scheme == "file":
             return cls(str(Path(parts.path).absolute()))
         if "://" not in text:
             return cls(str(Path(text).expanduser().absolute()))
         if parts.scheme not in OBJECT_STORE_SCHEMES:
             raise StorageError(
-                f"{flag} {text}: unknown scheme {parts.scheme!r}. Use a local folder, or a URI of an "
+                f"{flag} {shown}: unknown scheme {parts.scheme!r}. Use a local folder, or a URI of an "
                 f"object store every node reaches: {', '.join(s + '://' for s in OBJECT_STORE_SCHEMES)}"
             )
+        if "@" in parts.netloc:
+            raise StorageError(
+                f"{flag} {shown}: credentials in the URI are not used, and would be written to logs and runs; set "
+                "them in each node's environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for S3) and give the "
+                "URI without them"
+            )
         if not parts.netloc:
-            raise StorageError(f"{flag} {text}: no bucket (expected {parts.scheme}://bucket/prefix)")
+            raise StorageError(f"{flag} {shown}: no bucket (expected {parts.scheme}://bucket/prefix)")
         if parts.query or parts.fragment:
             raise StorageError(
-                f"{flag} {text}: options in the URI are not used; set the endpoint in the environment "
+                f"{flag} {shown}: options in the URI are not used; set the endpoint in the environment "
                 f"(e.g. AWS_ENDPOINT_URL=http://host:port for an S3-compatible store)"
             )
         return cls(f"{parts.scheme}://{parts.netloc}/{parts.path.strip('/')}".rstrip("/"))

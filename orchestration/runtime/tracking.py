@@ -12,7 +12,6 @@ import contextlib
 import getpass
 import json
 import os
-import re
 import socket
 import subprocess
 import time
@@ -32,6 +31,7 @@ from mlflow.utils.mlflow_tags import (
     MLFLOW_USER,
 )
 
+from orchestration.runtime.redaction import redact, split_credentials
 from orchestration.runtime.trial_files import MODEL_ARTIFACT
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # orchestration/runtime/tracking.py
@@ -63,57 +63,9 @@ def resolve_tracking_uri(flag: str | None = None, project_root: Path = PROJECT_R
     return uri
 
 
-# A parameter whose name has one of these words (split at anything not a letter) carries a secret:
-# access_token, X-Amz-Signature, X-Amz-Credential, sig, auth, apiKey, password ...
-_SECRET_WORDS = re.compile(
-    r"(?:^|[^a-z])(?:token|password|passwd|pwd|secret|key|apikey|auth|authorization|sig|signature|credential|"
-    r"session)(?:[^a-z]|$)"
-)
-
-
-def _redact_parameters(text: str) -> str:
-    """``a=1&sig=xyz`` -> ``a=1&sig=***``: the values of secret-named parameters, the rest as written."""
-    pairs = re.split(r"([&;])", text)
-    for i, pair in enumerate(pairs):
-        name, equals, _ = pair.partition("=")
-        if equals and _SECRET_WORDS.search(urllib.parse.unquote(name).lower()):
-            pairs[i] = f"{name}=***"
-    return "".join(pairs)
-
-
-def redact(uri: str) -> str:
-    """``https://user:secret@host/`` -> ``https://user:***@host/``; a user part alone (a token) ->
-    ``***@host``; secret-named parameters in the query or the fragment (``?token=``, ``?sig=``,
-    ``X-Amz-Signature=``, ``#access_token=``) -> ``***``. Others unchanged."""
-    parts = urllib.parse.urlsplit(uri)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)  # a raw "@" in the password stays on the left
-        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}" if ":" in userinfo else f"***@{host}"
-    query, fragment = _redact_parameters(parts.query), _redact_parameters(parts.fragment)
-    if (netloc, query, fragment) == (parts.netloc, parts.query, parts.fragment):
-        return uri
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
-
-
 def is_single_machine_store(uri: str) -> bool:
     """An sqlite file or a file store: only the machine holding the file can write it."""
     return uri.startswith(("sqlite:", "file:")) or "://" not in uri
-
-
-def split_credentials(uri: str) -> tuple[str, dict[str, str]]:
-    """A server URI without its user and password, and MLflow's environment variables that carry
-    them instead (``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``, or ``_TOKEN`` for a user part alone)."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
-        return uri, {}
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    user, _, password = userinfo.partition(":")
-    user, password = urllib.parse.unquote(user), urllib.parse.unquote(password)
-    bare = urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    if ":" not in userinfo:
-        return bare, {"MLFLOW_TRACKING_TOKEN": user}
-    return bare, {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password}
 
 
 def _check_sqlite(uri: str) -> None:
