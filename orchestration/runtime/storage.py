@@ -202,3 +202,10 @@ class Storage:
             self.filesystem.delete_dir(self.path)
         elif info.type is pafs.FileType.File:
             self.filesystem.delete_file(self.path)
+
+
+def write_result(path: Path, text: str) -> Path:
+    """A result file (a table, a report) written whole or not at all: a driver killed while writing
+    leaves the previous file, never a cut one (``Storage.write_bytes``: a temporary file renamed)."""
+    Storage(str(Path(path).absolute())).write_text(text)
+    return path

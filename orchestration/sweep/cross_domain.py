@@ -17,6 +17,7 @@ import pandas as pd
 
 from mgn.evaluation import keys
 from mgn.evaluation.bootstrap import Interval, interval
+from orchestration.runtime.storage import write_result
 from orchestration.runtime.tracking import ChildRun, ParentRun, Tracker
 from orchestration.tables.spec import Cell
 from orchestration.tables.statistics import PerQuery
@@ -108,6 +109,6 @@ def publish_matrix(tracker: Tracker, tables: list[ParentRun], command: str, resu
     frame = matrix_frame(tracker, tables)
     results_dir.mkdir(parents=True, exist_ok=True)
     markdown, csv = results_dir / f"{MATRIX_STEM}.md", results_dir / f"{MATRIX_STEM}.csv"
-    markdown.write_text(matrix_markdown(frame, command))
-    frame.to_csv(csv, index=False, float_format="%.4f")
+    write_result(markdown, matrix_markdown(frame, command))
+    write_result(csv, frame.to_csv(index=False, float_format="%.4f"))
     return [markdown, csv]

@@ -16,6 +16,7 @@ from enum import Enum
 from pathlib import Path
 
 from mgn.config import Profile
+from orchestration.runtime.storage import write_result
 from orchestration.runtime.tracking import PROJECT_ROOT, Tracker, redact, resolve_tracking_uri
 from orchestration.sweep.cross_domain import publish_matrix
 from orchestration.tables.registry import TABLES
@@ -130,9 +131,7 @@ def publish_report(
         tables, command, tracker.uri, sweep.start_time_ms, sweep.tags.get("git_commit", "?")
     )
     results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_dir / REPORT_NAME
-    path.write_text(text)
-    return path
+    return write_result(results_dir / REPORT_NAME, text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from mgn.config import Profile
 from orchestration.runtime.naming import slug
+from orchestration.runtime.storage import write_result
 from orchestration.runtime.tracking import (
     PROJECT_ROOT,
     ChildRun,
@@ -187,7 +188,10 @@ def table_frame(data: TableData) -> pd.DataFrame:
         for column, cell in row.cells.items():
             record |= {column: cell.mean, f"{column} std": cell.std, f"{column} n": len(cell.values)}
             if cell.stats is not None:
-                record |= {f"{column} low": cell.stats.interval.low, f"{column} high": cell.stats.interval.high}
+                record |= {
+                    f"{column} low": cell.stats.interval.low,
+                    f"{column} high": cell.stats.interval.high,
+                }
                 if cell.stats.versus is not None:
                     record |= {f"{column} vs {spec.compare_to}": cell.stats.versus.mean,
                                f"{column} p": cell.stats.versus.p_value}  # fmt: skip
@@ -203,7 +207,10 @@ def _table_lines(data: TableData) -> list[str]:
     """The markdown table: our rows (footnote marks on noted ones), then the published rows."""
     columns, extra = list(data.spec.columns), list(data.spec.extra_columns)
     header = ["Method", "Source", *columns, *extra, *(f"paper {c}" for c in columns)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] * 2 + ["---:"] * (len(header) - 2)) + "|",
+    ]
     noted = [row.name for row in data.ours if row.note]
     for row in data.rows:
         paper = [_number(row.paper.get(c)) for c in columns]
@@ -234,7 +241,15 @@ def _footnotes(data: TableData) -> list[str]:
 
 
 def table_markdown(data: TableData, tracking_uri: str, command: str) -> str:
-    parts = [_preamble(data, tracking_uri, command), "", *_table_lines(data), "", *_footnotes(data), "", _epilogue(data.parent)]
+    parts = [
+        _preamble(data, tracking_uri, command),
+        "",
+        *_table_lines(data),
+        "",
+        *_footnotes(data),
+        "",
+        _epilogue(data.parent),
+    ]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -306,7 +321,9 @@ def table_stem(spec: PaperTable, rows: list[str] | None) -> str:
     if rows is None or spec.covers(rows):
         return spec.key
     # Readable, then unique: a digest of the rows (two subsets sharing a long prefix differ in it).
-    ordered = [t.name for t in spec.trials if t.name in rows] + sorted(set(rows) - {t.name for t in spec.trials})
+    ordered = [t.name for t in spec.trials if t.name in rows] + sorted(
+        set(rows) - {t.name for t in spec.trials}
+    )
     digest = hashlib.sha256(json.dumps(ordered).encode()).hexdigest()[:8]
     return f"{spec.key}-subset-{slug('-'.join(ordered))[:48]}-{digest}"
 
@@ -327,8 +344,8 @@ def publish(
     links = [f"![{p.stem}](figures/{p.name})" for p in figures]
     markdown = table.markdown + ("\n## Figures\n\n" + "\n\n".join(links) + "\n" if links else "")
     table = BuiltTable(table.data, markdown)
-    (results_dir / f"{stem}.md").write_text(table.markdown)
-    table.frame.to_csv(results_dir / f"{stem}.csv", index=False, float_format="%.4f")
+    write_result(results_dir / f"{stem}.md", table.markdown)
+    write_result(results_dir / f"{stem}.csv", table.frame.to_csv(index=False, float_format="%.4f"))
     return table, [results_dir / f"{stem}.md", results_dir / f"{stem}.csv", *figures]
 
 
@@ -351,13 +368,13 @@ def main(argv: list[str] | None = None) -> int:
     spec = TABLES[args.table]
     tracker = Tracker(resolve_tracking_uri(args.tracking_uri))
     try:
-        parent = args.parent_run or tracker.latest_parent(args.experiment_name or spec.experiment_name, spec.key)
+        parent = args.parent_run or tracker.latest_parent(
+            args.experiment_name or spec.experiment_name, spec.key
+        )
     except LookupError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    command = tracker.parent(parent).tags.get(
-        "command", f"python -m orchestration.tables {spec.key}"
-    )
+    command = tracker.parent(parent).tags.get("command", f"python -m orchestration.tables {spec.key}")
     table, paths = publish(spec, tracker, parent, command, args.results_dir)
     print(table.markdown)
     for path in paths:
