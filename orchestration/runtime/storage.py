@@ -158,9 +158,9 @@ class Storage:
             try:
                 tmp.write_bytes(data)
                 os.replace(tmp, target)
-            except OSError as error:
-                tmp.unlink(missing_ok=True)  # a half-written file would be taken for the real one
-                if error.errno == errno.ENOSPC:
+            except BaseException as error:  # a full disk, Ctrl-C: no half-written file is left behind
+                tmp.unlink(missing_ok=True)
+                if isinstance(error, OSError) and error.errno == errno.ENOSPC:
                     raise OSError(
                         errno.ENOSPC, f"no space left on {target.parent} to write {target.name}"
                     ) from None
