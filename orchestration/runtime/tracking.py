@@ -84,6 +84,9 @@ def _check_sqlite(uri: str) -> None:
         )
 
 
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast, before any training, when a tracking store does not answer or would lose records."""
     if uri.startswith("sqlite:"):
@@ -99,6 +102,18 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
                 f"MLflow tracking server {redact(uri)} is unreachable ({error}). Start it (e.g. `mlflow server "
                 f"--host 127.0.0.1 --port {port}`), fix --tracking-uri / MLFLOW_TRACKING_URI, or unset them to "
                 f"use the local store {PROJECT_ROOT / 'mlflow.db'}."
+            ) from None
+    database = parts.scheme.split("+", 1)[0]
+    if database in DATABASE_PORTS:  # MLflow itself would retry a silent database for ~100 s
+        host, port = parts.hostname or "localhost", parts.port or DATABASE_PORTS[database]
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                pass
+        except OSError as error:
+            raise TrackingUnavailable(
+                f"the {database} server of the tracking store {redact(uri)} does not answer at {host}:{port} "
+                f"({error}). Start it, or fix --tracking-uri / MLFLOW_TRACKING_URI (clients of a cluster usually "
+                "talk to an `mlflow server` over http:// rather than to its database)."
             ) from None
     try:
         MlflowClient(uri).search_experiments(max_results=1)

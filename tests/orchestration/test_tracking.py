@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from orchestration.runtime.tracking import Tracker
 
 
@@ -51,7 +53,9 @@ def test_a_model_uri_is_fetched_once_and_a_run_without_a_model_is_named(tmp_path
     tracker = Tracker(uri)
     experiment = tracker.experiment("model uris")
     bare = tracker.client.create_run(experiment).info.run_id
-    with pytest.raises(UsageError, match="logged no checkpoint/model.pt: its grid ran without --log-checkpoint"):
+    with pytest.raises(
+        UsageError, match="logged no checkpoint/model.pt: its grid ran without --log-checkpoint"
+    ):
         resolve(f"runs:/{bare}")
 
     logged = tracker.client.create_run(experiment).info.run_id
@@ -60,5 +64,27 @@ def test_a_model_uri_is_fetched_once_and_a_run_without_a_model_is_named(tmp_path
     tracker.log_artifact(logged, weights, "checkpoint")
     first = resolve(f"runs:/{logged}")
     assert first.read_bytes() == b"weights"
-    monkeypatch.setattr(tracker.client.__class__, "download_artifacts", lambda *a, **k: pytest.fail("downloaded twice"))
+    monkeypatch.setattr(
+        tracker.client.__class__, "download_artifacts", lambda *a, **k: pytest.fail("downloaded twice")
+    )
     assert resolve(f"runs:/{logged}") == first
+
+
+def test_a_database_that_does_not_answer_is_refused_in_seconds_in_one_line():
+    """MLflow would retry a silent PostgreSQL for ~100 s, with noise; the check says it at once."""
+    import time
+
+    from orchestration.runtime.tracking import TrackingUnavailable, check_reachable
+    from tests.servers import free_port
+
+    port = free_port()  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(TrackingUnavailable) as refused:
+        check_reachable(f"postgresql+psycopg://mlflow:s3cret@127.0.0.1:{port}/mlflow", timeout=2)
+    assert time.monotonic() - started < 5
+    message = str(refused.value)
+    assert (
+        f"the postgresql server of the tracking store postgresql+psycopg://mlflow:***@127.0.0.1:{port}/mlflow does not answer"
+        in message
+    )
+    assert "s3cret" not in message and "\n" not in message
