@@ -85,7 +85,7 @@ def _section(table: BuiltTable) -> list[str]:
     verdicts = [verdict(row.cells[c], row.paper.get(c)) for row in measured for c in data.spec.columns]
     left_out = len(data.ours) - len(measured)
     return [
-        f"## {data.spec.title}",
+        f"## {data.spec.heading(tags.get('dataset'))}",
         "",
         f"Profile {tags.get('profile', '?')} on {tags.get('dataset', '?')}, {len(data.seeds)} seed(s); the paper's "
         f"figure is inside our 95% interval in {verdicts.count(Verdict.WITHIN)} of {len(verdicts)} cells"

@@ -78,7 +78,8 @@ def prepare(spec: PaperTable, args: argparse.Namespace, command: str) -> Prepare
     options = run_options(args, log_checkpoint=args.log_checkpoint or args.register, register=args.register)
     plan = make_plan(spec, args)
     print(
-        f"{spec.title}: profile {plan.base.profile.value}, {len(plan.rows)} rows x {len(plan.seeds)} seeds = {len(plan.configs)} trials"
+        f"{spec.heading(plan.base.data.dataset.value)}: profile {plan.base.profile.value}, {len(plan.rows)} rows x "
+        f"{len(plan.seeds)} seeds = {len(plan.configs)} trials"
     )
     folder, state = grid_folder(open_storage(args), spec, plan.base, args.resume)
     if state is not None:

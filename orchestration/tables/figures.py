@@ -38,7 +38,6 @@ from orchestration.runtime.trial_files import (
     CMC_ARTIFACT,
     RANK_LIST_ARTIFACT,
 )
-from orchestration.tables.spec import PaperTable
 
 if TYPE_CHECKING:
     from orchestration.tables.render import TableData
@@ -66,7 +65,9 @@ def trial_pictures(
     chosen = _shown_queries(dataset)
     queries = [dataset.query[i] for i in chosen]
     distances = pairwise_distance(evaluation.query.features[chosen], evaluation.gallery.features)
-    files = [save(rank_list_figure(queries, dataset.gallery, distances, title=title), out / RANK_LIST_ARTIFACT)]
+    files = [
+        save(rank_list_figure(queries, dataset.gallery, distances, title=title), out / RANK_LIST_ARTIFACT)
+    ]
     images = torch.cat([batch for batch, _, _ in eval_loader(queries, config.data)])
     maps = attention_maps(model.cpu(), images)
     pixels = denormalize(images)
@@ -81,16 +82,9 @@ def trial_pictures(
     return files
 
 
-def figure_title(spec: PaperTable, dataset_used: str | None) -> str:
-    """The table's title, saying so when its runs used other data than the paper's table."""
-    if dataset_used is None or dataset_used == spec.dataset.value:
-        return spec.title
-    return f"{spec.title} [data: {dataset_used}, not {spec.dataset.value}]"
-
-
 def table_figures(data: TableData, tracker: Tracker, results_dir: Path, stem: str, title: str) -> list[Path]:
     """Figures of a table, from its child runs' artifacts and the table's rows, written as
-    ``figures/<stem>_*.png``; ``title`` (``figure_title``) heads them."""
+    ``figures/<stem>_*.png``; ``title`` (``PaperTable.heading``) heads them."""
     spec, figures = data.spec, results_dir / "figures"
     written = []
     finished = [run for run in data.runs if run.finished]
@@ -139,9 +133,17 @@ def _bars(data: TableData, title: str):
     rows = [row for row in data.ours if row.cells[bars[-1]].values]
     values = {m: [row.cells[m].mean for row in rows] for m in bars}
     if all(any(row.cells[m].stats is not None for row in data.ours) for m in bars):  # 95% bootstrap intervals
-        low = {m: [row.cells[m].stats.interval.low if row.cells[m].stats else np.nan for row in rows] for m in bars}
-        high = {m: [row.cells[m].stats.interval.high if row.cells[m].stats else np.nan for row in rows] for m in bars}
-        errors = {m: [list(np.subtract(values[m], low[m])), list(np.subtract(high[m], values[m]))] for m in bars}
+        low = {
+            m: [row.cells[m].stats.interval.low if row.cells[m].stats else np.nan for row in rows]
+            for m in bars
+        }
+        high = {
+            m: [row.cells[m].stats.interval.high if row.cells[m].stats else np.nan for row in rows]
+            for m in bars
+        }
+        errors = {
+            m: [list(np.subtract(values[m], low[m])), list(np.subtract(high[m], values[m]))] for m in bars
+        }
         spread = "95% bootstrap interval"
     else:
         errors = {m: [row.cells[m].std for row in rows] for m in bars}

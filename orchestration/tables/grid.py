@@ -62,7 +62,9 @@ def publish_grid(plan: Plan, driver: Driver, failed: bool) -> int:
     """Spooled records to the store, ensembles, the table and its figures; the parent run closed."""
     if not replayed(driver):
         return 1
-    publish_table(plan, driver, driver.state.parent_run_id, lambda row, seed: TrialFiles.of(driver.folder, row, seed))
+    publish_table(
+        plan, driver, driver.state.parent_run_id, lambda row, seed: TrialFiles.of(driver.folder, row, seed)
+    )
     driver.finish(failed=failed)
     print(driver.runs_banner(RUNS_VIEW_METRICS))
     return 1 if failed else 0

@@ -231,7 +231,11 @@ def record_parent(
         f"The table replaces this description when the grid finishes.\n\n`{command}`"
     )
     run_id = tracker.start_parent(
-        experiment_id, name, {**parent_tags(plan, command, uri), **(tags or {})}, source_tags(command, description), under
+        experiment_id,
+        name,
+        {**parent_tags(plan, command, uri), **(tags or {})},
+        source_tags(command, description),
+        under,
     )
     tracker.log_params(run_id, flatten(plan.base))
     return run_id

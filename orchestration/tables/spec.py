@@ -79,6 +79,13 @@ class PaperTable:
     references: Mapping[str, Metrics] = field(default_factory=dict)  # other methods' published rows
     compare_to: str | None = None  # the row every other row's difference is tested against
 
+    def heading(self, dataset_used: str | None) -> str:
+        """The table's title, saying so when its runs used other data than the paper's table (the
+        synthetic stand-in): the markdown's heading, its figures', the console's first line."""
+        if dataset_used is None or dataset_used == self.dataset.value:
+            return self.title
+        return f"{self.title} [data: {dataset_used}, not {self.dataset.value}]"
+
     @property
     def experiment_name(self) -> str:
         return f"MGN {self.title.split(':')[0]}"

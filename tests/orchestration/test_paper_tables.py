@@ -95,14 +95,10 @@ def test_train_seed_is_the_first_seed_not_ignored():
 
 
 def test_figure_titles_name_the_data_actually_used():
-    from orchestration.tables.figures import figure_title
 
     spec = TABLES["table5"]
-    assert (
-        figure_title(spec, "synthetic")
-        == "Table 5: ablations on Market-1501 [data: synthetic, not market1501]"
-    )
-    assert figure_title(spec, "market1501") == spec.title
+    assert spec.heading("synthetic") == "Table 5: ablations on Market-1501 [data: synthetic, not market1501]"
+    assert spec.heading("market1501") == spec.title
 
 
 def test_every_subset_of_rows_gets_a_table_file_of_its_own():
