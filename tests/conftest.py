@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,31 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY_SYNTHETIC = SyntheticConfig(
     num_train_ids=8, num_test_ids=6, images_per_id=6, num_distractors=4, num_junk=3
 )
+
+
+# What the fast tier (`pytest -m "not integration"`) may start: git (the runs' commit), nothing else.
+FAST_TIER_COMMANDS = ("git",)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_stays_in_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test without the ``integration`` mark that starts a process (Ray's raylet and GCS, an MLflow
+    server, PostgreSQL, moto, another Python) fails at once, naming the mark to add: the fast tier
+    stays fast because nothing in it can start those."""
+    if request.node.get_closest_marker("integration"):
+        return
+    real_init = subprocess.Popen.__init__
+
+    def refuse(self: subprocess.Popen, args, *rest, **options) -> None:
+        program = Path(str(args[0] if isinstance(args, (list, tuple)) else str(args).split()[0])).name
+        if program not in FAST_TIER_COMMANDS:
+            raise RuntimeError(
+                f"{request.node.nodeid} starts a process ({program}) without the integration mark: "
+                "add pytestmark = pytest.mark.integration (or @pytest.mark.integration)"
+            )
+        real_init(self, args, *rest, **options)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -52,6 +52,7 @@ def test_onnx_matches_pytorch(model_file, tmp_path, flip, normalize):
         assert onnx_max_difference(path, network, images) <= 1e-4
 
 
+@pytest.mark.integration  # starts a Python subprocess
 def test_cli_extract_eval_search_export(model_file, tmp_path):
     root = locate(tiny_config().data)
     query, gallery = tmp_path / "query.npz", tmp_path / "gallery.npz"
@@ -77,12 +78,14 @@ def test_cli_extract_eval_search_export(model_file, tmp_path):
     assert onnx.is_file() and "max |difference|" in exported
 
 
+@pytest.mark.integration  # starts a Python subprocess
 @pytest.mark.parametrize("command", ["extract", "eval", "search", "export"])
 def test_every_command_explains_itself(command):
     text = mgn(command, "--help").stdout
     assert "example:" in text and f"mgn {command}" in text
 
 
+@pytest.mark.integration  # starts a Python subprocess
 def test_the_installed_entry_point():
     if not MGN_BIN.exists():
         pytest.skip("the package is not installed in this interpreter's environment")
@@ -90,6 +93,7 @@ def test_the_installed_entry_point():
     assert run.returncode == 0 and "extract" in run.stdout and "export" in run.stdout
 
 
+@pytest.mark.integration  # starts a Python subprocess
 def test_bad_input_is_one_clear_line(model_file, tmp_path):
     missing = mgn("extract", tmp_path / "nope.pt", tmp_path, check=False)
     assert missing.returncode == 2 and "checkpoint" in missing.stderr and "nope.pt" in missing.stderr
@@ -222,6 +226,7 @@ def test_the_library_cli_reads_files_and_names_the_command_that_reads_model_uris
     assert "models:/mgn-table5-mgn/1" in error and "the `mgn` command installed with the project" in error
 
 
+@pytest.mark.integration  # starts a Python subprocess
 def test_the_command_line_is_parsed_before_torch_is_imported():
     """``mgn --help`` and a mistyped option answer before the 4-5 s of torch and torchvision
     (benchmarks/cli_startup.py times it); a command imports them once its arguments parse."""
@@ -253,13 +258,20 @@ def test_features_of_two_models_are_refused_naming_both(model_file, tmp_path, ca
     query, gallery, flipless = tmp_path / "q.npz", tmp_path / "g.npz", tmp_path / "g-noflip.npz"
     assert cli(["extract", str(model_file), str(root / "query"), "--out", str(query)]) == 0
     assert cli(["extract", str(other), str(root / "bounding_box_test"), "--out", str(gallery)]) == 0
-    assert cli(["extract", str(model_file), str(root / "bounding_box_test"), "--out", str(flipless), "--no-flip"]) == 0
+    assert (
+        cli(
+            ["extract", str(model_file), str(root / "bounding_box_test"), "--out", str(flipless), "--no-flip"]
+        )
+        == 0
+    )
     capsys.readouterr()
 
     assert cli(["eval", str(query), str(gallery)]) == 2
     error = capsys.readouterr().err
     ours, theirs = weights_digest(load_model(model_file)[0]), weights_digest(load_model(other)[0])
-    assert ours != theirs and f"model {ours}" in error and f"model {theirs}" in error and "same model" in error
+    assert (
+        ours != theirs and f"model {ours}" in error and f"model {theirs}" in error and "same model" in error
+    )
     assert cli(["eval", str(query), str(flipless)]) == 2  # one network, other settings
     assert "no flip" in capsys.readouterr().err
     image = next((root / "query").iterdir())
@@ -303,6 +315,7 @@ def test_save_model_takes_the_typed_config_or_any_dict_of_it_and_refuses_others(
     assert not (tmp_path / "bad.pt").exists()
 
 
+@pytest.mark.integration  # starts a Python subprocess
 def test_extract_shows_progress_on_a_terminal_only(model_file, tmp_path):
     """A progress bar where a person watches (stderr is a terminal), none in logs and pipes."""
     import fcntl

@@ -12,6 +12,8 @@ import torch
 
 from mgn.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 
+pytestmark = pytest.mark.integration  # mounts a tmpfs (mount, umount)
+
 
 @pytest.fixture
 def full_disk(tmp_path):

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import mgn
 
 FORBIDDEN = {"ray", "mlflow", "orchestration"}
@@ -40,7 +42,10 @@ def test_no_module_of_the_library_imports_ray_mlflow_or_orchestration():
 
 def test_the_scan_sees_lazy_imports():
     lazy = "def resolve(uri):\n    if uri:\n        from orchestration.runtime.tracking import Tracker\n    import ray.tune\n"
-    assert forbidden_imports(lazy, "cli.py") == ["cli.py:3 orchestration.runtime.tracking", "cli.py:4 ray.tune"]
+    assert forbidden_imports(lazy, "cli.py") == [
+        "cli.py:3 orchestration.runtime.tracking",
+        "cli.py:4 ray.tune",
+    ]
     assert forbidden_imports("import raytracer\nfrom mgn import cli\n", "x.py") == []
 
 
@@ -55,6 +60,7 @@ def loaded_after(modules: str) -> list[str]:
     return json.loads(run.stdout)
 
 
+@pytest.mark.integration  # starts a Python subprocess
 def test_the_library_leaves_ray_and_mlflow_unloaded():
     library = "mgn.training, mgn.evaluation, mgn.model, mgn.distributed, mgn.cli"
     assert loaded_after(library) == []
@@ -62,6 +68,7 @@ def test_the_library_leaves_ray_and_mlflow_unloaded():
     assert loaded_after(f"{library}, orchestration.study.driver") == ["mlflow", "ray"]
 
 
+@pytest.mark.integration  # starts a Python subprocess
 def test_a_study_command_imports_ray_only_after_its_pre_flight():
     """Bad input must fail in seconds: the study commands parse, plan and check without Ray (the
     driver imports it once the input is known to be good)."""

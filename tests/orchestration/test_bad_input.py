@@ -198,6 +198,7 @@ def test_resume_refuses_another_tables_grid(capsys, workspace):
     _fails(capsys, "table5", grid_args(workspace, "--resume", name), "that folder is table2's, not table5's")
 
 
+@pytest.mark.integration  # starts a Python subprocess
 def test_a_grid_run_by_a_live_driver_is_refused_naming_its_pid(capsys, workspace):
     import json
     import socket
@@ -272,6 +273,7 @@ def test_a_data_set_with_one_camera_is_refused_before_compute(capsys, workspace,
     )
 
 
+@pytest.mark.integration  # starts a Python subprocess
 def test_a_paper_search_without_imagenet_weights_is_refused_before_ray_is_imported(workspace, tmp_path):
     """The recipe search runs the one pre-flight of every study: the landed search skipped it and
     failed inside its trials, after Ray and MLflow had started."""
@@ -320,7 +322,12 @@ def test_a_lock_left_unreadable_by_a_killed_driver_is_taken_over(workspace, cont
 
 @pytest.mark.parametrize("value", ["0", "-1"])
 def test_max_concurrent_below_one_is_refused(capsys, workspace, value):
-    _fails(capsys, "table5", grid_args(workspace, "--max-concurrent", value), f"--max-concurrent {value}: must be >= 1")
+    _fails(
+        capsys,
+        "table5",
+        grid_args(workspace, "--max-concurrent", value),
+        f"--max-concurrent {value}: must be >= 1",
+    )
 
 
 def test_an_in_memory_or_folderless_sqlite_store_is_refused(capsys, workspace, tmp_path):

@@ -24,14 +24,29 @@ CHECKPOINTING = ["--set", "train.epochs=3", "--set", "train.checkpoint_every=1"]
 METRICS = ("R1", "R5", "mAP", "mINP", "loss")
 
 
-@pytest.fixture(scope="module")
-def node_caches(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Each worker node's own ``$MGN_CACHE``: nodes share no disk, not even a cache."""
-    return [tmp_path_factory.mktemp(f"node{i}-cache") for i in range(2)]
+class NodeCaches:
+    """Each worker node's own ``$MGN_CACHE`` (nodes share no disk, not even a cache), by node."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self.factory, self.by_node = factory, {}
+
+    def add_worker(self, cluster) -> None:
+        folder = self.factory.mktemp("node-cache")
+        node = cluster.add_node(num_cpus=1, env_vars={"MGN_CACHE": str(folder)})
+        self.by_node[node] = folder
+
+    def of(self, cluster) -> list[Path]:
+        """The caches of the worker nodes alive now (a lost node's went with it)."""
+        return [self.by_node[node] for node in cluster.worker_nodes]
 
 
 @pytest.fixture(scope="module")
-def cluster(object_store: ObjectStore, node_caches: list[Path]) -> Iterator:
+def node_caches(tmp_path_factory: pytest.TempPathFactory) -> NodeCaches:
+    return NodeCaches(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def cluster(object_store: ObjectStore, node_caches: NodeCaches) -> Iterator:
     """A head node that only runs trial drivers (0 CPUs) and two 1-CPU worker nodes, on this machine's
     address (a GCS bound to 127.0.0.1 is unreachable: Ray rewrites a loopback --address to the node's
     IP). The nodes inherit this process's environment: the object store's endpoint and credentials."""
@@ -53,8 +68,8 @@ def cluster(object_store: ObjectStore, node_caches: list[Path]) -> Iterator:
         },
     )
     try:
-        for folder in node_caches:
-            cluster.add_node(num_cpus=1, env_vars={"MGN_CACHE": str(folder)})
+        for _ in range(2):
+            node_caches.add_worker(cluster)
         cluster.wait_for_nodes()
         yield cluster
     finally:
@@ -89,7 +104,7 @@ def test_stores_that_one_machine_alone_can_write_are_refused_before_compute(
 
 
 def test_a_lost_node_is_replaced_and_the_trial_resumes_from_its_checkpoint_in_s3(
-    cluster, object_store, tracking_server, tmp_path
+    cluster, node_caches, object_store, tracking_server, tmp_path
 ):
     bucket = object_store.bucket("lost-node")
     row = ("ResNet-50+TP",)
@@ -112,7 +127,7 @@ def test_a_lost_node_is_replaced_and_the_trial_resumes_from_its_checkpoint_in_s3
     assert len(set(ranks)) == 2  # the two DDP workers run on different nodes
     # The node of rank 1 is lost (every process of it killed); a fresh one joins, as an autoscaler's would.
     cluster.remove_node(next(n for n in cluster.worker_nodes if n.node_id == ranks[1]), allow_graceful=False)
-    cluster.add_node(num_cpus=1)
+    node_caches.add_worker(cluster)
     (tmp_path / "pause-resnet-50-tp").unlink()
     assert driver.finish() == 0, "".join(driver.lines)
 
@@ -224,7 +239,7 @@ def test_a_sweep_reads_its_data_sets_from_the_bucket_once_per_node(
     assert sweep.finish() == 0, "".join(sweep.lines)
     log = "".join(sweep.lines)
     assert "2 table trials, 1 training (each network once)" in log
-    for cache in [driver_cache, *node_caches]:
+    for cache in [driver_cache, *node_caches.of(cluster)]:
         downloads = (cache / "datasets" / DOWNLOADS_LOG).read_text().splitlines()
         assert len(downloads) == 1, (cache, downloads)
         assert json.loads(downloads[0])["dataset"] == "market1501"
