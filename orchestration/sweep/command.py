@@ -135,7 +135,7 @@ def _describe(sweep: SweepPlan, checked: Preflight) -> None:
         shapes = {
             (row, seed): checked.shapes[(home.table, home.row, seed)] for (row, seed), home in homes.items()
         }
-        print(f"{plan.spec.title}:")
+        print(f"{plan.spec.heading(plan.base.data.dataset.value)}:")
         print("\n".join(describe(plan, shapes)))
 
 

@@ -47,7 +47,8 @@ def networks(tracker: Tracker, tables: list[ParentRun]) -> list[Network]:
         for run in tracker.child_runs(table.experiment_id, table.run_id):
             if run.finished and "mgn.trained_on" in run.tags:
                 grouped[(table.tags["table"], run.row, run.tags["mgn.trained_on"])].append(run)
-    return [Network(table, row, on, tuple(runs)) for (table, row, on), runs in grouped.items()]
+    found = [Network(table, row, on, tuple(runs)) for (table, row, on), runs in grouped.items()]
+    return sorted(found, key=lambda n: (n.table, n.runs[0].tags.get("mgn.row_order", ""), n.row))  # table order
 
 
 def _key(network: Network, tested_on: str, metric: str) -> str:
