@@ -13,16 +13,14 @@ a node-local cache under ``$MGN_CACHE`` (default ``~/.cache/mgn``), checked agai
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
 import json
 import os
 import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -31,6 +29,7 @@ import pyarrow.fs as pafs
 from mgn.config import DataConfig
 from mgn.data.records import DatasetError
 from orchestration.datasets.manifest import MANIFEST_NAME, Manifest, file_digest
+from orchestration.runtime.file_lock import exclusive
 from orchestration.runtime.naming import slug
 from orchestration.runtime.storage import Storage, StorageError
 
@@ -86,7 +85,7 @@ def materialize(root_uri: str, dataset: str, log: Callable[[str], None] = print)
         raise DatasetError(str(error)) from None
     folder, part = read_manifest(root).part(dataset)
     target = cache_root() / f"{slug(root.uri)[:60]}-{part.digest[:16]}"
-    with _node_lock(target.with_name(target.name + ".lock")):
+    with exclusive(target.with_name(target.name + ".lock")):  # one download per node
         if (target / MANIFEST_NAME).is_file():
             return Materialized(target, part.digest, part.size, downloaded=False)
         _remove_partials(target)
@@ -106,18 +105,6 @@ def materialize(root_uri: str, dataset: str, log: Callable[[str], None] = print)
         log(f"data: {dataset} from {root.uri}: {len(part.files)} files, {part.size / 1e6:.1f} MB downloaded into "
             f"{target} in {seconds:.0f} s (cache {cache_size(target.parent) / 1e6:.1f} MB)")  # fmt: skip
         return Materialized(target, part.digest, part.size, downloaded=True)
-
-
-@contextlib.contextmanager
-def _node_lock(path: Path) -> Iterator[None]:
-    """Held by one process of this node at a time (released by the kernel if the holder dies)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _remove_partials(target: Path) -> None:

@@ -87,6 +87,15 @@ def _check_sqlite(uri: str) -> None:
 DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
 
 
+def _unanswered(host: str, port: int, timeout: float) -> OSError | None:
+    """Why nothing accepts a connection at ``host:port`` within ``timeout``; None when something does."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as error:
+        return error
+
+
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast, before any training, when a tracking store does not answer or would lose records."""
     if uri.startswith("sqlite:"):
@@ -94,10 +103,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme in ("http", "https"):
         host, port = parts.hostname or "localhost", parts.port or (443 if parts.scheme == "https" else 80)
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                pass
-        except OSError as error:
+        if (error := _unanswered(host, port, timeout)) is not None:
             raise TrackingUnavailable(
                 f"MLflow tracking server {redact(uri)} is unreachable ({error}). Start it (e.g. `mlflow server "
                 f"--host 127.0.0.1 --port {port}`), fix --tracking-uri / MLFLOW_TRACKING_URI, or unset them to "
@@ -106,10 +112,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     database = parts.scheme.split("+", 1)[0]
     if database in DATABASE_PORTS:  # MLflow itself would retry a silent database for ~100 s
         host, port = parts.hostname or "localhost", parts.port or DATABASE_PORTS[database]
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                pass
-        except OSError as error:
+        if (error := _unanswered(host, port, timeout)) is not None:
             raise TrackingUnavailable(
                 f"the {database} server of the tracking store {redact(uri)} does not answer at {host}:{port} "
                 f"({error}). Start it, or fix --tracking-uri / MLFLOW_TRACKING_URI (clients of a cluster usually "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import os
 import socket
@@ -19,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from orchestration.runtime.file_lock import exclusive
 from orchestration.runtime.storage import Storage
 
 LOCK_FILE = "driver.lock"
@@ -97,14 +97,8 @@ def _exclusive(grid: Storage) -> Iterator[None]:
     if not grid.is_local:
         yield
         return
-    folder = Path(grid.path)
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / MUTEX_FILE).open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive(Path(grid.path) / MUTEX_FILE):
+        yield
 
 
 def release(grid: Storage, mine: DriverLock) -> None:

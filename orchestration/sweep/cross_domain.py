@@ -48,16 +48,19 @@ def networks(tracker: Tracker, tables: list[ParentRun]) -> list[Network]:
             if run.finished and "mgn.trained_on" in run.tags:
                 grouped[(table.tags["table"], run.row, run.tags["mgn.trained_on"])].append(run)
     found = [Network(table, row, on, tuple(runs)) for (table, row, on), runs in grouped.items()]
-    return sorted(found, key=lambda n: (n.table, n.runs[0].tags.get("mgn.row_order", ""), n.row))  # table order
+    return sorted(
+        found, key=lambda n: (n.table, n.runs[0].tags.get("mgn.row_order", ""), n.row)
+    )  # table order
 
 
 def _key(network: Network, tested_on: str, metric: str) -> str:
     return metric if tested_on == network.trained_on else keys.transfer(tested_on, metric)
 
 
-def cell(tracker: Tracker, network: Network, tested_on: str, metric: str) -> Interval | None:
-    """The network on ``tested_on`` (its own test set on the diagonal); None when not measured."""
-    per_seed = PerQuery(tracker, network.runs).of(Cell(network.row, _key(network, tested_on, metric)))
+def cell(values: PerQuery, network: Network, tested_on: str, metric: str) -> Interval | None:
+    """The network on ``tested_on`` (its own test set on the diagonal), from its runs' per-query
+    ``values``; None when not measured."""
+    per_seed = values.of(Cell(network.row, _key(network, tested_on, metric)))
     return interval(per_seed) if per_seed else None
 
 
@@ -67,9 +70,10 @@ def matrix_frame(tracker: Tracker, tables: list[ParentRun]) -> pd.DataFrame:
     test_sets = sorted({n.trained_on for n in found})
     records = []
     for network in found:
+        values = PerQuery(tracker, network.runs)  # its runs' per_query.npz, downloaded once
         for tested_on in test_sets:
             for metric in METRICS:
-                value = cell(tracker, network, tested_on, metric)
+                value = cell(values, network, tested_on, metric)
                 records.append({
                     "network": network.name, "trained on": network.trained_on, "tested on": tested_on,
                     "metric": metric, "mean": value.mean if value else None, "low": value.low if value else None,

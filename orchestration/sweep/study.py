@@ -103,10 +103,7 @@ class SweepStudy:
             return TrialFiles.of(driver.folder / home.table, home.row, seed)
 
         built = publish_table(plan, driver, self.parents[table], files)
-        homes = [self.sweep.training_of(table, row, seed).home for row, seed in plan.configs]
-        failed = any(
-            trial_name(home.row, seed, home.table) in errored
-            for home, (_, seed) in zip(homes, plan.configs, strict=True)
-        )
+        homes = {(row, seed): self.sweep.training_of(table, row, seed).home for row, seed in plan.configs}
+        failed = any(trial_name(home.row, seed, home.table) in errored for (_, seed), home in homes.items())
         driver.tracker.finish(self.parents[table], failed=failed)
         return built

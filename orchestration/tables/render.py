@@ -161,11 +161,11 @@ def table_runs(tracker: Tracker, parent: ParentRun) -> list[ChildRun]:
     its sweep (``mgn.shared_rows`` = {row: {"parent": the owner table's parent, "row": its row there}}):
     one network trained once, read by both tables under each one's row name."""
     runs = tracker.child_runs(parent.experiment_id, parent.run_id)
-    for row, owner in json.loads(parent.tags.get(SHARED_ROWS_TAG, "{}")).items():
+    shared = json.loads(parent.tags.get(SHARED_ROWS_TAG, "{}"))
+    owners = {o["parent"]: tracker.child_runs(parent.experiment_id, o["parent"]) for o in shared.values()}
+    for row, owner in shared.items():
         runs += [
-            dataclasses.replace(run, row=row)
-            for run in tracker.child_runs(parent.experiment_id, owner["parent"])
-            if run.row == owner["row"]
+            dataclasses.replace(run, row=row) for run in owners[owner["parent"]] if run.row == owner["row"]
         ]
     return runs
 
