@@ -4,7 +4,7 @@ The paper's training input (resize to 384x128, random flip, ImageNet normalisati
 0.5 as the community recipe) over the embedded synthetic set's JPEGs (Market-1501's 128x64 crop
 size), batched by the P x K sampler (P=16, K=4), in one process (one core):
 
-* PIL path: decode, resize, augment per image (``ImageDataset`` + ``train_transform``);
+* PIL path: decode, resize, augment per image (``AugmentedImages``);
 * decoded cache: uint8 images decoded and resized once (``DecodedImages``; the one-time cost is
   printed); per image the CPU then only gathers uint8 batches, and ``augment_batch`` (flip,
   erasing, normalisation as tensor ops) runs on the training device. Both are timed: the loader
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mgn.config import DatasetName  # noqa: E402
 from mgn.data import load_dataset, train_loader  # noqa: E402
-from mgn.data.decoded import augment_batch  # noqa: E402
+from mgn.data.augment import augment_batch  # noqa: E402
 from mgn.recipes import paper  # noqa: E402
 
 TRAIN_GFLOP_PER_IMAGE = 71.1  # MGN-R50, forward + backward, 384x128
@@ -44,10 +44,10 @@ def rate(config, dataset, min_images: int, augment_on_cpu: bool = False) -> floa
     images, epoch, began = 0, 0, time.perf_counter()
     while images < min_images:
         loader.batch_sampler.set_epoch(epoch)
-        for batch, _, _ in loader:
-            if augment_on_cpu and batch.dtype == torch.uint8:
-                batch = augment_batch(batch, config)
-            images += len(batch)
+        for batch in loader:
+            if augment_on_cpu and batch[0].dtype == torch.uint8:
+                augment_batch(batch[0], batch[3])
+            images += len(batch[0])
         epoch += 1
     return images / (time.perf_counter() - began)
 
@@ -61,10 +61,13 @@ def main(min_images: int = 2000) -> None:
     pil = rate(replace(config, decoded_cache=False, cache_images=False), dataset, min_images)
     began = time.perf_counter()
     cached_config = replace(config, decoded_cache=True)
-    train_loader(dataset.train, cached_config, seed=0)  # decodes and resizes every image once
+    # Decodes and resizes every image once into the node's shared array, which the loaders below map
+    # while this one holds it.
+    holder = train_loader(dataset.train, cached_config, seed=0)
     build = time.perf_counter() - began
     cached = rate(cached_config, dataset, min_images)
     on_cpu = rate(cached_config, dataset, min_images, augment_on_cpu=True)
+    del holder
     print(f"  PIL path (decode, resize, augment per image)  {pil:8.1f} images/s per core")
     print(
         f"  decoded cache, loader side (uint8 batches)    {cached:8.1f} images/s per core ({cached / pil:.1f}x the PIL path)"

@@ -21,7 +21,7 @@ from mgn.config import Metric
 from mgn.data.folders import IMAGE_SUFFIXES, list_images, parse_name
 from mgn.data.images import CorruptImageError, ImageDataset
 from mgn.data.records import DatasetError, ImageRecord
-from mgn.data.transforms import test_transform
+from mgn.data.transforms import input_transform
 from mgn.errors import UsageError
 
 UNLABELLED = -2  # images whose names do not follow <pid>_c<camera>
@@ -90,7 +90,7 @@ def _embed(
     from mgn.evaluation.features import extract_features
 
     loader = torch.utils.data.DataLoader(
-        ImageDataset(records, test_transform(config.data)), batch_size=batch_size
+        ImageDataset(records, input_transform(config.data)), batch_size=batch_size
     )
     # A bar on a terminal (a large folder takes minutes); nothing in a log or a pipe.
     shown = tqdm(loader, desc=f"embedding {len(records)} images", unit="batch", disable=not sys.stderr.isatty(),

@@ -142,9 +142,10 @@ class ModelConfig:
     init: Init = Init.IMAGENET
     imagenet_weights: ImagenetWeights = ImagenetWeights.V1
     pretrained_path: str | None = None  # an explicit weight file: used as given, whatever its release
-    # Batch-norm statistics over the whole global batch (all workers) instead of each worker's
-    # share. Off: the paper's per-GPU BN (DataParallel on two GPUs, 32 images each).
-    sync_bn: bool = False
+    # Images whose batch-norm statistics are taken together in training: the paper's per-GPU batch
+    # (P x K = 64 on two GPUs, 32 each). None: the whole global batch. A fact of the recipe, not of
+    # the hardware: 1, 2 or 4 workers normalise the same groups of the same images (mgn.batchnorm).
+    bn_group: int | None = 32
 
     def __post_init__(self) -> None:
         _require(
@@ -164,6 +165,10 @@ class ModelConfig:
             or self.backbone in (Backbone.RESNET50, Backbone.RESNET101),
             f"model.imagenet_weights={self.imagenet_weights.value}: torchvision publishes only IMAGENET1K_V1 for "
             f"{self.backbone.value}",
+        )
+        _require(
+            self.bn_group is None or self.bn_group >= 2,
+            f"model.bn_group={self.bn_group}: batch norm needs groups of at least 2 images (null: the whole batch)",
         )
         _require(
             not (self.reduction_dim is None and self.global_classifier_input is ClassifierInput.REDUCED),
@@ -361,6 +366,43 @@ class ScalingConfig:
         _require(self.collective_timeout_s >= 10, "scaling.collective_timeout_s must be >= 10 seconds")
 
 
+@dataclass(frozen=True, slots=True)
+class BatchNormGroups:
+    """The global batch's batch-norm groups on W workers: each worker computes ``per_rank`` images;
+    a group is ``images`` of them. Smaller than a worker's share: ``ghosts`` groups inside it; larger:
+    ``ranks`` neighbouring workers share one group's statistics (``mgn.batchnorm``)."""
+
+    images: int
+    per_rank: int
+
+    @property
+    def ghosts(self) -> int:
+        return max(1, self.per_rank // self.images)
+
+    @property
+    def ranks(self) -> int:
+        return max(1, self.images // self.per_rank)
+
+
+def batch_norm_groups(batch: int, k: int, workers: int, group: int | None) -> BatchNormGroups:
+    """The layout of ``model.bn_group`` on ``workers`` workers, or ``ConfigError`` naming the fix."""
+    per_rank = batch // workers
+    if group is None:
+        return BatchNormGroups(batch, per_rank)
+    _require(
+        group % k == 0 and batch % group == 0,
+        f"model.bn_group={group}: a group must hold whole identities (a multiple of data.k={k}) and divide the "
+        f"global batch P x K = {batch}: use e.g. model.bn_group={batch // 2 if (batch // 2) % k == 0 else batch} "
+        f"or null (the whole batch)",
+    )
+    _require(
+        group % per_rank == 0 or per_rank % group == 0,
+        f"model.bn_group={group} with {workers} workers of {per_rank} images each: a group must be a whole "
+        f"number of workers' shares or a whole part of one; change --workers or model.bn_group",
+    )
+    return BatchNormGroups(group, per_rank)
+
+
 # Stride from the input to the Part-N branch feature map (stem /4, res_conv3 /8, res_conv4 /16);
 # the Global branch halves it once more in res_conv5_1.
 PART_MAP_STRIDE = 16
@@ -402,6 +444,7 @@ class ExperimentConfig:
             self.loss.triplet_weight == 0 or self.data.k >= 2,
             f"data.k={self.data.k}: the triplet loss needs K >= 2 images per identity (or loss.triplet_weight=0)",
         )
+        batch_norm_groups(self.data.batch_size, self.data.k, workers, self.model.bn_group)
 
     @property
     def global_batch_size(self) -> int:
@@ -412,6 +455,13 @@ class ExperimentConfig:
     def worker_batch_size(self) -> int:
         """Images each worker computes per step: P/W identities x K."""
         return self.data.p // self.scaling.num_workers * self.data.k
+
+    @property
+    def bn_groups(self) -> BatchNormGroups:
+        """How the BN groups of the global batch fall on the workers."""
+        return batch_norm_groups(
+            self.data.batch_size, self.data.k, self.scaling.num_workers, self.model.bn_group
+        )
 
     @property
     def effective_lr(self) -> float:

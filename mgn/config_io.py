@@ -157,6 +157,18 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     return convert(value, tp, key)
 
 
+# Keys earlier versions wrote, and what replaced them: a file or a recorded run that has one gets
+# this instead of "unknown key".
+RETIRED_KEYS = {
+    "model.sync_bn": (
+        "model.sync_bn was replaced by model.bn_group, the images whose BN statistics are taken together "
+        "whatever the number of workers (the paper's 32; null = the whole global batch). sync_bn: true is "
+        "bn_group: null; sync_bn: false meant one group per worker: bn_group: null on one worker, 32 on the "
+        "paper's two. Replace the key"
+    ),
+}
+
+
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build ``cls`` from a nested dict; missing keys keep their defaults, unknown keys are errors."""
     hints = typing.get_type_hints(cls)
@@ -165,6 +177,9 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     if not_names:
         raise ConfigError(f"{prefix or 'config'}: keys must be field names, got {not_names[0]!r}")
     unknown = sorted(set(data) - set(names))
+    retired = [RETIRED_KEYS[prefix + k] for k in unknown if prefix + k in RETIRED_KEYS]
+    if retired:
+        raise ConfigError(retired[0])
     if unknown:
         raise ConfigError(
             f"unknown config key{'s' if len(unknown) > 1 else ''} "

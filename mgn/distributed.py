@@ -12,8 +12,9 @@ Conventions that make W workers compute the paper's one-batch step (§4.1, P=16 
 * ``all_gather_with_grad`` and ``all_reduce_with_grad`` send gradients back to the rank that owns
   each share (backward = all-reduce of the gradient), so a positive or negative mined on another
   rank moves that rank's network too.
-* ``CrossRankBatchNorm`` (``model.sync_bn``): statistics over the whole global batch. torch's
-  ``nn.SyncBatchNorm`` refuses CPU tensors, and one implementation on every device is one to test.
+* Batch norm over groups that span ranks (``mgn.batchnorm``) sums its statistics with
+  ``all_reduce_with_grad``: torch's ``nn.SyncBatchNorm`` refuses CPU tensors and cannot form the
+  recipe's groups, and one implementation on every device is one to test.
 """
 
 from __future__ import annotations
@@ -126,60 +127,3 @@ def gather_shards(local: Tensor, num_items: int, batch_size: int, device: torch.
     for shard, part in zip(shards, parts, strict=True):
         out[shard] = part[: len(shard)].cpu()
     return out
-
-
-class CrossRankBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """Batch norm whose training statistics cover every rank's share of the batch.
-
-    In eval mode, or in one process, it is the plain batch norm. Statistics are taken in two
-    passes (mean, then the mean squared deviation), each one all-reduce of C values, which keeps
-    the variance as accurate as ``nn.BatchNorm`` over the whole batch. Every rank must pass an
-    equal share of the batch (as the P x K sampler gives them).
-    """
-
-    def forward(self, x: Tensor) -> Tensor:  # (N, C) or (N, C, H, W)
-        if not self.training or world_size() == 1:
-            return super().forward(x)
-        dims = [0, *range(2, x.dim())]
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        # Images x positions over all ranks: every rank computes an equal share of the global batch
-        # (the P x K split), so the count is derived, not one more collective per layer and step.
-        count = x.numel() / x.shape[1] * world_size()
-        mean = all_reduce_with_grad(x.sum(dims)) / count  # (C,)
-        centered = x - mean.view(shape)
-        var = all_reduce_with_grad(centered.pow(2).sum(dims)) / count  # biased, as BN normalises
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                unbiased = var * count / max(count - 1, 1)
-                self.running_mean.lerp_(mean.detach(), momentum)
-                self.running_var.lerp_(unbiased.detach(), momentum)
-        out = centered * torch.rsqrt(var + self.eps).view(shape)
-        if self.affine:
-            out = out * self.weight.view(shape) + self.bias.view(shape)
-        return out
-
-    def _check_input_dim(self, x: Tensor) -> None:
-        if x.dim() not in (2, 4):
-            raise ValueError(f"expected a 2-D or 4-D input, got {x.dim()}-D")
-
-
-def convert_to_cross_rank_bn(module: nn.Module) -> nn.Module:
-    """Replace every ``BatchNorm1d``/``2d`` by a ``CrossRankBatchNorm`` that *shares* its parameters
-    and buffers: optimisers and state-dict keys are unchanged."""
-    if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
-        converted = CrossRankBatchNorm(
-            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
-        )
-        if module.affine:
-            converted.weight, converted.bias = module.weight, module.bias
-        if module.track_running_stats:
-            converted.running_mean = module.running_mean
-            converted.running_var = module.running_var
-            converted.num_batches_tracked = module.num_batches_tracked
-        converted.train(module.training)
-        return converted
-    for name, child in module.named_children():
-        module.add_module(name, convert_to_cross_rank_bn(child))
-    return module

@@ -58,7 +58,7 @@ def dry_run(
     env = TrainingEnv(device=device, cpus=available_cpus())
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    seed_epoch(config.train.seed, -1, 0)
+    seed_epoch(config.train.seed, -1)
     model = build_model(config, dataset.num_train_ids, device)
     optimizer = build_optimizer(config, model)
     loader = train_loader(

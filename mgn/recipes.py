@@ -43,8 +43,9 @@ from mgn.config_io import flatten, from_dict, merged, read_mapping, to_dict
 def paper() -> ExperimentConfig:
     return ExperimentConfig(
         profile=Profile.PAPER,
+        # bn_group 32: the paper's 64-image batch on two GPUs, each normalising its half (§4.1).
         model=ModelConfig(
-            backbone=Backbone.RESNET50, branches=(1, 2, 3), reduction_dim=256, init=Init.IMAGENET
+            backbone=Backbone.RESNET50, branches=(1, 2, 3), reduction_dim=256, init=Init.IMAGENET, bn_group=32
         ),
         loss=LossConfig(softmax_weight=1.0, triplet_weight=1.0, triplet_margin=1.2),
         optimizer=OptimizerConfig(
@@ -64,7 +65,8 @@ def community() -> ExperimentConfig:
     256-d globals; L2-normalised test features; an epoch of every identity x K images (~47 steps on
     Market-1501, so 400 epochs ~ 18.8k steps); Adam (AMSGrad) lr 2e-4, weight decay 5e-4, x0.1 at
     epochs 320 and 380; 1 x cross entropy + 2 x triplet (margin 1.2), each the mean of its terms;
-    random erasing with probability 0.5; P=16 x K=4; flip; ResNet-50 from ImageNet at 384x128.
+    random erasing with probability 0.5; P=16 x K=4; flip; ResNet-50 from ImageNet at 384x128;
+    one GPU, so batch norm over the whole 64-image batch (``bn_group=None``).
 
     Checked against the port's ``option.py``, ``data/__init__.py`` and ``data/sampler.py``: the same
     pooling, feature size, lr, weight decay, margin, erasing probability and fill (0 after
@@ -78,7 +80,9 @@ def community() -> ExperimentConfig:
     return replace(
         base,
         profile=Profile.COMMUNITY,
-        model=replace(base.model, global_classifier_input=ClassifierInput.REDUCED, pooling=Pooling.AVG),
+        model=replace(
+            base.model, global_classifier_input=ClassifierInput.REDUCED, pooling=Pooling.AVG, bn_group=None
+        ),
         loss=LossConfig(
             softmax_weight=1.0,
             triplet_weight=2.0,
@@ -102,7 +106,9 @@ def smoke() -> ExperimentConfig:
     return replace(
         base,
         profile=Profile.SMOKE,
-        model=replace(base.model, backbone=Backbone.RESNET18, init=Init.RANDOM),
+        # The paper's batch-norm groups of 32 (ghost batches in one process): the smoke run is the
+        # paper's experiment in miniature, and its default run exercises the group path.
+        model=replace(base.model, backbone=Backbone.RESNET18, init=Init.RANDOM, bn_group=32),
         # From random weights in a few epochs Adam converges where the paper's SGD (tuned for
         # ImageNet-initialised ResNet-50 over 80 epochs) does not; without the warm-up the plain
         # ResNet (IDE) rows, which have no BN after pooling, stay at chance level.

@@ -19,16 +19,16 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from mgn.batchnorm import average_running_stats, group_batch_norm
 from mgn.checkpoint import TrainingState
-from mgn.config import ExperimentConfig
+from mgn.config import ExperimentConfig, batch_norm_groups
 from mgn.config_io import to_dict
-from mgn.data.decoded import augment_batch
+from mgn.data.augment import augment_batch
 from mgn.data.loading import load_dataset, train_loader
 from mgn.data.records import ReidDataset, pids_and_camids
 from mgn.distributed import (
     all_gather_with_grad,
     broadcast_state,
-    convert_to_cross_rank_bn,
     gather_shards,
     mean_over_ranks,
 )
@@ -103,10 +103,11 @@ def weights_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
-def seed_epoch(seed: int, epoch: int, rank: int) -> None:
-    """Seed every RNG from (seed, epoch, rank), so a run resumed at an epoch boundary continues
-    exactly as an uninterrupted one."""
-    value = int(np.random.SeedSequence([seed, epoch + 1, rank]).generate_state(1)[0])
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Seed every global RNG from (seed, epoch), the same on every rank, so a run resumed at an epoch
+    boundary continues exactly as an uninterrupted one. (Augmentation does not use them: its draws
+    come with each image, ``mgn.data.augment``.)"""
+    value = int(np.random.SeedSequence([seed, epoch + 1]).generate_state(1)[0])
     torch.manual_seed(value)
     np.random.seed(value)
     random.seed(value)
@@ -132,7 +133,7 @@ def train_step(
 
     images (B/W, 3, H, W), targets (B/W,). Under DDP the triplet anchors are mined against the
     gathered global batch and DDP averages the ranks' gradients: the step equals one process's
-    step on the whole batch (with BN over each rank's share, or over all with ``model.sync_bn``).
+    step on the whole batch (with BN over the recipe's groups, ``mgn.batchnorm``).
     """
     gather = all_gather_with_grad if env.distributed else None
     with _autocast(env.device, config.train.amp):
@@ -173,12 +174,12 @@ def train_one_epoch(
     total = softmax = triplet = 0.0
     images_seen = batches = 0
     memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
-    for step, (images, pids, _) in enumerate(loader):
-        images = images.to(env.device, non_blocking=True)
+    for step, batch in enumerate(loader):
+        images = batch[0].to(env.device, non_blocking=True)
         if images.dtype == torch.uint8:  # from the decoded cache: flip and erase here, on the device
-            images = augment_batch(images, config.data)
+            images = augment_batch(images, batch[3])
         images = images.contiguous(memory_format=memory_format)
-        targets = pids.to(env.device, non_blocking=True)
+        targets = batch[1].to(env.device, non_blocking=True)
         losses = train_step(model, images, targets, optimizer, config, env, scaler)
         total += losses.total.item()
         softmax += losses.softmax.item()
@@ -229,7 +230,9 @@ def evaluate(
         features = _gathered(features, dataset, config, env.device)
         if features is None:
             return None
-    return metrics_of(features, dataset, config.eval, columns_by_branch(model) if branches else None, env.device)
+    return metrics_of(
+        features, dataset, config.eval, columns_by_branch(model) if branches else None, env.device
+    )
 
 
 def _gathered(
@@ -309,7 +312,7 @@ def start_training(
 ) -> Training:
     """The network (the same initial weights on every rank), its optimiser and schedule, restored
     from ``resume``; the untrained network evaluated; the network wrapped; the training loader."""
-    seed_epoch(config.train.seed, -1, 0)
+    seed_epoch(config.train.seed, -1)
     model = build_model(config, dataset.num_train_ids, env.device)
     optimizer = build_optimizer(config, model)
     scheduler = build_scheduler(config, optimizer)
@@ -322,8 +325,8 @@ def start_training(
         if log:
             log(f"resumed from a checkpoint after epoch {start}")
     untrained = _untrained(model, dataset, config, env, log) if config.eval.untrained and start == 0 else None
-    if config.model.sync_bn and env.distributed:
-        model = convert_to_cross_rank_bn(model)  # shares the parameters the optimiser holds
+    groups = batch_norm_groups(config.data.batch_size, config.data.k, env.world_size, config.model.bn_group)
+    model = group_batch_norm(model, groups)  # shares the parameters the optimiser holds
     use_scaler = config.train.amp and env.device.type == "cuda" and not torch.cuda.is_bf16_supported()
     loader = env.wrap_loader(
         train_loader(
@@ -338,10 +341,16 @@ def start_training(
 
 
 def _untrained(
-    model: MGN, dataset: ReidDataset, config: ExperimentConfig, env: TrainingEnv, log: Callable[[str], None] | None
+    model: MGN,
+    dataset: ReidDataset,
+    config: ExperimentConfig,
+    env: TrainingEnv,
+    log: Callable[[str], None] | None,
 ) -> dict[str, float] | None:
     """The network's metrics before training (no re-ranking, no branches): rank 0's, else None."""
-    before = evaluate(model, dataset, replace(config, eval=replace(config.eval, rerank=False)), env, branches=False)
+    before = evaluate(
+        model, dataset, replace(config, eval=replace(config.eval, rerank=False)), env, branches=False
+    )
     if log and before:
         log(f"untrained: R1 {before.metrics[keys.R1]:.1f} mAP {before.metrics[keys.MAP]:.1f}")
     return before.metrics if before else None
@@ -351,7 +360,7 @@ def train_epoch(run: Training, epoch: int) -> EpochStats:
     """Epoch ``epoch`` (0-based) on every rank: seeded, one pass, the schedule stepped, the weights
     checked. The losses are the global batch's: the mean over ranks of their means (equal shares)."""
     config, env = run.config, run.env
-    seed_epoch(config.train.seed, epoch, env.rank)
+    seed_epoch(config.train.seed, epoch)
     run.loader.batch_sampler.set_epoch(epoch)
     lr = run.optimizer.param_groups[0]["lr"]
     began = time.perf_counter()
@@ -360,6 +369,7 @@ def train_epoch(run: Training, epoch: int) -> EpochStats:
     if env.distributed:
         loss, softmax, triplet = mean_over_ranks([loss, softmax, triplet], env.device)
         images *= env.world_size
+        average_running_stats(run.model)  # each rank tracked its own BN groups
     run.scheduler.step()
     if not weights_finite(run.model):
         raise TrainingDiverged(
@@ -382,8 +392,14 @@ def evaluate_epoch(run: Training, epochs_done: int) -> Evaluation | None:
     return None
 
 
-def _log_epoch(log: Callable[[str], None], stats: EpochStats, evaluation: Evaluation | None, epochs: int) -> None:
-    shown = f" | R1 {evaluation.metrics[keys.R1]:.1f} mAP {evaluation.metrics[keys.MAP]:.1f}" if evaluation else ""
+def _log_epoch(
+    log: Callable[[str], None], stats: EpochStats, evaluation: Evaluation | None, epochs: int
+) -> None:
+    shown = (
+        f" | R1 {evaluation.metrics[keys.R1]:.1f} mAP {evaluation.metrics[keys.MAP]:.1f}"
+        if evaluation
+        else ""
+    )
     log(
         f"epoch {stats.epoch}/{epochs} loss {stats.loss:.3f} lr {stats.lr:.2e} "
         f"{stats.images_per_second:.0f} img/s{shown}"
@@ -410,7 +426,9 @@ def fit(
         log: where rank 0 prints progress (None: silent).
     """
     env = env or TrainingEnv()
-    run = start_training(config, dataset or load_dataset(config.data), env, resume, log if env.is_main else None)
+    run = start_training(
+        config, dataset or load_dataset(config.data), env, resume, log if env.is_main else None
+    )
     history: list[EpochStats] = []
     evaluation = None
     for epoch in range(run.start, config.train.epochs):

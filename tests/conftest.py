@@ -54,11 +54,14 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 def tiny_config(**model_changes: object) -> ExperimentConfig:
-    """The smoke recipe shrunk to seconds: ResNet-18, 64x32 input, 4x2 batches, 2 epochs."""
+    """The smoke recipe shrunk to seconds: ResNet-18, 64x32 input, 4x2 batches (BN over the whole
+    batch), 2 epochs."""
     base = smoke()
     return replace(
         base,
-        model=replace(base.model, backbone=Backbone.RESNET18, init=Init.RANDOM, **model_changes),
+        model=replace(
+            base.model, backbone=Backbone.RESNET18, init=Init.RANDOM, bn_group=None, **model_changes
+        ),
         data=replace(base.data, height=64, width=32, p=4, k=2, synthetic=TINY_SYNTHETIC, eval_batch_size=32),
         train=replace(base.train, epochs=2),
         optimizer=replace(base.optimizer, milestones=(1,)),

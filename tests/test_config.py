@@ -226,3 +226,28 @@ def test_a_partial_file_is_a_variant_of_the_profile_it_names(tmp_path):
 def test_malformed_config_files_are_one_clear_error(tmp_path, content, expected):
     with pytest.raises(ConfigError, match=expected):
         load_yaml(_config_file(tmp_path, content))
+
+
+def test_a_retired_key_names_its_replacement(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("profile: smoke\nmodel:\n  sync_bn: true\n")
+    with pytest.raises(
+        ConfigError, match=r"model.sync_bn was replaced by model.bn_group.*sync_bn: true is bn_group: null"
+    ):
+        load_yaml(path)
+
+
+def test_bn_groups_are_refused_when_they_cannot_be_formed():
+    base = smoke()
+    assert (base.bn_groups.ghosts, base.bn_groups.ranks) == (2, 1)  # one process: two ghost batches of 32
+    with pytest.raises(
+        ConfigError, match=r"bn_group=24: .*whole identities .*divide the global batch P x K = 64"
+    ):
+        replace(base, model=replace(base.model, bn_group=24))
+    with pytest.raises(ConfigError, match=r"bn_group=16 with 2 workers of 24 images .*change --workers"):
+        replace(base, data=replace(base.data, p=12), model=replace(base.model, bn_group=16),
+                scaling=replace(base.scaling, num_workers=2))  # fmt: skip
+    four = replace(base, scaling=replace(base.scaling, num_workers=4))
+    assert (four.bn_groups.per_rank, four.bn_groups.ranks) == (16, 2)  # pairs of workers share a group
+    with pytest.raises(ConfigError, match="groups of at least 2 images"):
+        replace(base, model=replace(base.model, bn_group=1))

@@ -59,8 +59,17 @@ def test_intermediate_evaluations_are_the_plain_ranking_and_the_last_is_complete
     assert {"rerank/mAP", "branch/Part-3/mAP"} <= last.keys()
 
 
-def test_resuming_from_a_checkpoint_equals_an_uninterrupted_run(dataset, tmp_path):
-    config = tiny_config()
+def _decoded_in_loader_processes():
+    """The GPU input path on CPU: the decoded cache, two loader processes, random erasing."""
+    base = tiny_config()
+    return replace(base, data=replace(base.data, decoded_cache=True, loader_workers=2, random_erasing=0.5))
+
+
+@pytest.mark.parametrize("make_config", [tiny_config, _decoded_in_loader_processes], ids=["pil", "decoded"])
+def test_resuming_from_a_checkpoint_equals_an_uninterrupted_run(dataset, tmp_path, make_config):
+    """Every draw (sampler, augmentation) follows (seed, epoch, step, position): a resumed run goes
+    on exactly as the uninterrupted one, loader processes included."""
+    config = make_config()
     saved = {}
 
     def keep(stats, evaluation, snapshot):

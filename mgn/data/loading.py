@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mgn.config import DataConfig, DatasetName, Epoch
+from mgn.data.augment import AugmentedImages
 from mgn.data.cuhk03 import RELEASE_LAYOUT, load_cuhk03_release
 from mgn.data.decoded import DecodedImages, use_decoded_cache
 from mgn.data.folders import MARKET_LAYOUT, OFFICIAL, load_market_style, resolve_root
@@ -16,7 +17,7 @@ from mgn.data.images import ImageDataset, check_images
 from mgn.data.records import DatasetError, ImageRecord, ReidDataset
 from mgn.data.sampler import PKBatchSampler
 from mgn.data.synthetic import ensure_synthetic
-from mgn.data.transforms import test_transform, train_transform
+from mgn.data.transforms import input_transform
 from mgn.data.validation import hold_out
 from mgn.distributed import shard_batches
 
@@ -100,7 +101,9 @@ def train_loader(
     cpus: int = 1,
 ) -> DataLoader:
     """This rank's share (P/W identities x K images) of every global P x K batch: augmented float
-    images, or uint8 ones from the decoded cache that ``augment_batch`` augments on the device."""
+    images, or uint8 ones from the decoded cache with their drawn augmentations, which
+    ``mgn.data.augment.augment_batch`` applies on the device. The draws come with the sampler's
+    items (one per global batch position), so nothing here depends on the rank."""
     sampler = PKBatchSampler(
         [r.pid for r in records],
         config.p,
@@ -111,18 +114,16 @@ def train_loader(
         with_replacement=config.sample_with_replacement,
         identity_epochs=config.epoch is Epoch.IDENTITIES,
     )
-    generator = torch.Generator().manual_seed(seed * 1000 + rank)  # augmentation randomness per rank
     workers = loader_workers(config, device, cpus)
     if use_decoded_cache(config, len(records), device):  # uint8 batches, augmented on the device
         dataset = DecodedImages(records, config)
     else:
-        dataset = ImageDataset(records, train_transform(config), cache=config.cache_images)
+        dataset = AugmentedImages(records, config)
     return DataLoader(
         dataset,
         batch_sampler=sampler,
         num_workers=workers,
         persistent_workers=workers > 0,
-        generator=generator,
         pin_memory=torch.device(device).type == "cuda",
     )
 
@@ -139,7 +140,7 @@ def eval_loader(
     """Un-augmented images in record order, batches of ``eval_batch_size``: (images, pids, camids).
     With ``world_size`` > 1, only this rank's batches (``mgn.distributed.shard_batches``)."""
     return DataLoader(
-        ImageDataset(records, test_transform(config), cache=config.cache_images),
+        ImageDataset(records, input_transform(config), cache=config.cache_images),
         batch_sampler=shard_batches(len(records), config.eval_batch_size, rank, world_size),
         num_workers=loader_workers(config, device, cpus),
         pin_memory=torch.device(device).type == "cuda",

@@ -10,20 +10,32 @@ of W ranks takes its P/W whole identities of every batch (rank r the r-th slice 
 identities). So the union of the ranks' batches at each step is the single-process batch, the
 epoch has the same number of steps for any W, and every rank yields the same number of batches
 (the collective calls of DDP and ``ray.train.report`` stay matched).
+
+Each image comes with the seed of its augmentation (``mgn.data.augment.draw_seed``), drawn from its
+step and position in the global batch, so the ranks' images are augmented as one process's are.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from torch.utils.data import Sampler
 
+from mgn.data.augment import draw_seed
 from mgn.data.records import DatasetError
 
 
-class PKBatchSampler(Sampler[list[int]]):
+class Sample(NamedTuple):
+    """One image of a training batch: its index in the training records and its augmentation seed."""
+
+    index: int
+    draw: int
+
+
+class PKBatchSampler(Sampler[list[Sample]]):
     """Yields this rank's share (P/W identities x K images) of every global P x K batch.
 
     Deterministic for (seed, epoch); the global batches do not depend on ``world_size``.
@@ -35,6 +47,8 @@ class PKBatchSampler(Sampler[list[int]]):
         for epoch in range(epochs):
             sampler.set_epoch(epoch)
             for images, pids, camids in loader: ...  # (16 / world_size) * 4 images per rank
+
+    Items are ``Sample(index, draw)``: the dataset reads image ``index`` and augments it with ``draw``.
     """
 
     def __init__(
@@ -113,7 +127,8 @@ class PKBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return len(self.global_batches())
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[Sample]]:
         share = self.p // self.world_size * self.k  # P/W whole identities of K images each
-        for batch in self.global_batches():
-            yield batch[self.rank * share : (self.rank + 1) * share]
+        positions = range(self.rank * share, (self.rank + 1) * share)
+        for step, batch in enumerate(self.global_batches()):
+            yield [Sample(batch[i], draw_seed(self.seed, self.epoch, step, i)) for i in positions]

@@ -38,7 +38,7 @@ def distance_block(
     if metric is Metric.COSINE:
         query = torch.nn.functional.normalize(query, dim=1)
         gallery = torch.nn.functional.normalize(gallery, dim=1)
-        return torch.addmm(torch.ones(()), query, gallery.T, alpha=-1.0)
+        return torch.addmm(torch.ones((), dtype=query.dtype), query, gallery.T, alpha=-1.0)
     if gallery_sq is None:
         gallery_sq = squared_norms(gallery)
     dist = torch.addmm(gallery_sq[None, :], query, gallery.T, alpha=-2.0)  # one fused BLAS call

@@ -80,7 +80,9 @@ def extract_features(
     model.train(was_training)
     if not feats:  # a rank whose share of a small split is empty (distributed evaluation)
         empty = torch.empty(0, dtype=torch.int64)
-        return FeatureSet(torch.empty((0, model.embedding_dim)), empty.numpy(), empty.numpy())
+        return FeatureSet(
+            torch.empty((0, model.embedding_dim), dtype=torch.float32), empty.numpy(), empty.numpy()
+        )
     return FeatureSet(torch.cat(feats), torch.cat(pids).numpy(), torch.cat(camids).numpy())
 
 

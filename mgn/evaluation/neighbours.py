@@ -91,11 +91,13 @@ class _Running:
     def empty(cls, n: int, cache: int, near: int, device: torch.device) -> _Running:
         def table(width: int) -> tuple[Tensor, Tensor]:
             return (
-                torch.full((n, width), torch.inf, device=device),
+                torch.full((n, width), torch.inf, dtype=torch.float32, device=device),
                 torch.full((n, width), -1, dtype=torch.int64, device=device),
             )
 
-        return cls(*table(cache), *table(near + TIE_MARGIN), torch.zeros(n, device=device))
+        return cls(
+            *table(cache), *table(near + TIE_MARGIN), torch.zeros(n, dtype=torch.float32, device=device)
+        )
 
     def read_strip(self, d2: Tensor, start: int, stop: int) -> None:
         """d2: (stop - start, N - start), the strip of rows start:stop and columns start:N, squared
@@ -126,7 +128,7 @@ class _Running:
             torch.arange(len(target), device=target.device) - (torch.cumsum(counts, 0) - counts)[segment]
         )
         extra = int(counts.max())
-        new_d2 = torch.full((len(targets), extra), torch.inf, device=value.device)
+        new_d2 = torch.full((len(targets), extra), torch.inf, dtype=value.dtype, device=value.device)
         new_index = torch.full((len(targets), extra), -1, dtype=torch.int64, device=value.device)
         new_d2[segment, position], new_index[segment, position] = value, index
         merged_d2 = torch.cat([self.down_d2[targets], new_d2], dim=1)
@@ -154,7 +156,9 @@ class Side:
     @classmethod
     def of(cls, features: Tensor) -> Side:
         n, dim = features.shape
-        right = torch.empty((n, dim + 2), device=features.device)  # filled in place: no temporaries
+        right = torch.empty(
+            (n, dim + 2), dtype=features.dtype, device=features.device
+        )  # filled in place: no temporaries
         torch.mul(features, -2.0, out=right[:, :dim])
         right[:, dim], right[:, dim + 1] = 1.0, squared_norms(features)
         return cls(features, right)
@@ -203,7 +207,9 @@ def _strips(side: Side, block: int, tail: Side | None = None) -> Iterator[tuple[
     """Every strip of ``side``'s rows in order (``_strip``), each written into one reused buffer:
     read it before asking for the next."""
     width = len(side) + (len(tail) if tail is not None else 0)
-    buffer = torch.empty((min(block, len(side)), width), device=side.features.device)
+    buffer = torch.empty(
+        (min(block, len(side)), width), dtype=side.features.dtype, device=side.features.device
+    )
     with product_runner(side.features.device) as run:
         for rows in query_blocks(len(side), block):
             yield rows, _strip(buffer, side, rows, run, tail)
@@ -246,7 +252,7 @@ def neighbours(query: Tensor, shared: GalleryPass, block: int) -> tuple[Neighbou
     running.down_d2[num_query:] = gallery_rows.down_d2
     running.down_index[num_query:] = torch.where(gallery_rows.down_index >= 0, gallery_rows.down_index + num_query, -1)  # fmt: skip
     running.row_max[num_query:] = gallery_rows.row_max
-    query_gallery = torch.empty((num_query, n - num_query), device=query.device)
+    query_gallery = torch.empty((num_query, n - num_query), dtype=query.dtype, device=query.device)
     for rows, d2 in _strips(Side.of(query), block, tail=shared.side):
         running.read_strip(d2, rows.start, rows.stop)
         torch.clamp(d2[:, num_query - rows.start :], min=0, out=query_gallery[rows])

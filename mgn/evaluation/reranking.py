@@ -72,7 +72,7 @@ def _expanded_sets(top_idx: Tensor, k1: int, block: int) -> tuple[Tensor, Tensor
 
 def _stacked(query: Tensor, gallery: Tensor, index: Tensor) -> Tensor:
     """Rows ``index`` of the query and gallery features stacked (query first), without stacking."""
-    out = torch.empty((len(index), query.shape[1]), device=query.device)
+    out = torch.empty((len(index), query.shape[1]), dtype=query.dtype, device=query.device)
     in_query = index < len(query)
     out[in_query] = query[index[in_query]]
     out[~in_query] = gallery[index[~in_query] - len(query)]
@@ -81,7 +81,7 @@ def _stacked(query: Tensor, gallery: Tensor, index: Tensor) -> Tensor:
 
 def _exact(query: Tensor, gallery: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     """Squared distances of pairs of stacked images, MISS_PAIRS at a time (small temporaries)."""
-    out = torch.empty(len(rows), device=rows.device)
+    out = torch.empty(len(rows), dtype=query.dtype, device=rows.device)
     for part in query_blocks(len(rows), MISS_PAIRS):
         difference = _stacked(query, gallery, rows[part]).sub_(_stacked(query, gallery, cols[part]))
         out[part] = difference.pow_(2).sum(dim=1)
@@ -99,7 +99,9 @@ def _lookup(query: Tensor, gallery: Tensor, known: Neighbours, rows: Tensor, col
     keys = rows * n + cols
     position = torch.searchsorted(cache_keys, keys).clamp(max=cache_keys.numel() - 1)
     hit = cache_keys[position] == keys
-    values = torch.where(hit, cache_vals[position], torch.zeros((), device=rows.device))
+    values = torch.where(
+        hit, cache_vals[position], torch.zeros((), dtype=cache_vals.dtype, device=rows.device)
+    )
     miss = (~hit).nonzero().squeeze(1)
     if miss.numel():  # outside the tables: computed exactly
         values[miss] = _exact(query, gallery, rows[miss], cols[miss])
@@ -184,7 +186,10 @@ def re_rank_with_distances(
     rows = torch.arange(n, device=members.device)[:, None].expand_as(members)[mask]
     cols = members[mask]
     weights = torch.exp(-_lookup(query, shared.gallery, known, rows, cols))
-    weights = (weights / torch.zeros(n, device=weights.device).index_add_(0, rows, weights)[rows]).cpu()
+    weights = (
+        weights
+        / torch.zeros(n, dtype=weights.dtype, device=weights.device).index_add_(0, rows, weights)[rows]
+    ).cpu()
     rows, cols = rows.cpu(), cols.cpu()
     v = sp.csr_matrix((weights.numpy(), (rows.numpy(), cols.numpy())), shape=(n, n))
     if k2 != 1:  # local query expansion: average V over the k2 nearest neighbours

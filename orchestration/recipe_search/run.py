@@ -151,14 +151,15 @@ def scored_trials(folder: Storage, results: tune.ResultGrid, search: SearchConfi
 
 def record_outcomes(tracker: Tracker, state: StudyState, scored: list[Scored]) -> None:
     """Each search trial's run says how it ended; a trial ASHA stopped (its process ended by Tune,
-    mid-training) is closed as FINISHED: it did what the search asked of it."""
+    mid-training) is closed as FINISHED: it did what the search asked of it. Depending on when Tune
+    ends it, its run is still RUNNING or was closed FAILED by the trial's own teardown: either way."""
     outcome = {search_row(s.trial_id): s for s in scored}
     for run in tracker.child_runs(state.experiment_id, state.parent_run_id):
         found = outcome.get(run.row)
         if found is None:
             continue
         tracker.set_tags(run.run_id, {"outcome": found.describe()})
-        if found.outcome is Outcome.STOPPED and run.status == "RUNNING":
+        if found.outcome is Outcome.STOPPED and run.status in ("RUNNING", "FAILED"):
             tracker.finish(run.run_id)
 
 

@@ -141,7 +141,7 @@ def run_trial(params: dict[str, Any]) -> None:
         SpoolingRecorder(tracker, run_id, files.folder).finish(failed=files.diverged.exists())
         tune.report(files.result())
         return
-    tracker.log_params(run_id, flatten(trial.config))
+    tracker.log_params(run_id, run_params(trial.config))
     tracker.log_text(run_id, dump_yaml(trial.config), "config.yaml")
     trainer = torch_trainer(setup, trial, worker_spec(setup, trial, run_id, files), tune_trial_id)
     # From here on the store may come and go: records are spooled rather than lost (spool.py).
@@ -152,6 +152,18 @@ def run_trial(params: dict[str, Any]) -> None:
         recorder.finish(failed=True)
         raise
     recorder.finish(failed=files.diverged.exists())
+
+
+def run_params(config: ExperimentConfig) -> dict[str, str]:
+    """Every config field, and what the worker count makes of them: the images each worker computes a
+    step, and how the recipe's BN groups (``model.bn_group``) fall on the workers."""
+    groups = config.bn_groups
+    return {
+        **flatten(config),
+        "scaling.images_per_worker": str(groups.per_rank),
+        "scaling.bn_groups_per_worker": str(groups.ghosts),
+        "scaling.workers_per_bn_group": str(groups.ranks),
+    }
 
 
 def open_run(tracker: Tracker, setup: TrialSetup, trial: TrialSpec, tune_trial_id: str) -> str:

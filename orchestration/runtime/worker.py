@@ -109,9 +109,13 @@ def ray_environment(cpus: int) -> TrainingEnv:
         world_size=context.get_world_size(),
         device=ray.train.torch.get_device(),
         cpus=cpus,
-        # DDP averages the ranks' gradients; buffers (BN statistics) follow rank 0, as with the
-        # paper's DataParallel. Parameters no loss reaches are frozen in build_model.
-        wrap_model=ray.train.torch.prepare_model,
+        # DDP averages the ranks' gradients. It must not overwrite the ranks' BN running statistics
+        # with rank 0's before every forward: each rank tracks its own BN groups, and the epoch ends
+        # with their mean (mgn.batchnorm.average_running_stats). Parameters no loss reaches are
+        # frozen in build_model.
+        wrap_model=lambda model: ray.train.torch.prepare_model(
+            model, parallel_strategy_kwargs={"broadcast_buffers": False}
+        ),
         # Keep our P x K sampler: without add_dist_sampler=False Ray swaps in a DistributedSampler.
         wrap_loader=lambda loader: ray.train.torch.prepare_data_loader(loader, add_dist_sampler=False),
     )

@@ -1,7 +1,8 @@
-"""The decoded cache + device augmentation gives the PIL path's images and augmentation statistics."""
+"""The decoded cache: chosen on GPUs, one array per node shared by every dataset that needs it."""
 
 from __future__ import annotations
 
+import gc
 from dataclasses import replace
 
 import numpy as np
@@ -10,67 +11,32 @@ import torch
 from PIL import Image
 
 from mgn.config import DataConfig
-from mgn.data.decoded import DecodedImages, augment_batch, use_decoded_cache
+from mgn.data import decoded
+from mgn.data.decoded import DecodedImages, cache_bytes, cache_name, use_decoded_cache
 from mgn.data.images import ImageDataset
 from mgn.data.records import ImageRecord
-from mgn.data.transforms import train_transform
-
-SAMPLES = 3000
-
-
-@pytest.fixture(scope="module")
-def picture(tmp_path_factory) -> ImageRecord:
-    """A 128x64 crop with structure (a gradient and a bright patch): resizing and flips show."""
-    rng = np.random.default_rng(0)
-    pixels = np.clip(np.linspace(40, 220, 64)[None, :, None] + rng.normal(0, 20, (128, 64, 3)), 0, 255)
-    pixels[10:40, 5:20] = 250
-    path = tmp_path_factory.mktemp("img") / "0001_c1s1_000001_01.jpg"
-    Image.fromarray(pixels.astype(np.uint8)).save(path, quality=95)
-    return ImageRecord(str(path), 0, 0)
+from mgn.data.sampler import Sample
+from mgn.data.transforms import input_transform
 
 
-def test_without_augmentation_the_cache_gives_the_pil_paths_tensors(picture):
-    config = DataConfig(height=96, width=32, random_flip=False, random_erasing=0.0)
-    pil = ImageDataset([picture], train_transform(config))[0][0]
-    cached = augment_batch(DecodedImages([picture], config)[0][0][None], config)[0]
-    torch.testing.assert_close(cached, pil, rtol=0, atol=1e-6)
+@pytest.fixture
+def pictures(tmp_path) -> list[ImageRecord]:
+    rng = np.random.default_rng(1)
+    records = []
+    for index in range(3):
+        path = tmp_path / f"000{index}_c1s1_00000{index}_01.jpg"
+        Image.fromarray(rng.integers(0, 255, (128, 64, 3), dtype=np.uint8)).save(path)
+        records.append(ImageRecord(str(path), index, 1))
+    return records
 
 
-def _statistics(images: torch.Tensor, unflipped: torch.Tensor) -> dict[str, float]:
-    """Flip rate, erasing rate, erased area fraction and log aspect (height/width) of erased boxes."""
-    erased = images == 0  # normalised pixels of this picture are never exactly 0 elsewhere
-    erased_any = erased.flatten(1).any(1)
-    whole = images.masked_fill(erased, 0)
-    flipped = ((whole - unflipped.flip(-1).masked_fill(erased, 0)).abs().flatten(1).amax(1) < 1e-5) & ~(
-        (whole - unflipped.masked_fill(erased, 0)).abs().flatten(1).amax(1) < 1e-5
-    )
-    boxes = erased[erased_any][:, 0]
-    heights = boxes.any(2).sum(1).float()
-    widths = boxes.any(1).sum(1).float()
-    return {
-        "flip": flipped.float().mean().item(),
-        "erase": erased_any.float().mean().item(),
-        "area": (heights * widths / (images.shape[-1] * images.shape[-2])).mean().item(),
-        "log_aspect": torch.log(heights / widths).mean().item(),
-    }
-
-
-def test_augmentation_statistics_equal_the_pil_paths(picture):
-    config = DataConfig(height=96, width=32, random_flip=True, random_erasing=0.5)
-    plain = replace(config, random_flip=False, random_erasing=0.0)
-    unflipped = ImageDataset([picture], train_transform(plain))[0][0]
-    torch.manual_seed(0)
-    pil_path = ImageDataset([picture] * SAMPLES, train_transform(config))
-    pil = torch.stack([pil_path[i][0] for i in range(SAMPLES)])
-    uint8 = DecodedImages([picture], config)[0][0]
-    device = augment_batch(
-        uint8.expand(SAMPLES, -1, -1, -1).contiguous(), config, torch.Generator().manual_seed(1)
-    )
-    ours, theirs = _statistics(device, unflipped), _statistics(pil, unflipped)
-    assert abs(ours["flip"] - 0.5) < 0.04 and abs(theirs["flip"] - 0.5) < 0.04
-    assert abs(ours["erase"] - theirs["erase"]) < 0.04 and abs(ours["erase"] - 0.5) < 0.04
-    assert ours["area"] == pytest.approx(theirs["area"], rel=0.1)
-    assert ours["log_aspect"] == pytest.approx(theirs["log_aspect"], abs=0.1)
+@pytest.fixture
+def shared_memory(tmp_path, monkeypatch):
+    """A private stand-in for /dev/shm: the node's shared folder of this test alone."""
+    folder = tmp_path / "shm"
+    folder.mkdir()
+    monkeypatch.setattr(decoded, "SHARED_MEMORY", folder)
+    return folder
 
 
 def test_the_cache_is_chosen_on_gpus_and_when_asked():
@@ -79,3 +45,42 @@ def test_the_cache_is_chosen_on_gpus_and_when_asked():
     assert use_decoded_cache(replace(config, decoded_cache=True), 12936, "cpu") is True
     assert use_decoded_cache(replace(config, decoded_cache=False), 10, "cuda") is False
     assert use_decoded_cache(config, 10**9, "cuda") is False  # 300 TB would not fit
+    assert cache_bytes(12936, config) == 1_907_490_816  # Market-1501's training set: 1.9 GB a node
+
+
+def test_the_ranks_of_a_node_map_one_array_and_the_last_deletes_it(pictures, shared_memory):
+    config = DataConfig(height=96, width=32)
+    first, second = DecodedImages(pictures, config), DecodedImages(pictures, config)
+    array = shared_memory / cache_name(pictures, config)
+    locks = [array.with_suffix(".lock").name, array.with_suffix(".build").name]
+    assert sorted(p.name for p in shared_memory.iterdir()) == sorted([array.name, *locks])
+    assert array.stat().st_size == cache_bytes(3, config)  # one copy, whatever the number of readers
+    first.images[0, 0, 0, 0] = 7  # the same pages: a write through one is seen through the other
+    assert int(second.images[0, 0, 0, 0]) == 7
+    plain = ImageDataset(pictures, input_transform(config))
+    for index in (1, 2):
+        image, pid, camid, augmentation = second[Sample(index, 0)]
+        assert (pid, camid) == (index, 1) and augmentation.shape == (5,)
+        expected = ((plain[index][0] * torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+                     + torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)) * 255).round()  # fmt: skip
+        assert (image.float() - expected).abs().max() <= 1
+    del first
+    gc.collect()
+    assert array.exists()  # the second still maps it
+    del second
+    gc.collect()
+    assert not array.exists() and not list(shared_memory.glob("*.partial-*"))
+
+
+def test_a_full_shared_memory_keeps_a_private_copy(pictures, shared_memory, monkeypatch):
+    monkeypatch.setattr(decoded.shutil, "disk_usage", lambda _: type("Usage", (), {"free": 10})())
+    images = DecodedImages(pictures, DataConfig(height=96, width=32))
+    assert images.images.shape == (3, 3, 96, 32) and list(shared_memory.iterdir()) == []
+
+
+def test_a_failed_decode_leaves_no_array(pictures, shared_memory):
+    broken = [*pictures, ImageRecord(str(shared_memory.parent / "missing.jpg"), 9, 1)]
+    (shared_memory.parent / "missing.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(Exception, match="cannot read image"):
+        DecodedImages(broken, DataConfig(height=96, width=32))
+    assert sorted(p.suffix for p in shared_memory.iterdir()) == [".build", ".lock"]

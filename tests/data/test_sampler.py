@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from mgn.data import DatasetError, PKBatchSampler
+from mgn.data.augment import draw_seed
 
 
 def _pids(num_ids=12, per_id=(2, 5, 8)):
@@ -15,20 +16,21 @@ def test_every_batch_is_p_identities_times_k_images():
     batches = list(sampler)
     assert len(batches) == len(sampler) > 0
     for batch in batches:
-        labels = [pids[i] for i in batch]
+        labels = [pids[i] for i, _ in batch]
         assert len(batch) == 12 and len(set(labels)) == 4
         assert all(labels.count(label) == 3 for label in set(labels))
 
 
 def test_ids_with_few_images_are_resampled_with_replacement():
     pids = [0, 1, 1, 1, 1, 2, 2, 2, 2, 3]  # ids 0 and 3 have one image
-    batch = next(iter(PKBatchSampler(pids, p=4, k=4, seed=0)))
+    batch = [i for i, _ in next(iter(PKBatchSampler(pids, p=4, k=4, seed=0)))]
     assert batch.count(0) == 4 and batch.count(9) == 4
 
 
 @pytest.mark.parametrize("world_size", [2, 3, 6])
 def test_the_ranks_batches_at_each_step_are_the_single_process_batch(world_size):
-    """P x K is the global batch: W ranks split each step's identities, whole, P/W each."""
+    """P x K is the global batch: W ranks split each step's identities, whole, P/W each, and each
+    image comes with the augmentation seed of its global position, not of its rank."""
     pids = _pids(num_ids=20)
     single = PKBatchSampler(pids, p=6, k=2, seed=7)
     ranks = [PKBatchSampler(pids, p=6, k=2, rank=r, world_size=world_size, seed=7) for r in range(world_size)]
@@ -37,9 +39,10 @@ def test_the_ranks_batches_at_each_step_are_the_single_process_batch(world_size)
             sampler.set_epoch(epoch)
         steps = list(zip(*(list(r) for r in ranks), strict=True))  # matched collectives under DDP
         assert len(steps) == len(single) == len(list(single))  # epoch length independent of W
-        for step, shares in zip(single, steps, strict=True):
-            assert [i for share in shares for i in share] == step  # the union, in rank order
-            ids = [{pids[i] for i in share} for share in shares]
+        for number, (step, shares) in enumerate(zip(single, steps, strict=True)):
+            assert [d for _, d in step] == [draw_seed(7, epoch, number, position) for position in range(12)]
+            assert [i for share in shares for i in share] == step  # the union, in rank order, draws too
+            ids = [{pids[i] for i, _ in share} for share in shares]
             assert all(
                 len(share) == 6 // world_size * 2 and len(s) == 6 // world_size
                 for share, s in zip(shares, ids, strict=True)
@@ -65,7 +68,7 @@ def test_same_seed_and_epoch_give_the_same_order():
 
 def test_most_images_are_seen_each_epoch():
     pids = [pid for pid in range(32) for _ in range(8)]
-    seen = {i for batch in PKBatchSampler(pids, p=8, k=4, seed=0) for i in batch}
+    seen = {i for batch in PKBatchSampler(pids, p=8, k=4, seed=0) for i, _ in batch}
     assert len(seen) >= 0.8 * len(pids)  # the last chunks cannot always fill P distinct ids
 
 
@@ -88,6 +91,6 @@ def test_an_identity_epoch_gives_every_identity_one_chunk_of_k():
     sampler = PKBatchSampler(pids, p=16, k=4, identity_epochs=True, seed=0)
     batches = list(sampler)
     assert len(batches) == len(sampler) == 751 // 16
-    seen = [pids[i] for batch in batches for i in batch]
+    seen = [pids[i] for batch in batches for i, _ in batch]
     assert all(seen.count(pid) == 4 for pid in set(seen)) and len(set(seen)) == 46 * 16
     assert len(PKBatchSampler(pids, p=16, k=4, seed=0)) > 3 * len(batches)  # the image epoch is longer

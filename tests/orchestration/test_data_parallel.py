@@ -3,7 +3,7 @@ Train gloo worker groups against a one-process reference written plainly here:
 
 * one step (float32, the training dtype) and three steps (float64) from the same weights and
   global batches give the same loss and the same weights as one process computing that batch with
-  BN over the same per-rank shards (and, with ``model.sync_bn``, BN over the whole batch). The
+  BN over the same per-rank shards (and, with ``model.bn_group=None``, BN over the whole batch). The
   trajectories are compared in float64 because this tiny network is chaotic: the one-process
   reference itself turns a 1e-7 change of its weights into 1e-3 after one step (BN over 4 to 8
   images), so float32 rounding alone would part two exact implementations after a step;
@@ -37,17 +37,18 @@ pytestmark = pytest.mark.integration
 
 NUM_CLASSES = 10
 STEPS = {torch.float32: 1, torch.float64: 3}
-RUNS = [(sync_bn, dtype) for sync_bn in (False, True) for dtype in STEPS]
+RUNS = [(whole_bn, dtype) for whole_bn in (False, True) for dtype in STEPS]  # whole_bn: BN over the whole batch (else per rank)
 GLOBAL_BATCH = 16  # P=8 identities x K=2: 8 images per rank with 2 workers, 4 with 4
 
 
-def _config(sync_bn: bool) -> ExperimentConfig:
+def _config(whole_bn: bool) -> ExperimentConfig:
     """The tiny MGN with the paper's optimiser (SGD: Adam's first step would turn rounding noise in
-    near-zero gradients into whole lr-sized steps) and its P x K split over the workers."""
+    near-zero gradients into whole lr-sized steps) and its P x K split over the workers; BN over
+    each rank's share, or (``whole_bn``) over the whole batch."""
     base = tiny_config()
     return replace(
         base,
-        model=replace(base.model, sync_bn=sync_bn),
+        model=replace(base.model, bn_group=None if whole_bn else GLOBAL_BATCH // 2),
         optimizer=OptimizerConfig(kind=OptimizerKind.SGD, lr=0.01, momentum=0.9, weight_decay=5e-4),
         data=replace(base.data, p=8, k=2, eval_batch_size=5),  # uneven evaluation shards
         eval=replace(base.eval, rerank=True, multi_query=True),
@@ -67,8 +68,8 @@ def _batches(dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor]]:
     ]
 
 
-def _run_name(world: int, sync_bn: bool, dtype: torch.dtype) -> str:
-    return f"w{world}-sync{int(sync_bn)}-{str(dtype).removeprefix('torch.')}.pt"
+def _run_name(world: int, whole_bn: bool, dtype: torch.dtype) -> str:
+    return f"w{world}-sync{int(whole_bn)}-{str(dtype).removeprefix('torch.')}.pt"
 
 
 def _share(rank: int, world: int) -> slice:
@@ -79,7 +80,9 @@ def _worker(loop_config: dict) -> None:
     """Runs in every rank of a Ray Train worker group, through the production code path."""
     import ray.train
 
-    from mgn.distributed import convert_to_cross_rank_bn, mean_over_ranks
+    from mgn.batchnorm import group_batch_norm
+    from mgn.config import batch_norm_groups
+    from mgn.distributed import mean_over_ranks
     from mgn.table5 import trained_rows
     from mgn.training import TrainingEnv, evaluate, fit, train_step
     from orchestration.runtime.worker import ray_environment
@@ -87,13 +90,13 @@ def _worker(loop_config: dict) -> None:
     torch.set_num_threads(1)
     env = ray_environment(cpus=1)
     out, world = Path(loop_config["out"]), env.world_size
-    for sync_bn, dtype in RUNS:
-        config = _config(sync_bn)
+    for whole_bn, dtype in RUNS:
+        config = _config(whole_bn)
         torch.manual_seed(0)
         model = build_model(config, NUM_CLASSES, env.device).to(dtype)
         initial = {k: v.clone() for k, v in model.state_dict().items()}
-        if sync_bn:
-            model = convert_to_cross_rank_bn(model)
+        group = None if whole_bn else GLOBAL_BATCH // world
+        model = group_batch_norm(model, batch_norm_groups(GLOBAL_BATCH, 2, world, group))
         trained = env.wrap_model(model)
         optimizer = build_optimizer(config, model)
         losses, states = [], []
@@ -105,7 +108,7 @@ def _worker(loop_config: dict) -> None:
         if env.is_main:
             torch.save(
                 {"initial": initial, "losses": losses, "states": states},
-                out / _run_name(world, sync_bn, dtype),
+                out / _run_name(world, whole_bn, dtype),
             )
 
     # Distributed evaluation vs one process (rank 0 alone, same weights, same batches).
@@ -183,19 +186,19 @@ def _bn_momentum(model: nn.Module, momentum: float | None):
 
 
 def _reference(
-    world: int, sync_bn: bool, dtype: torch.dtype, initial: dict
+    world: int, whole_bn: bool, dtype: torch.dtype, initial: dict
 ) -> tuple[list[float], list[dict]]:
     """One process: forward each rank's shard (BN per shard) or the whole batch (sync BN), the
-    loss over the whole batch, one optimiser step. Running BN statistics follow shard 0, as DDP
-    broadcasts rank 0's buffers before every forward."""
-    config = _config(sync_bn)
+    loss over the whole batch, one optimiser step. Rank 0's running BN statistics follow its own
+    shard between epochs (``train_epoch`` then averages the ranks', ``test_worker_count.py``)."""
+    config = _config(whole_bn)
     model = build_model(config, NUM_CLASSES, torch.device("cpu")).to(dtype)
     model.load_state_dict(initial)
     model.train()
     optimizer = build_optimizer(config, model)
     losses, states = [], []
     for images, targets in _batches(dtype):
-        if sync_bn:
+        if whole_bn:
             outputs = model(images)
         else:
             shards = []
@@ -223,10 +226,10 @@ def _max_difference(a: dict, b: dict) -> float:
 
 
 def _check_equivalence(out: Path, world: int) -> None:
-    for sync_bn, dtype in RUNS:
-        recorded = torch.load(out / _run_name(world, sync_bn, dtype), weights_only=True)
-        losses, states = _reference(world, sync_bn, dtype, recorded["initial"])
-        label = f"{world} workers, sync_bn={sync_bn}, {dtype}"
+    for whole_bn, dtype in RUNS:
+        recorded = torch.load(out / _run_name(world, whole_bn, dtype), weights_only=True)
+        losses, states = _reference(world, whole_bn, dtype, recorded["initial"])
+        label = f"{world} workers, whole_bn={whole_bn}, {dtype}"
         for step in range(STEPS[dtype]):
             assert recorded["losses"][step] == pytest.approx(losses[step], rel=1e-5), (
                 f"{label}, step {step + 1}"

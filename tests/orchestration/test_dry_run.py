@@ -26,7 +26,8 @@ PAPER_AT_FULL_SHAPE = [
 
 @pytest.mark.integration
 def test_dry_run_of_the_paper_profile_at_full_shape(capsys, tmp_path):
-    args = [*PAPER_AT_FULL_SHAPE, "--rows", "MGN", "--set", "data.p=2", "--set", "data.eval_batch_size=8",
+    args = [*PAPER_AT_FULL_SHAPE, "--rows", "MGN", "--set", "data.p=2", "--set", "model.bn_group=null",
+            "--set", "data.eval_batch_size=8",
             "--storage-path", str(tmp_path / "ray_results"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}",
             "--dry-run"]  # fmt: skip
     assert main("table5", args) == 0

@@ -36,7 +36,9 @@ def test_two_row_grid_records_every_trial_and_rebuilds_the_table(finished_grid, 
     experiment = client.get_experiment_by_name("MGN Table 5")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     last = workspace["out"].strip().splitlines()[-1]
-    assert last.startswith("runs: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///") and last.endswith(
+    assert last.startswith(
+        "runs: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///"
+    ) and last.endswith(
         f"then http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs?viewStateShareKey="
         f"mgn-{parents[0].info.run_id[:12]}&workflowType=machine_learning"
     )
@@ -85,10 +87,16 @@ def test_two_row_grid_records_every_trial_and_rebuilds_the_table(finished_grid, 
         assert len(inputs["synthetic train"].dataset.digest) == 12
     mgn = next(c for c in children if c.data.tags["mgn.row"] == "MGN")
     assert "branch/Part-3/mAP" in mgn.data.metrics and mgn.data.params["model.branches"] == "[1, 2, 3]"
+    # The worker count and what it makes of the batch: 8 images on one worker, BN over all 8.
+    assert {k: mgn.data.params[k] for k in ("scaling.num_workers", "scaling.images_per_worker", "model.bn_group",
+            "scaling.bn_groups_per_worker", "scaling.workers_per_bn_group")} == {
+        "scaling.num_workers": "1", "scaling.images_per_worker": "8", "model.bn_group": "None",
+        "scaling.bn_groups_per_worker": "1", "scaling.workers_per_bn_group": "1"}  # fmt: skip
 
     stem = table_stem(TABLES["table5"], list(rows))  # two rows of fifteen: never over the full table
     assert (
-        stem.startswith("table5-subset-resnet-50-tp-mgn-") and not (Path(workspace["results"]) / "table5.md").exists()
+        stem.startswith("table5-subset-resnet-50-tp-mgn-")
+        and not (Path(workspace["results"]) / "table5.md").exists()
     )
     written = (Path(workspace["results"]) / f"{stem}.md").read_text()
     parent = client.get_run(parent.info.run_id)
@@ -173,4 +181,7 @@ def test_two_worker_trial_runs_a_real_ddp_worker_group(workspace):
     (child,) = children
     assert child.data.tags["mgn.device"] == "cpu x2" and child.info.status == "FINISHED"
     assert child.data.params["scaling.num_workers"] == "2" and "mAP" in child.data.metrics
+    # Each worker computes 4 of the 8 images; the whole-batch BN group spans both workers.
+    assert child.data.params["scaling.images_per_worker"] == "4"
+    assert child.data.params["scaling.workers_per_bn_group"] == "2"
     mlflow.set_tracking_uri(None)
