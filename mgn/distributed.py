@@ -89,8 +89,8 @@ def mean_over_ranks(values: Sequence[float], device: torch.device) -> list[float
 
 @torch.no_grad()
 def broadcast_state(module: nn.Module, src: int = 0) -> None:
-    """Copy rank ``src``'s parameters and buffers to every rank. With per-rank BN each rank's
-    running statistics follow its own shards; evaluation and checkpoints use rank 0's."""
+    """Copy rank ``src``'s parameters and buffers to every rank (they already agree after
+    ``mgn.batchnorm.average_running_stats``; this makes evaluation independent of that)."""
     if world_size() == 1:
         return
     for tensor in [*module.parameters(), *module.buffers()]:

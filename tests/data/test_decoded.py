@@ -16,7 +16,7 @@ from mgn.data.decoded import DecodedImages, cache_bytes, cache_name, use_decoded
 from mgn.data.images import ImageDataset
 from mgn.data.records import ImageRecord
 from mgn.data.sampler import Sample
-from mgn.data.transforms import input_transform
+from mgn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, input_transform
 
 
 @pytest.fixture
@@ -61,8 +61,8 @@ def test_the_ranks_of_a_node_map_one_array_and_the_last_deletes_it(pictures, sha
     for index in (1, 2):
         image, pid, camid, augmentation = second[Sample(index, 0)]
         assert (pid, camid) == (index, 1) and augmentation.shape == (5,)
-        expected = ((plain[index][0] * torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-                     + torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)) * 255).round()  # fmt: skip
+        mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        expected = ((plain[index][0] * std + mean) * 255).round()  # the PIL path's pixels, un-normalised
         assert (image.float() - expected).abs().max() <= 1
     del first
     gc.collect()
