@@ -167,7 +167,7 @@ def mlflow_server(backend: str, artifacts: str, env: dict[str, str], folder: Pat
     port = free_port()
     log = (folder / "mlflow-server.log").open("w")
     process = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        [str(BIN / "mlflow"), "server", "--app-name", "mgn", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
          "--backend-store-uri", backend, "--artifacts-destination", artifacts],
         env={**os.environ, **env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

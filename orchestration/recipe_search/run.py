@@ -31,13 +31,14 @@ from orchestration.recipe_search.plan import (
     METRIC,
     SEARCH_STAGE,
     SEARCHED_ROW,
+    TABLE,
     final_seeds,
     search_row,
 )
 from orchestration.recipe_search.report import Outcome, Scored, publish_search, scored_from_runs, winner
 from orchestration.recipe_search.space import candidate_of, first_point, tune_space
 from orchestration.runtime.storage import Storage
-from orchestration.runtime.tracking import Tracker
+from orchestration.runtime.tracking import LIST_ORDER_TAG, Tracker, list_order
 from orchestration.runtime.trial import TrialSpec, run_trial
 from orchestration.runtime.trial_files import ONGOING_EPOCH, TrialFiles
 from orchestration.study.driver import Driver, Interrupted, Stage
@@ -174,7 +175,7 @@ def final_trials(search: SearchConfig, chosen: Candidate) -> list[TrialSpec]:
             seed=seed,
             config=replace(config, train=replace(config.train, seed=seed)),
             name=f"{row} seed{seed}",
-            tags=(("row_order", f"{order:02d}"), ("stage", FINAL_STAGE)),
+            tags=((LIST_ORDER_TAG, list_order(TABLE, order)), ("stage", FINAL_STAGE)),
         )
         for order, (row, config) in enumerate(rows.items())
         for seed in final_seeds(search)

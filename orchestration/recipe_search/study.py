@@ -38,6 +38,9 @@ class SearchStudy:
     def feature_rows(self) -> tuple[str, ...]:
         return ()
 
+    def model_rows(self) -> tuple[str, ...]:
+        return ()  # its networks are recipes under test; --log-checkpoint logs them
+
     def run(self, driver: Driver) -> int:
         from orchestration.recipe_search.run import run_search
 

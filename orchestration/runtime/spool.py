@@ -75,8 +75,8 @@ class SpoolingRecorder:
     def set_tags(self, tags: dict[str, str]) -> None:
         self._record({"op": "tags", "values": {k: str(v) for k, v in tags.items()}})
 
-    def log_model(self, onnx: str | Path, registered_name: str | None) -> None:
-        self._record({"op": "model", "path": str(onnx), "registered_name": registered_name})
+    def log_model(self, onnx: str | Path, name: str, registered_name: str | None) -> None:
+        self._record({"op": "model", "path": str(onnx), "name": name, "registered_name": registered_name})
 
     def log_datasets(self, records: list[dict[str, Any]]) -> None:
         self._record({"op": "datasets", "values": records})
@@ -136,7 +136,7 @@ def apply(record: dict[str, Any], tracker: Tracker) -> None:
         tracker.set_tags(run_id, record["values"])
     elif record["op"] == "model":
         with _record_file(record) as path:
-            tracker.log_onnx_model(run_id, path, record["registered_name"])
+            tracker.log_onnx_model(run_id, path, record.get("name", "model"), record["registered_name"])
     elif record["op"] == "datasets":
         tracker.log_datasets(run_id, record["values"])
     elif record["op"] == "artifact":

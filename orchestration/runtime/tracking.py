@@ -37,8 +37,12 @@ from orchestration.runtime.trial_files import MODEL_ARTIFACT
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # orchestration/runtime/tracking.py
 TAG_PREFIX = "mgn."
 _BATCH = 100  # MLflow's per-call limit on params
+LOGGED_DIGITS = 6  # significant digits of every metric we log (``significant``)
 
 
+LIST_ORDER_TAG = "row_order"  # mgn.row_order: where a run sits in the runs table's shared view
+RUN_NAME_COLUMN = "attributes.`Run Name`"  # MLflow UI's column id
+RUN_NAME_WIDTH = 420  # pixels: "ResNet-50+TP seed0 (resnet18)" and longer ensemble names, uncut
 ENSEMBLE_KIND = "ensemble"  # mgn.kind of an ensemble row's run (orchestration.tables.ensembles)
 RUNS_VIEW_ATTRIBUTES = ("Dataset", "Models", "Source", "Version", "User")  # MLflow's own columns
 SHARED_VIEW_PREFIX = "mlflow.sharedViewState."  # MLflow UI: a view opened by ?viewStateShareKey=
@@ -61,6 +65,20 @@ def resolve_tracking_uri(flag: str | None = None, project_root: Path = PROJECT_R
     elif "://" not in uri:  # a bare folder: MLflow's file store (maintenance mode); keep it absolute
         uri = str(Path(uri).absolute())
     return uri
+
+
+def list_order(table: str, row: int | None = None, suffix: str = "") -> str:
+    """The ``mgn.row_order`` tag: a study's parent is its table key (``table5``) and its trials follow it
+    in table order (``table5 03``; an ensemble right after its last member, ``table5 04e``), so a view
+    sorted by the tag shows each table's parent heading its rows, tables in the paper's order."""
+    return table if row is None else f"{table} {row:02d}{suffix}"
+
+
+def significant(value: float, digits: int = LOGGED_DIGITS) -> float:
+    """``value`` to ``digits`` significant digits: what a logged figure means. An R1 of 26 in 153 queries
+    is 16.9935 in the UI, not 16.99346405228758; the features and losses behind every figure are
+    float32 (about 7 digits), and the tables print one decimal. Counts below 10**digits stay exact."""
+    return float(f"{float(value):.{digits}g}")
 
 
 def is_single_machine_store(uri: str) -> bool:
@@ -291,15 +309,24 @@ class Tracker:
 
     def share_runs_view(self, experiment_id: str, parent_run_id: str, metrics: list[str]) -> str:
         """A view of the runs table that MLflow's UI opens from a URL (its "share view", stored as an
-        experiment tag): a grid's trials in table order, with ``metrics``, data sets and models as
-        columns and the grid's parent expanded. Returns the key for ``runs_url``."""
+        experiment tag): a study's runs in table order (each table's parent run heading its rows, see
+        ``list_order``), with ``metrics``, data sets and models as columns, the Run Name column wide
+        enough for the rows' names, and every run drawn in the charts (MLflow draws the first 10 by
+        default, which cut the headline rows). Returns the key for ``runs_url``."""
         key = f"mgn-{parent_run_id[:12]}"
-        state = {
-            "orderByKey": f"tags.`{TAG_PREFIX}row_order`",
-            "orderByAsc": True,
-            "selectedColumns": [f"attributes.`{a}`" for a in RUNS_VIEW_ATTRIBUTES]
+        columns = (
+            [RUN_NAME_COLUMN]
+            + [f"attributes.`{a}`" for a in RUNS_VIEW_ATTRIBUTES]
             + [f"metrics.`{m}`" for m in metrics]
-            + [f"tags.`{TAG_PREFIX}row`"],
+            + [f"tags.`{TAG_PREFIX}row`"]
+        )
+        state = {
+            "orderByKey": f"tags.`{TAG_PREFIX}{LIST_ORDER_TAG}`",
+            "orderByAsc": True,
+            "selectedColumns": columns[1:],
+            "columnOrder": columns,  # MLflow applies widths only to the columns it is given an order for
+            "columnWidths": {RUN_NAME_COLUMN: RUN_NAME_WIDTH},
+            "runsHiddenMode": "SHOW_ALL",
             "runsExpanded": {parent_run_id: True},
         }
         self.client.set_experiment_tag(experiment_id, f"{SHARED_VIEW_PREFIX}{key}", json.dumps(state))
@@ -316,10 +343,12 @@ class Tracker:
         """A study's run: our tags (prefixed) and MLflow's own columns (``source_tags``); nested
         ``under`` another (a sweep's table under the sweep's run) when given."""
         nested = {"mlflow.parentRunId": under} if under else {}
+        ours = {LIST_ORDER_TAG: list_order(tags["table"])} if "table" in tags else {}
+        ours.update(tags)
         run = self.client.create_run(
             experiment_id,
             run_name=name,
-            tags={**(system or {}), **nested, **{TAG_PREFIX + k: v for k, v in tags.items()}},
+            tags={**(system or {}), **nested, **{TAG_PREFIX + k: v for k, v in ours.items()}},
         )
         return run.info.run_id
 
@@ -360,14 +389,17 @@ class Tracker:
         self, run_id: str, metrics: Mapping[str, float], step: int, timestamp_ms: int | None = None
     ) -> None:
         now = timestamp_ms or int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        items = [Metric(k, significant(v), now, step) for k, v in metrics.items()]
         for start in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[start : start + 1000])
 
-    def log_onnx_model(self, run_id: str, onnx_path: str | Path, registered_name: str | None = None) -> None:
-        """The trained embedding network as an MLflow Model (ONNX flavour: served and loaded through
-        ``mlflow.pyfunc`` without unpickling anything), with its signature (images (N, 3, H, W) in
-        [0, 1] -> embeddings (N, D)) and an input example, optionally registered as a new version."""
+    def log_onnx_model(
+        self, run_id: str, onnx_path: str | Path, name: str = "model", registered_name: str | None = None
+    ) -> None:
+        """The trained embedding network as an MLflow Model named ``name`` (ONNX flavour: served and
+        loaded through ``mlflow.pyfunc`` without unpickling anything), with its signature (images
+        (N, 3, H, W) in [0, 1] -> embeddings (N, D)), an input example and its run's source and commit
+        (not the Ray worker that logs it), optionally registered as a new version."""
         import mlflow
         import onnx
         from mlflow.models import ModelSignature
@@ -381,13 +413,15 @@ class Tracker:
             Schema([TensorSpec(np.dtype(np.float32), (-1, 3, height, width), "images")]),
             Schema([TensorSpec(np.dtype(np.float32), (-1, embedding), "embedding")]),
         )
+        run_tags = self.client.get_run(run_id).data.tags
+        source = {k: run_tags[k] for k in (MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_GIT_COMMIT) if k in run_tags}
         # MLflow links a logged model to the active run: make it this run, for this call only.
         previous = mlflow.get_tracking_uri()
         mlflow.set_tracking_uri(self.uri)
         try:
             with mlflow.start_run(run_id=run_id):
                 mlflow.onnx.log_model(
-                    model, name="model", signature=signature, input_example=example,
+                    model, name=name, signature=signature, input_example=example, tags=source,
                     registered_model_name=registered_name, await_registration_for=0,
                 )  # fmt: skip
         finally:

@@ -117,9 +117,13 @@ class TrialSetup:
     log_checkpoint: bool = False
     register: bool = False
     feature_rows: tuple[str, ...] = ()  # rows whose test features are kept (ensembles)
+    model_rows: tuple[str, ...] = ()  # rows logged as MLflow Models without --log-checkpoint (showcase)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+_ROW_LISTS = ("feature_rows", "model_rows")  # TrialSetup's tuples, lists once Tune stored them
 
 
 def run_trial(params: dict[str, Any]) -> None:
@@ -128,7 +132,7 @@ def run_trial(params: dict[str, Any]) -> None:
 
     trial = TrialSpec.from_dict(params["trial"])  # planned once, by the driver
     setup = trial.setup(
-        TrialSetup(**{**params["setup"], "feature_rows": tuple(params["setup"]["feature_rows"])})
+        TrialSetup(**{**params["setup"], **{k: tuple(params["setup"].get(k, ())) for k in _ROW_LISTS}})
     )
     files = trial.files(Storage(setup.storage))
     tracker = Tracker.from_env()
@@ -204,7 +208,8 @@ def worker_spec(setup: TrialSetup, trial: TrialSpec, run_id: str, files: TrialFi
         cpus=config.scaling.cpus_per_worker,
         images_checked=setup.images_checked,
         keep_features=trial.row in setup.feature_rows,
-        log_checkpoint=setup.log_checkpoint,
+        log_checkpoint=setup.log_checkpoint or trial.row in setup.model_rows,
+        model_name=registered_name(setup.table, trial.row),
         registered_name=registered_name(setup.table, trial.row) if setup.register else None,
         row=trial.row,
         name=f"{trial.row} (seed {trial.seed}, {config.profile.value}, {config.data.dataset.value})",

@@ -62,6 +62,7 @@ class WorkerSpec:
     images_checked: bool = False  # the driver already decoded every image
     keep_features: bool = False  # save the test features to storage (ensemble members)
     log_checkpoint: bool = False  # the final network as an MLflow Model, and its weights file
+    model_name: str = "model"  # the logged MLflow Model's name (its table row: mgn-table5-mgn)
     registered_name: str | None = None  # the registry name its model version goes under
     row: str = ""  # the table row this trial trains
     name: str = ""  # the trial, for picture titles
@@ -357,7 +358,7 @@ def _log_final(
             )
             network = EmbeddingNetwork(model, flip=config.eval.flip, normalize=True)
             onnx = export_onnx(network, Path(tmp) / "model.onnx", config.data.height, config.data.width)
-            recorder.log_model(onnx, spec.registered_name)
+            recorder.log_model(onnx, spec.model_name, spec.registered_name)
     if spec.keep_features:
         save_features(evaluation, Storage(spec.trial_uri) / FEATURES_FILE)
 

@@ -69,6 +69,11 @@ class Study(Protocol):
         """Rows whose test features are kept in storage (ensemble members)."""
         ...
 
+    def model_rows(self) -> tuple[str, ...]:
+        """Rows whose trained networks are logged as MLflow Models even without ``--log-checkpoint``
+        (a table's showcase row: the Models tab is not empty after the main job)."""
+        ...
+
     def run(self, driver: Driver) -> int:
         """Run the stages and publish; the exit code."""
         ...
@@ -186,10 +191,11 @@ class Driver:
         url = tracker.runs_url(state.experiment_id, view)
         if tracker.uri.startswith(("http://", "https://")):
             return f"runs: {url}"
-        # MLflow's job runner (GenAI jobs: 8 more processes, 2 GiB) is of no use to training runs.
+        # MLflow's job runner (GenAI jobs: 8 more processes, 2 GiB) is of no use to training runs;
+        # --app-name mgn keeps every page in model-training mode (orchestration.runtime.ui_app).
         return (
-            f"runs: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {redact(tracker.uri)} "
-            f"--host 127.0.0.1 --port 5000 --workers 1, then {url}"
+            f"runs: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --app-name mgn --backend-store-uri "
+            f"{redact(tracker.uri)} --host 127.0.0.1 --port 5000 --workers 1, then {url}"
         )
 
 
@@ -252,6 +258,7 @@ def _setup(
         log_checkpoint=options.log_checkpoint,
         register=options.register,
         feature_rows=study.feature_rows(),
+        model_rows=study.model_rows(),
     )
 
 

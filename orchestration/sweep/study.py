@@ -21,7 +21,7 @@ from orchestration.runtime.trial_files import TrialFiles
 from orchestration.sweep.cross_domain import publish_matrix
 from orchestration.sweep.plan import SweepPlan
 from orchestration.sweep.report import publish_report
-from orchestration.tables.ensembles import feature_rows
+from orchestration.tables.ensembles import feature_rows, showcase_rows
 from orchestration.tables.grid import RUNS_VIEW_METRICS, publish_table, replayed
 from orchestration.tables.planning import record_parent
 from orchestration.tables.render import SHARED_ROWS_TAG, BuiltTable
@@ -72,6 +72,9 @@ class SweepStudy:
 
     def feature_rows(self) -> tuple[str, ...]:
         return tuple(sorted({row for plan in self.sweep.tables for row in feature_rows(plan)}))
+
+    def model_rows(self) -> tuple[str, ...]:
+        return tuple(sorted({row for plan in self.sweep.tables for row in showcase_rows(plan)}))
 
     def run(self, driver: Driver) -> int:
         scripts = {plan.spec.key: plan.spec.script for plan in self.sweep.tables}

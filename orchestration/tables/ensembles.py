@@ -12,7 +12,7 @@ import torch
 from mgn.evaluation import FeatureSet, evaluate_features, keys
 from orchestration.runtime.naming import slug
 from orchestration.runtime.storage import Storage
-from orchestration.runtime.tracking import ENSEMBLE_KIND, Tracker, source_tags
+from orchestration.runtime.tracking import ENSEMBLE_KIND, LIST_ORDER_TAG, Tracker, list_order, source_tags
 from orchestration.runtime.trial_files import TrialFiles
 from orchestration.tables.planning import Plan
 from orchestration.tables.spec import Ensemble
@@ -42,7 +42,7 @@ def _record_as_a_run(
             "row": row.name,
             "seed": str(seed),
             "members": " + ".join(row.members),
-            "row_order": f"{last_member:02d}e",
+            LIST_ORDER_TAG: list_order(plan.spec.key, last_member, "e"),
         },  # right after its last member  # fmt: skip
         system=source_tags(
             plan.spec.script,
@@ -56,6 +56,12 @@ def _record_as_a_run(
     if tracker.last_step(run_id, keys.MAP) < step:
         tracker.log_metrics(run_id, metrics, step=step)
     tracker.finish(run_id)
+
+
+def showcase_rows(plan: Plan) -> tuple[str, ...]:
+    """The table's showcase row (its figures' network) when the plan trains it: logged as an MLflow
+    Model by default."""
+    return tuple(row for row in plan.rows if row == plan.spec.figures.showcase)
 
 
 def feature_rows(plan: Plan) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ from mgn.config import ExperimentConfig
 from mgn.evaluation import keys
 from orchestration.runtime.tracking import Tracker, check_reachable, redact
 from orchestration.runtime.trial_files import TrialFiles
-from orchestration.tables.ensembles import MemberFiles, evaluate_ensembles, feature_rows
+from orchestration.tables.ensembles import MemberFiles, evaluate_ensembles, feature_rows, showcase_rows
 from orchestration.tables.planning import Plan, record, record_parent, trial_specs
 from orchestration.tables.render import BuiltTable, publish
 
@@ -52,6 +52,9 @@ class GridStudy:
 
     def feature_rows(self) -> tuple[str, ...]:
         return feature_rows(self.grid)
+
+    def model_rows(self) -> tuple[str, ...]:
+        return showcase_rows(self.grid)
 
     def run(self, driver: Driver) -> int:
         results = driver.run_trials(TRIALS_STAGE, trial_specs(self.grid))

@@ -21,7 +21,14 @@ from mgn.flops import training_flops_per_image
 from mgn.recipes import deviations, load_yaml, paper, recipe
 from orchestration.datasets.cache import is_remote
 from orchestration.runtime.storage import Storage
-from orchestration.runtime.tracking import Tracker, git_commit, redact, source_tags
+from orchestration.runtime.tracking import (
+    LIST_ORDER_TAG,
+    Tracker,
+    git_commit,
+    list_order,
+    redact,
+    source_tags,
+)
 from orchestration.runtime.trial import TrialSpec
 from orchestration.study.preflight import TrialShape
 from orchestration.study.state import StudyState, study_folder
@@ -175,7 +182,7 @@ def trial_tags(plan: Plan, row: str, seed: int) -> dict[str, str]:
         "deviations": "; ".join(found) or "none",
         "amp": str(config.train.amp).lower(),
         "eval_precision": config.eval.precision.value,
-        "row_order": f"{plan.rows.index(row):02d}",  # the run list sorts like the table
+        LIST_ORDER_TAG: list_order(plan.spec.key, plan.rows.index(row)),  # the run list sorts like the table
         "backbone": config.model.backbone.value,
         **_weights(config.model),
     }

@@ -37,14 +37,14 @@ def test_two_row_grid_records_every_trial_and_rebuilds_the_table(finished_grid, 
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     last = workspace["out"].strip().splitlines()[-1]
     assert last.startswith(
-        "runs: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///"
+        "runs: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --app-name mgn --backend-store-uri sqlite:///"
     ) and last.endswith(
         f"then http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs?viewStateShareKey="
         f"mgn-{parents[0].info.run_id[:12]}&workflowType=machine_learning"
     )
     assert len(parents) == 1 and len(children) == 2
     parent = parents[0]
-    assert parent.info.status == "FINISHED"
+    assert parent.info.status == "FINISHED" and parent.data.tags["mgn.row_order"] == "table5"  # heads its rows
     for key in ("table", "profile", "dataset", "git_commit", "command", "networks"):
         assert parent.data.tags[f"mgn.{key}"], key
     assert parent.data.tags["mgn.profile"] == "smoke" and parent.data.tags["mgn.dataset"] == "synthetic"
@@ -73,7 +73,7 @@ def test_two_row_grid_records_every_trial_and_rebuilds_the_table(finished_grid, 
         # How the trial departs from the paper's recipe, its arithmetic, its place in the table.
         assert tags["mgn.amp"] == "false" and tags["mgn.eval_precision"] == "fp32"
         assert "model.backbone=resnet18 (paper: resnet50)" in tags["mgn.deviations"]
-        assert tags["mgn.row_order"] == f"{rows.index(tags['mgn.row']):02d}"
+        assert tags["mgn.row_order"] == f"table5 {rows.index(tags['mgn.row']):02d}"
         # MLflow's own columns (Source, User, Version, description) and a name that says it is a stand-in.
         assert tags["mlflow.source.name"] == "experiments/ablation_table5.py" and tags["mlflow.user"]
         assert child.info.run_name == f"{tags['mgn.row']} seed0 (resnet18)"
@@ -144,6 +144,14 @@ def _logged_models_load_through_pyfunc_and_the_mgn_commands(workspace, tmp_path,
 
     mlflow.set_tracking_uri(workspace["uri"])
     version = MlflowClient(workspace["uri"]).get_model_version("mgn-table5-mgn", "1")
+    # The Models tab names each network by its row, logged from the table's script at the run's commit
+    # (not "model", "Logged from default_worker.py").
+    run = MlflowClient(workspace["uri"]).get_run(version.run_id)
+    logged = MlflowClient(workspace["uri"]).search_logged_models([run.info.experiment_id])
+    assert {m.name for m in logged} == {"mgn-table5-mgn", "mgn-table5-resnet-50-tp"}
+    for model in logged:
+        assert model.tags["mlflow.source.name"] == "experiments/ablation_table5.py"
+        assert model.tags.get("mlflow.source.git.commit") == run.data.tags.get("mlflow.source.git.commit")
     pyfunc = mlflow.pyfunc.load_model("models:/mgn-table5-mgn/1")
     inputs = pyfunc.metadata.get_input_schema().inputs[0]
     assert inputs.name == "images" and tuple(inputs.shape) == (-1, 3, 64, 32)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from orchestration.runtime.tracking import Tracker
+from orchestration.runtime.tracking import Tracker, list_order, significant
 
 
 def test_system_metrics_are_logged_to_the_run_while_inside(tmp_path):
@@ -28,6 +28,10 @@ def test_the_runs_url_and_its_shared_view(tmp_path):
     state = json.loads(tracker.client.get_experiment(experiment).tags[f"mlflow.sharedViewState.{key}"])
     assert state["runsExpanded"] == {parent: True} and state["orderByKey"] == "tags.`mgn.row_order`"
     assert state["selectedColumns"][:2] == ["attributes.`Dataset`", "attributes.`Models`"]
+    # Every run in the charts (MLflow's default draws 10), Run Name first and wide enough for the names.
+    assert state["runsHiddenMode"] == "SHOW_ALL"
+    assert state["columnOrder"] == ["attributes.`Run Name`", *state["selectedColumns"]]
+    assert state["columnWidths"] == {"attributes.`Run Name`": 420}
     assert "metrics.`mAP`" in state["selectedColumns"]
     assert tracker.runs_url(experiment, key) == (
         f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?viewStateShareKey={key}&workflowType=machine_learning"
@@ -37,6 +41,22 @@ def test_the_runs_url_and_its_shared_view(tmp_path):
         remote.runs_url("7")
         == "https://mlflow.example.org/#/experiments/7/runs?workflowType=machine_learning"
     )
+
+
+def test_a_study_parent_heads_its_rows_in_the_run_list(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = tracker.experiment("order")
+    sweep = tracker.start_parent(experiment, "paper", {"table": "paper"})
+    parents = {t: tracker.start_parent(experiment, t, {"table": t}, under=sweep) for t in ("table5", "table2")}
+    rows = [(t, i, "") for t in ("table5", "table2") for i in (1, 0, 10)] + [("table5", 1, "e")]
+    for table, row, suffix in rows:
+        tracker.child(experiment, parents[table], f"{table}-{row}{suffix}", f"{table} row {row}{suffix}",
+                      {"row_order": list_order(table, row, suffix)})  # fmt: skip
+    listed = tracker.client.search_runs([experiment], order_by=["tags.`mgn.row_order` ASC"])
+    assert [r.info.run_name for r in listed] == [
+        "paper", "table2", "table2 row 0", "table2 row 1", "table2 row 10",
+        "table5", "table5 row 0", "table5 row 1", "table5 row 1e", "table5 row 10",
+    ]  # fmt: skip
 
 
 def test_a_model_uri_is_fetched_once_and_a_run_without_a_model_is_named(tmp_path, monkeypatch):
@@ -88,3 +108,13 @@ def test_a_database_that_does_not_answer_is_refused_in_seconds_in_one_line():
         in message
     )
     assert "s3cret" not in message and "\n" not in message
+
+
+def test_logged_metrics_carry_the_digits_they_mean(tmp_path):
+    """The UI showed an R1 of 26 in 153 queries as 18.30065359477124-like strings of digits."""
+    assert significant(100 * 26 / 153) == 16.9935 and significant(2.6e-3) == 2.6e-3
+    assert significant(123456.0) == 123456.0 and significant(float("nan")) != significant(float("nan"))
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = tracker.client.create_run(tracker.experiment("digits")).info.run_id
+    tracker.log_metrics(run, {"R1": 100 * 26 / 153, "lr": 1e-4, "loss": 26.686544963291713}, step=3)
+    assert tracker.client.get_run(run).data.metrics == {"R1": 16.9935, "lr": 1e-4, "loss": 26.6865}

@@ -3,6 +3,7 @@ unfinished): it reports that result, trains nothing, and closes the run as finis
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from mgn.recipes import smoke
@@ -42,3 +43,30 @@ def test_a_trial_found_done_reports_its_result_and_closes_its_run_finished(tmp_p
     assert reported == [result]
     assert tracker.status(run_id) == "FINISHED"
     assert [run.run_id for run in tracker.child_runs(experiment, parent)] == [run_id]  # no second run
+
+
+def test_the_showcase_row_logs_its_model_without_being_asked(tmp_path):
+    """The main job left the Models tab empty: a table's showcase row (its figures' network) is logged
+    as an MLflow Model named by its row; other rows only with --log-checkpoint."""
+    from orchestration.runtime.trial import worker_spec
+    from orchestration.runtime.trial_files import TrialFiles
+    from orchestration.tables.grid import GridStudy
+    from tests.orchestration.test_paper_tables import _plan
+
+    assert GridStudy(_plan("table5")).model_rows() == ("MGN",)
+    assert GridStudy(_plan("table5", "--rows", "ResNet-50")).model_rows() == ()  # not in this run
+    setup = TrialSetup(table="table5", script="experiments/ablation_table5.py", experiment_id="1",
+                       parent_run_id="p", storage=str(tmp_path), git_commit="0" * 12, use_gpu=False,
+                       model_rows=("MGN",))  # fmt: skip
+    specs = {
+        row: worker_spec(setup, trial, "r", TrialFiles.of(Storage(str(tmp_path)), row, 0))
+        for row in ("MGN", "ResNet-50")
+        for trial in [TrialSpec(row=row, seed=0, config=smoke())]
+    }
+    assert specs["MGN"].log_checkpoint and specs["MGN"].model_name == "mgn-table5-mgn"
+    assert not specs["ResNet-50"].log_checkpoint and specs["MGN"].registered_name is None
+    asked = dataclasses.replace(setup, log_checkpoint=True, model_rows=())
+    assert worker_spec(asked, TrialSpec(row="ResNet-50", seed=0, config=smoke()), "r",
+                       TrialFiles.of(Storage(str(tmp_path)), "ResNet-50", 0)).log_checkpoint  # fmt: skip
+    stored = TrialSetup(**{**setup.to_dict(), "model_rows": ["MGN"]})  # as Tune hands it back
+    assert json.loads(json.dumps(stored.to_dict()))["model_rows"] == ["MGN"]
