@@ -52,6 +52,15 @@ class ModelSource:
         return resolve(self.given)
 
 
+def features_file(text: str) -> Path:
+    """An argparse type: a path ending in .npz. NumPy adds the suffix to any other name, so "--out
+    /dev/full" wrote /dev/full.npz while the command said it wrote /dev/full."""
+    path = Path(text)
+    if path.suffix != ".npz":
+        raise argparse.ArgumentTypeError(f"{text}: a features file is NAME.npz (NumPy would write {text}.npz)")
+    return path
+
+
 def positive(text: str) -> int:
     """An argparse type: an integer >= 1."""
     try:
@@ -81,8 +90,9 @@ def parser() -> argparse.ArgumentParser:
         "folder", type=Path, help="folder of images; <pid>_c<camera>... names give identities and cameras"
     )
     p.add_argument(
-        "--out", type=Path, default=Path("features.npz"), help="features file to write (default features.npz)"
-    )
+        "--out", type=features_file, default=Path("features.npz"),
+        help="features file to write, NAME.npz (default features.npz)",
+    )  # fmt: skip
     p.add_argument("--batch-size", type=positive, default=64, help="images per forward pass (default 64)")
     p.add_argument("--no-flip", action="store_true", help="do not average with the mirrored image (§4.1)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 (default: cuda when present)")
@@ -105,7 +115,8 @@ def parser() -> argparse.ArgumentParser:
         default="step",
         help="step (torchreid) or trapezoid (MATLAB) AP",
     )
-    p.add_argument("--max-rank", type=positive, default=50, help="longest CMC rank reported (default 50)")
+    p.add_argument("--max-rank", type=positive, default=None,
+                   help="longest CMC rank reported (default 50; at most the gallery's size)")  # fmt: skip
     p.add_argument(
         "--rerank", action="store_true", help="also with k-reciprocal re-ranking (Zhong et al., 2017)"
     )

@@ -149,6 +149,22 @@ def extract(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_MAX_RANK = 50  # the CMC's length when --max-rank is not given (torchreid's, the tables' R1-R10)
+
+
+def _max_rank(asked: int | None, gallery: int) -> int:
+    """``--max-rank``, refused past the gallery before any work: no match ranks below the last gallery
+    image, and the curve's memory grows with the rank asked (10**9 was 11.5 GB)."""
+    if asked is None:
+        return DEFAULT_MAX_RANK
+    if asked > gallery:
+        raise UsageError(
+            f"--max-rank {asked}: the gallery has {gallery} images, so no match ranks past {gallery}; "
+            f"give --max-rank {gallery} or less"
+        )
+    return asked
+
+
 def evaluate(args: argparse.Namespace) -> int:
     from mgn.evaluation import FeatureSet, evaluate_features, evaluate_rank, re_rank
 
@@ -166,11 +182,12 @@ def evaluate(args: argparse.Namespace) -> int:
     g = FeatureSet(torch.from_numpy(gallery["features"]), gallery["pids"], gallery["camids"])
     if args.normalize:
         q, g = q.select(normalize=True), g.select(normalize=True)
-    results = {"": evaluate_features(q, g, Metric(args.metric), args.max_rank, args.ap)}
+    max_rank = _max_rank(args.max_rank, len(g.pids))
+    results = {"": evaluate_features(q, g, Metric(args.metric), max_rank, args.ap)}
     if args.rerank:
         distance = re_rank(q.features, g.features, args.k1, args.k2, args.lambda_value)
         results["re-ranked "] = evaluate_rank(
-            distance, q.pids, g.pids, q.camids, g.camids, args.max_rank, args.ap
+            distance, q.pids, g.pids, q.camids, g.camids, max_rank, args.ap
         )
     if args.json:  # for scripts: percentages, as in the tables and MLflow
         print(json.dumps({

@@ -178,6 +178,12 @@ def test_cli_refusals_are_one_clear_line(model_file, tmp_path, capsys):
     gallery = _features(tmp_path / "g.npz", 4, [1, 2, 3, 4], [1, 1, 1, 1])
     code, _, err = _cli(capsys, "eval", query, gallery, "--max-rank", "0")
     assert code == 2 and "--max-rank: 0 must be >= 1" in err
+    code, _, err = _cli(capsys, "eval", query, gallery, "--max-rank", "1000000000")  # was 11.5 GB, then killed
+    assert code == 2 and "the gallery has 4 images" in err and "--max-rank 4 or less" in err
+    code, out, _ = _cli(capsys, "eval", query, gallery, "--rerank", "--k1", "100000", "--k2", "100000")
+    assert code == 0 and "re-ranked" in out  # the whole ranking, as the published algorithm does
+    code, _, err = _cli(capsys, "extract", model_file, tmp_path, "--out", "/dev/full")
+    assert code == 2 and "a features file is NAME.npz (NumPy would write /dev/full.npz)" in err
     code, _, err = _cli(capsys, "search", model_file, tmp_path / "x.jpg", gallery, "--top-k", "-3")
     assert code == 2 and "--top-k: -3 must be >= 1" in err
     empty = tmp_path / "empty.npz"

@@ -119,13 +119,18 @@ def _check(query: Tensor, gallery: Tensor, k1: int, k2: int) -> None:
 
 def share_gallery(
     gallery_features: np.ndarray | Tensor, k1: int = 20, k2: int = 6, *, cache_size: int | None = None,
-    block: int = 2048,
+    block: int = 2048, images: int | None = None,
 ) -> GalleryPass:  # fmt: skip
     """The gallery x gallery half of re-ranking's distance work, to pass to several ``re_rank`` calls
-    with the same gallery (single and multiple query)."""
+    with the same gallery (single and multiple query). ``images``: Q + G when known, the most
+    neighbours any image has; the published algorithm's lists past it are the whole ranking, so the
+    buffers stop there (a k1 of 100000 asked ~10 GB for a 20-image set)."""
     gallery = as_features(gallery_features, keep_device=True)
     near = max(k1 + 1, k2)
-    return gallery_pass(gallery, near, max(cache_size or 2 * near, near), block)
+    cache = max(cache_size or 2 * near, near)
+    if images is not None:
+        near, cache = min(near, images), min(cache, images)
+    return gallery_pass(gallery, near, cache, block)
 
 
 def re_rank(
@@ -176,7 +181,9 @@ def re_rank_with_distances(
         as_features(gallery_features, keep_device=True),
     )
     _check(query, gallery, k1, k2)
-    shared = shared or share_gallery(gallery, k1, k2, cache_size=cache_size, block=block)
+    shared = shared or share_gallery(
+        gallery, k1, k2, cache_size=cache_size, block=block, images=len(query) + len(gallery)
+    )
     known, query_gallery = neighbours(query, shared, block)
     n, num_query = query.shape[0] + shared.gallery.shape[0], query.shape[0]
     original = query_gallery / known.row_max[:num_query, None].clamp(min=torch.finfo(torch.float32).tiny)
@@ -194,8 +201,9 @@ def re_rank_with_distances(
     v = sp.csr_matrix((weights.numpy(), (rows.numpy(), cols.numpy())), shape=(n, n))
     if k2 != 1:  # local query expansion: average V over the k2 nearest neighbours
         nearest = known.near_index[:, :k2].cpu().numpy()
+        width = nearest.shape[1]  # min(k2, N): past every image the published mean is over all of them
         average = sp.csr_matrix(
-            (np.full(nearest.size, 1.0 / k2), (np.repeat(np.arange(n), k2), nearest.ravel())), shape=(n, n)
+            (np.full(nearest.size, 1.0 / width), (np.repeat(np.arange(n), width), nearest.ravel())), shape=(n, n)
         )
         v = (average @ v).tocsr()
     # Jaccard distance 1 - s / (2 - s), s(i, j) = sum_k min(V[i, k], V[j, k]) over shared k; most

@@ -42,6 +42,10 @@ LOGGED_DIGITS = 6  # significant digits of every metric we log (``significant``)
 
 LIST_ORDER_TAG = "row_order"  # mgn.row_order: where a run sits in the runs table's shared view
 RUN_NAME_COLUMN = "attributes.`Run Name`"  # MLflow UI's column id
+HEADLINE_CHARTS = ("mAP", "R1", "mINP", "loss")  # the curves a re-ID reader looks at first
+# MLflow's chart view puts prefixed metrics (branch/..., rerank/...) before "Model metrics" unless told.
+HEADLINE_SECTION = {"uuid": "mgn-headline", "name": "Model metrics", "display": True, "isReordered": True,
+                    "deleted": False, "isGenerated": True}  # fmt: skip
 RUN_NAME_WIDTH = 420  # pixels: "ResNet-50+TP seed0 (resnet18)" and longer ensemble names, uncut
 ENSEMBLE_KIND = "ensemble"  # mgn.kind of an ensemble row's run (orchestration.tables.ensembles)
 RUNS_VIEW_ATTRIBUTES = ("Dataset", "Models", "Source", "Version", "User")  # MLflow's own columns
@@ -65,6 +69,17 @@ def resolve_tracking_uri(flag: str | None = None, project_root: Path = PROJECT_R
     elif "://" not in uri:  # a bare folder: MLflow's file store (maintenance mode); keep it absolute
         uri = str(Path(uri).absolute())
     return uri
+
+
+def _line_chart(metric: str, section: str) -> dict[str, object]:
+    """One curve card of MLflow's chart view, as its UI writes a generated one (RunsChartsLineCardConfig)."""
+    return {
+        "uuid": f"mgn-chart-{metric}", "type": "LINE", "metricKey": metric, "displayName": metric,
+        "metricSectionId": section, "isGenerated": True, "deleted": False, "runsCountToCompare": 10,
+        "selectedXAxisMetricKey": "", "xAxisKey": "step", "xAxisScaleType": "linear", "scaleType": "linear",
+        "yAxisKey": "metric", "yAxisExpressions": [], "range": {}, "lineSmoothness": 0, "ignoreOutliers": False,
+        "useGlobalXaxisKey": True, "useGlobalLineSmoothing": True,
+    }  # fmt: skip
 
 
 def list_order(table: str, row: int | None = None, suffix: str = "") -> str:
@@ -328,6 +343,10 @@ class Tracker:
             "columnWidths": {RUN_NAME_COLUMN: RUN_NAME_WIDTH},
             "runsHiddenMode": "SHOW_ALL",
             "runsExpanded": {parent_run_id: True},
+            # The chart view opens on the headline curves; MLflow adds every other metric's chart after them.
+            "compareRunSections": [HEADLINE_SECTION],
+            "compareRunCharts": [_line_chart(metric, HEADLINE_SECTION["uuid"]) for metric in HEADLINE_CHARTS],
+            "isAccordionReordered": True,
         }
         self.client.set_experiment_tag(experiment_id, f"{SHARED_VIEW_PREFIX}{key}", json.dumps(state))
         return key

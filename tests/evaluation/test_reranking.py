@@ -29,6 +29,7 @@ def _features(seed: int, num_q: int, num_g: int, dim: int) -> tuple[np.ndarray, 
         (3, 40, 200, 4, 20, 1, 0.3, None),  # no query expansion
         (4, 25, 100, 12, 5, 6, 0.0, None),
         (5, 3, 6, 4, 20, 6, 0.3, None),  # fewer images than k1 + 1
+        (6, 3, 6, 4, 100_000, 30, 0.3, None),  # k1 and k2 past every image: the whole ranking
     ],
 )
 def test_equals_the_published_algorithm_fed_euclidean_distances(seed, num_q, num_g, dim, k1, k2, lam, cache):
@@ -112,3 +113,11 @@ def test_the_gpu_code_path_gives_the_same_result(monkeypatch):
     torch_path = re_rank(query, gallery, block=64)
     assert len(calls) == 5  # each strip with columns right of its diagonal block: 4 gallery, 1 query
     np.testing.assert_allclose(torch_path, numpy_path, atol=1e-6)
+
+
+def test_neighbour_buffers_stop_at_the_number_of_images():
+    """A k1 of 100000 on a 20-image set asked for ~10 GB of neighbour lists before; no list is longer
+    than every image."""
+    query, gallery = _features(7, 5, 15, 4)
+    shared = share_gallery(gallery, k1=100_000, k2=6, images=20)
+    assert shared.near == 20 and shared.running.along_d2.shape[1] == 20

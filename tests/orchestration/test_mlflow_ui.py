@@ -94,6 +94,9 @@ def _every_run_in_the_charts(page, shots: Path) -> None:
     page.locator("label:has(input[name=runs-view-mode][value=CHART])").click()
     page.get_by_text("Hide run", exact=True).first.wait_for(state="attached", timeout=30_000)
     page.screenshot(path=str(shots / "runs-charts.png"))
+    cards = page.get_by_test_id("experiment-view-compare-runs-card")
+    titles = [cards.nth(i).inner_text().split("\n", 1)[0].strip() for i in range(3)]
+    assert titles == ["mAP", "R1", "mINP"], titles  # the headline curves first, not branch/Global/R1
     assert page.get_by_text("Unhide run", exact=True).count() == 0
     assert page.get_by_text("Hide run", exact=True).count() == FILLERS + 3  # the parent, two rows, fillers
     page.locator("label:has(input[name=runs-view-mode][value=TABLE])").click()

@@ -32,6 +32,11 @@ def test_the_runs_url_and_its_shared_view(tmp_path):
     assert state["runsHiddenMode"] == "SHOW_ALL"
     assert state["columnOrder"] == ["attributes.`Run Name`", *state["selectedColumns"]]
     assert state["columnWidths"] == {"attributes.`Run Name`": 420}
+    # The chart view opens on the headline curves, in their section, kept first.
+    assert [c["metricKey"] for c in state["compareRunCharts"]] == ["mAP", "R1", "mINP", "loss"]
+    (section,) = state["compareRunSections"]
+    assert section["name"] == "Model metrics" and state["isAccordionReordered"]
+    assert {c["metricSectionId"] for c in state["compareRunCharts"]} == {section["uuid"]}
     assert "metrics.`mAP`" in state["selectedColumns"]
     assert tracker.runs_url(experiment, key) == (
         f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?viewStateShareKey={key}&workflowType=machine_learning"
