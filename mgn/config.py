@@ -25,6 +25,18 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+# Bounds on sizes that pass "positive" and fail or waste later (an allocation error after training,
+# or minutes of silence): each far above any use of this field, each named in its message.
+MAX_SIDE = 2048  # pixels: person crops are a few hundred pixels high (the paper: 384x128)
+MAX_BATCH_INPUT_BYTES = 16 * 2**30  # one batch of float32 input images (activations come on top)
+MAX_SYNTHETIC_IMAGES = 1_000_000  # the embedded set is a smoke stand-in (Market-1501 has 32,668 images)
+MAX_CMC_RANK = 100_000  # longer than the gallery of any supported set (Market-1501's has 19,732 images)
+
+
+def _input_bytes(images: int, height: int, width: int) -> int:
+    return images * 3 * height * width * 4
+
+
 class Backbone(StrEnum):
     RESNET18 = "resnet18"
     RESNET34 = "resnet34"
@@ -246,6 +258,12 @@ class SyntheticConfig:
             2 <= self.num_cameras <= 9, "data.synthetic.num_cameras must be in 2..9 (Market naming c1..c9)"
         )
         _require(self.num_distractors >= 0 and self.num_junk >= 0, "data.synthetic: counts must be >= 0")
+        images = (self.num_train_ids + self.num_test_ids) * self.images_per_id + self.num_distractors + self.num_junk
+        _require(
+            images <= MAX_SYNTHETIC_IMAGES,
+            f"data.synthetic: {images:,} images asked; the embedded set is a stand-in for smoke runs (at most "
+            f"{MAX_SYNTHETIC_IMAGES:,}): give a real data set (--data-root) for scale",
+        )
         _require(0 <= self.bbox_jitter < 0.5, "data.synthetic.bbox_jitter must be in [0, 0.5)")
 
 
@@ -281,6 +299,11 @@ class DataConfig:
         _require(
             self.height >= 32 and self.width >= 16, f"data: input {self.height}x{self.width} is too small"
         )
+        _require(
+            self.height <= MAX_SIDE and self.width <= MAX_SIDE,
+            f"data: input {self.height}x{self.width} is larger than {MAX_SIDE} pixels a side; person crops are "
+            "a few hundred pixels (the paper: data.height=384 data.width=128)",
+        )
         _require(self.p >= 2, f"data.p={self.p}: batch-hard triplet needs at least 2 identities per batch")
         _require(self.k >= 1, f"data.k={self.k}: must be >= 1")
         _require(
@@ -292,6 +315,13 @@ class DataConfig:
             "data.loader_workers must be >= 0 (or null: chosen from the device)",
         )
         _require(self.eval_batch_size >= 1, "data.eval_batch_size must be >= 1")
+        for name, images in (("data.eval_batch_size", self.eval_batch_size), ("data.p x data.k", self.batch_size)):
+            size = _input_bytes(images, self.height, self.width)
+            _require(
+                size <= MAX_BATCH_INPUT_BYTES,
+                f"{name}={images:,}: one batch of {self.height}x{self.width} images is {size / 2**30:,.1f} GiB of "
+                f"input before any activation (at most {MAX_BATCH_INPUT_BYTES // 2**30} GiB); give a smaller batch",
+            )
         _require(
             self.dataset is not DatasetName.CUSTOM or self.root is not None,
             "data.dataset=custom needs data.root: the folder holding bounding_box_train/, bounding_box_test/, query/",
@@ -330,6 +360,10 @@ class EvalConfig:
         _require(self.rerank_k2 <= self.rerank_k1 + 1, "eval.rerank_k2 must be <= rerank_k1 + 1")
         _require(0 <= self.rerank_lambda <= 1, "eval.rerank_lambda must be in [0, 1]")
         _require(self.max_rank >= 10, "eval.max_rank must be >= 10 (tables report rank-10)")
+        _require(
+            self.max_rank <= MAX_CMC_RANK,
+            f"eval.max_rank={self.max_rank}: longer than any gallery (at most {MAX_CMC_RANK:,}); 50 is the usual",
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

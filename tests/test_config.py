@@ -101,6 +101,12 @@ def test_overrides_build_a_new_validated_config():
         ("data.p=1", "at least 2 identities"),
         ("data.random_flip=maybe", "expected true or false"),
         ("train.epochs", "expected key=value"),
+        # Sizes that passed the positive checks and failed after compute or ran minutes silently.
+        ("data.height=100000", "larger than 2048 pixels a side"),
+        ("data.eval_batch_size=1000000000", r"data.eval_batch_size=1,000,000,000: one batch of 384x128 images is "),
+        ("data.p=100000", r"data.p x data.k=400,000: .* GiB of input"),
+        ("data.synthetic.num_train_ids=100000000", "stand-in for smoke runs"),
+        ("eval.max_rank=1000000000", "longer than any gallery"),
     ],
 )
 def test_bad_overrides_name_the_problem(override, message):

@@ -68,9 +68,17 @@ def base_config(spec: PaperTable, args: argparse.Namespace) -> ExperimentConfig:
     return config
 
 
+MAX_SEEDS = 100
+
+
 def make_plan(spec: PaperTable, args: argparse.Namespace) -> Plan:
     if args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds}: must be >= 1")
+    if args.seeds > MAX_SEEDS:  # each seed is a full training of every row; 10**6 planned for minutes, silently
+        raise UsageError(
+            f"--seeds {args.seeds}: at most {MAX_SEEDS} seeds per invocation (each is a full training of every row); "
+            "run more in parts, each with its own --set train.seed=FIRST"
+        )
     base = base_config(spec, args)
     try:
         rows = [t.name for t in spec.select(tuple(args.rows) if args.rows else None)]

@@ -125,8 +125,10 @@ def test_unreachable_ray_address(capsys, workspace):
     )
 
 
-def test_seeds_must_be_positive(capsys, workspace):
+def test_seeds_must_be_positive_and_not_absurd(capsys, workspace):
     _fails(capsys, "table5", grid_args(workspace, "--seeds", "0"), "--seeds 0")
+    _fails(capsys, "table5", grid_args(workspace, "--seeds", "1000000"), "--seeds 1000000: at most 100",
+           "--set train.seed=FIRST")  # fmt: skip
 
 
 def test_resume_without_a_grid(capsys, workspace):
