@@ -59,6 +59,12 @@ def command_line(script: str, argv: list[str] | None) -> str:
 def check_results_dir(folder: Path) -> None:
     """The results are written after all training: a folder they cannot be written to fails now."""
     folder = folder.absolute()
+    for path in (folder, *folder.parents):  # a dangling link "does not exist", yet mkdir cannot pass it
+        if path.is_symlink() and not path.exists():
+            raise UsageError(
+                f"--results-dir {folder}: {path} is a link to {os.readlink(path)}, which does not exist; "
+                "create that folder or pass another"
+            )
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir():
         raise UsageError(f"--results-dir {folder}: {existing} is a file, not a folder")

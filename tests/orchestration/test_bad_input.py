@@ -240,6 +240,10 @@ def test_results_dir_that_cannot_be_written_is_refused_before_compute(capsys, wo
         grid_args({**workspace, "results": str(blocker / "results")}),
         "is a file, not a folder",
     )
+    dangling = tmp_path / "results-link"
+    dangling.symlink_to(tmp_path / "gone")  # passed the check, trained, then failed to publish
+    _fails(capsys, "table5", grid_args({**workspace, "results": str(dangling / "t5")}),
+           f"{dangling} is a link to {tmp_path / 'gone'}, which does not exist")  # fmt: skip
 
 
 def test_a_relative_data_root_is_made_absolute_where_it_was_typed(workspace, tmp_path, monkeypatch):
