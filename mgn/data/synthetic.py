@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -295,13 +296,38 @@ def dataset_dir(config: SyntheticConfig, root: str | Path | None = None) -> Path
     return Path(root or cache_root() / "synthetic") / f"synthetic-v{GENERATOR_VERSION}-{digest[:12]}"
 
 
+def _host_staging() -> str:
+    """Staging folders are ``.generating-<host>-<pid>-<random>``: whose they are, on a shared disk too."""
+    return f".generating-{socket.gethostname()}-"
+
+
+def _remove_abandoned_staging(folder: Path) -> None:
+    """Staging folders of generators on this host that died without their ``finally`` (SIGKILL, OOM):
+    nothing else would ever remove them. Another host's, or a live process's, are left alone."""
+    for staging in folder.glob(_host_staging() + "*"):
+        pid = staging.name.removeprefix(_host_staging()).split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def ensure_synthetic(config: SyntheticConfig, root: str | Path | None = None) -> Path:
     """The synthetic data set's folder, generated on first use (atomically: concurrent callers are safe)."""
     target = dataset_dir(config, root)
     if (target / "synthetic.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".generating-", dir=target.parent))
+    _remove_abandoned_staging(target.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f"{_host_staging()}{os.getpid()}-", dir=target.parent))
     try:
         generate(config, staging)
         try:

@@ -96,6 +96,9 @@ def run_command(
     except INPUT_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C in the pre-flight (decoding, generating the synthetic set)
+        print("interrupted while preparing, before any training or record: run the command again", file=sys.stderr)
+        return 130
     from orchestration.study.driver import run_study
 
     # A resumed study reproduces as it was started: its tables and hints say the original command.

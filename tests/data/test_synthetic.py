@@ -1,6 +1,7 @@
 """The embedded synthetic data set: deterministic bytes, Market layout, and a task that is not trivial."""
 
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -60,6 +61,24 @@ def test_generated_once_then_reused():
     assert (
         ensure_synthetic(TINY_SYNTHETIC) == first and (first / "synthetic.json").stat().st_mtime_ns == stamp
     )
+
+
+def test_a_killed_generation_leaves_no_staging_folder_for_good(tmp_path):
+    """A generator killed mid-way (SIGKILL: no ``finally``) left ``.generating-*`` for good; the next
+    call removes this host's dead ones and leaves a live process's and another host's alone."""
+    import socket
+
+    dead = 2**22 + 12345  # above Linux's largest pid_max: never a live process
+    host = socket.gethostname()
+    abandoned = tmp_path / f".generating-{host}-{dead}-x1"
+    running = tmp_path / f".generating-{host}-{os.getpid()}-x2"  # this process: alive
+    elsewhere = tmp_path / ".generating-another-host-1-x3"
+    for folder in (abandoned, running, elsewhere):
+        (folder / "query").mkdir(parents=True)
+    made = ensure_synthetic(TINY_SYNTHETIC, root=tmp_path)
+    assert (made / "synthetic.json").is_file() and not abandoned.exists()
+    assert running.exists() and elsewhere.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([made.name, running.name, elsewhere.name])
 
 
 def test_default_size_generates_in_seconds(tmp_path):

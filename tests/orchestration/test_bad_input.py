@@ -344,3 +344,19 @@ def test_an_in_memory_or_folderless_sqlite_store_is_refused(capsys, workspace, t
         args = grid_args({**workspace, "uri": uri})
         _fails(capsys, "table5", args, message)
     assert not (tmp_path / "no-such-folder").exists()  # MLflow would have created it
+
+
+def test_ctrl_c_while_the_synthetic_set_is_generated_is_one_line(capsys, workspace, tmp_path, monkeypatch):
+    """Ctrl-C in the pre-flight was a traceback; it is exit 130 with one line, and no staging folder."""
+    import mgn.data.synthetic as synthetic
+
+    def interrupted(config, out_dir):
+        (out_dir / "query").mkdir(parents=True)
+        raise KeyboardInterrupt
+
+    monkeypatch.setenv("MGN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(synthetic, "generate", interrupted)
+    assert main("table5", grid_args(workspace)) == 130
+    err = capsys.readouterr().err
+    assert "interrupted while preparing, before any training or record" in err and "Traceback" not in err
+    assert not list((tmp_path / "cache" / "synthetic").glob(".generating-*"))
