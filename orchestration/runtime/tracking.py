@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import hashlib
 import json
 import os
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from mlflow.entities import Metric, Param, Run, RunStatus, RunTag, SourceType
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import (
     MLFLOW_GIT_COMMIT,
@@ -31,6 +34,7 @@ from mlflow.utils.mlflow_tags import (
     MLFLOW_USER,
 )
 
+from orchestration.runtime.file_lock import exclusive
 from orchestration.runtime.redaction import redact, split_credentials
 from orchestration.runtime.trial_files import MODEL_ARTIFACT
 
@@ -57,6 +61,19 @@ LOCAL_UI = "http://127.0.0.1:5000"  # where ``mlflow ui`` serves a local store (
 
 class TrackingUnavailable(RuntimeError):
     """The MLflow tracking store cannot be reached; the message says which and what to do."""
+
+
+@contextlib.contextmanager
+def _creating_store(uri: str) -> Iterator[None]:
+    """One process of this machine at a time opens a fresh sqlite store: MLflow creates its tables on
+    first use, and two studies doing it at once failed with "duplicate column name" (the lock lives in
+    the temp folder, named by the file, so the project folder gains no file)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    digest = hashlib.sha256(uri.removeprefix("sqlite:///").encode()).hexdigest()[:16]
+    with exclusive(Path(tempfile.gettempdir()) / f"mgn-sqlite-store-{digest}.lock"):
+        yield
 
 
 def resolve_tracking_uri(flag: str | None = None, project_root: Path = PROJECT_ROOT) -> str:
@@ -115,6 +132,13 @@ def _check_sqlite(uri: str) -> None:
         raise TrackingUnavailable(
             f"--tracking-uri {uri}: the folder {folder} does not exist; create it, or give a path in a folder that does"
         )
+    # SQLite writes the file and a journal beside it: either refused, the first record after Ray started failed.
+    for needed, what in ((Path(path), "the file"), (folder, "its folder (SQLite's journal goes there)")):
+        if needed.exists() and not os.access(needed, os.W_OK):
+            raise TrackingUnavailable(
+                f"--tracking-uri {uri}: {what} {needed} is read-only for this user; make it writable "
+                "(chmod u+w), or give another store"
+            )
 
 
 DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}
@@ -279,7 +303,8 @@ class Tracker:
         # carries credentials, that line would put the password in every log.
         os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         self.uri = uri
-        self.client = MlflowClient(uri)
+        with _creating_store(uri):  # MLflow creates a fresh store's tables as its client opens it
+            self.client = MlflowClient(uri)
 
     @classmethod
     def from_env(cls) -> Tracker:
@@ -293,12 +318,23 @@ class Tracker:
         return cls(uri)
 
     def experiment(self, name: str) -> str:
-        """The experiment's id, created (with an absolute artifact folder for local stores) if new."""
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            if EXPERIMENT_KIND not in found.tags:  # an experiment made before the kind was set
-                self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
-            return found.experiment_id
+        """The experiment's id, created (with an absolute artifact folder for local stores) if new;
+        ``TrackingUnavailable`` when it was deleted (MLflow refuses runs in it). Two studies starting
+        at once get the same one (a lock on a local store; on a server, the second finds the first's)."""
+        with _creating_store(self.uri):
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                return self._create_experiment(name)
+        if found.lifecycle_stage == "deleted":
+            raise TrackingUnavailable(
+                f"experiment '{name}' was deleted in {redact(self.uri)} (MLflow records no run in it): restore it "
+                f"(mlflow experiments restore --experiment-id {found.experiment_id}), or give --experiment-name NEW"
+            )
+        if EXPERIMENT_KIND not in found.tags:  # an experiment made before the kind was set
+            self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+        return found.experiment_id
+
+    def _create_experiment(self, name: str) -> str:
         location = None
         if self.uri.startswith("sqlite:") or "://" not in self.uri:
             db_folder = (
@@ -309,9 +345,14 @@ class Tracker:
             location = (db_folder / "mlartifacts").absolute().as_uri()
         # The kind makes MLflow's UI open the experiment on its runs table (model training), not
         # on the GenAI overview of traces that MLflow 3 shows by default.
-        return self.client.create_experiment(
-            name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING}
-        )
+        try:
+            return self.client.create_experiment(
+                name, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING}
+            )
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return self.client.get_experiment_by_name(name).experiment_id  # another study made it first
 
     def runs_url(self, experiment_id: str, view: str | None = None) -> str:
         """Where the experiment's runs table opens in MLflow's UI, in model-training mode (and in a

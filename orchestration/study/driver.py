@@ -29,7 +29,7 @@ from orchestration.runtime.naming import slug
 from orchestration.runtime.progress import ProgressPrinter
 from orchestration.runtime.spool import replay_grid
 from orchestration.runtime.storage import Storage
-from orchestration.runtime.tracking import Tracker, git_commit, redact
+from orchestration.runtime.tracking import Tracker, TrackingUnavailable, git_commit, redact
 from orchestration.runtime.trial import TrialSetup, TrialSpec, run_trial, title_of
 from orchestration.runtime.trial_files import KEEP_CHECKPOINTS
 from orchestration.study.options import RunOptions
@@ -209,7 +209,11 @@ def run_study(
 ) -> int:
     """Join the cluster, record the study (or continue ``state``), run it; the exit code."""
     tracker = Tracker(uri)
-    experiment_id = state.experiment_id if state else tracker.experiment(options.experiment_name)
+    try:
+        experiment_id = state.experiment_id if state else tracker.experiment(options.experiment_name)
+    except TrackingUnavailable as error:  # deleted: named with its fix, before Ray starts
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     try:
         # The tracking URI reaches trials through the job's environment, never their stored config.
         placement = open_cluster(

@@ -123,3 +123,45 @@ def test_logged_metrics_carry_the_digits_they_mean(tmp_path):
     run = tracker.client.create_run(tracker.experiment("digits")).info.run_id
     tracker.log_metrics(run, {"R1": 100 * 26 / 153, "lr": 1e-4, "loss": 26.686544963291713}, step=3)
     assert tracker.client.get_run(run).data.metrics == {"R1": 16.9935, "lr": 1e-4, "loss": 26.6865}
+
+
+def test_a_deleted_experiment_and_a_read_only_store_are_named_before_compute(tmp_path, monkeypatch, capsys):
+    """A deleted experiment was a traceback from MLflow after the study had started; a read-only
+    mlflow.db passed the check and failed once Ray had started."""
+    import os
+
+    import pytest
+
+    from orchestration.runtime.tracking import TrackingUnavailable, check_reachable
+    from orchestration.tables.command import main
+    from tests.orchestration.conftest import grid_args
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri)
+    tracker.client.delete_experiment(tracker.experiment("gone"))
+    with pytest.raises(TrackingUnavailable, match=r"experiment .gone. was deleted .*\(mlflow experiments restore --experiment-id"):
+        tracker.experiment("gone")
+    workspace = {"storage": str(tmp_path / "grids"), "uri": uri, "results": str(tmp_path / "results")}
+    assert main("table5", grid_args(workspace, "--experiment-name", "gone")) == 2
+    assert "was deleted" in capsys.readouterr().err
+    # As a user without write permission (the suite runs as root, for whom every file is writable).
+    database = str(tmp_path / "mlflow.db")
+    monkeypatch.setattr(os, "access", lambda path, mode: str(path) != database)
+    with pytest.raises(TrackingUnavailable, match=r"the file .*mlflow.db is read-only for this user"):
+        check_reachable(uri)
+
+
+def _open_experiment(uri: str) -> str:
+    return Tracker(uri).experiment("race")
+
+
+@__import__("pytest").mark.integration  # starts processes
+def test_studies_opening_one_fresh_store_at_once_all_get_it(tmp_path):
+    """Two grids creating a fresh sqlite store at once: the second failed with "duplicate column name"
+    (MLflow's table creation raced); every starter now gets the one experiment."""
+    import multiprocessing
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        ids = pool.map(_open_experiment, [uri] * 4)
+    assert len(set(ids)) == 1 and [e.name for e in Tracker(uri).client.search_experiments()] == ["race", "Default"]
