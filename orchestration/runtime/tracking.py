@@ -519,11 +519,14 @@ class Tracker:
     @contextlib.contextmanager
     def system_metrics(self, run_id: str, every_s: float = 10.0) -> Iterator[None]:
         """MLflow's system metrics (CPU, memory, disk, network; GPU utilisation and memory when
-        NVIDIA's library finds one) logged to ``run_id`` every ``every_s`` seconds while inside.
+        NVIDIA's library finds one) logged to ``run_id`` every ``every_s`` seconds while inside, after
+        the steps an earlier attempt logged.
         ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` overrides the interval (tests)."""
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-        monitor = SystemMetricsMonitor(run_id, sampling_interval=every_s, tracking_uri=self.uri)
+        # A restarted attempt (node lost, driver resumed) goes on from the run's last step: starting
+        # at 0 again wrote every step twice (16-184 duplicated rows per run).
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=every_s, resume_logging=True, tracking_uri=self.uri)
         monitor.start()
         try:
             yield

@@ -18,6 +18,11 @@ def test_system_metrics_are_logged_to_the_run_while_inside(tmp_path):
     metrics = tracker.client.get_run(run_id).data.metrics
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= metrics.keys()
     assert tracker.client.get_run(run_id).info.status == "RUNNING"  # the run is the worker's to end
+    first = [m.step for m in tracker.client.get_metric_history(run_id, "system/cpu_utilization_percentage")]
+    with tracker.system_metrics(run_id, every_s=0.5):  # a restarted attempt of the same trial
+        time.sleep(1.5)
+    steps = [m.step for m in tracker.client.get_metric_history(run_id, "system/cpu_utilization_percentage")]
+    assert len(steps) > len(first) and len(set(steps)) == len(steps), steps  # went on, nothing written twice
 
 
 def test_the_runs_url_and_its_shared_view(tmp_path):
