@@ -19,7 +19,7 @@ from mgn.config import ExperimentConfig
 from orchestration.runtime.faults import ENV as FAULTS_ENV
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.tracking import is_single_machine_store, redact, split_credentials
-from orchestration.runtime.trial import is_local
+from orchestration.runtime.trial import STUDY_FOLDER_ENV, is_local
 
 DRIVER_RESOURCE = "TRAIN_DRIVER"
 LOCAL_DRIVER_SLOTS = 64
@@ -51,7 +51,9 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
         ) from None
 
 
-def connect(address: str | None, tracking_uri: str, num_cpus: int | None = None) -> None:
+def connect(
+    address: str | None, tracking_uri: str, num_cpus: int | None = None, study_folder: str | None = None
+) -> None:
     """Join the cluster at ``address``, or start a private one on this machine (dashboard on 127.0.0.1).
 
     Every Ray process gets the tracking URI through the job's runtime environment, which Ray writes
@@ -80,7 +82,7 @@ def connect(address: str | None, tracking_uri: str, num_cpus: int | None = None)
     options = dict(
         log_to_driver=False,
         logging_level="WARNING",
-        runtime_env={"env_vars": worker_env(bare_uri, joined=bool(address))},
+        runtime_env={"env_vars": worker_env(bare_uri, joined=bool(address), study_folder=study_folder)},
         include_dashboard=True,  # its State API keeps Train-inside-Tune from hanging (ray#54305)
     )
     if address:
@@ -227,11 +229,13 @@ def bundles(config: ExperimentConfig, use_gpu: bool, resources: TrialResources, 
     return {"trial driver": resources.driver, "training worker": worker}
 
 
-def worker_env(tracking_uri: str, joined: bool = False) -> dict[str, str]:
+def worker_env(tracking_uri: str, joined: bool = False, study_folder: str | None = None) -> dict[str, str]:
     """Environment every Ray process of a grid gets, the tracking store's URI included. ``$MGN_CACHE``
     is each node's own (data sets from object storage are cached per node): the driver's reaches a
-    Ray it started on this machine, never the nodes of a cluster it ``joined``."""
+    Ray it started on this machine, never the nodes of a cluster it ``joined``. ``study_folder``: where
+    the study is now (``STUDY_FOLDER_ENV``), which a moved folder's stored trial configs do not say."""
     env = {
+        **({STUDY_FOLDER_ENV: study_folder} if study_folder else {}),
         "MLFLOW_TRACKING_URI": tracking_uri,
         "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
         "PYTHONUNBUFFERED": "1",
@@ -275,7 +279,7 @@ def open_cluster(
     node, and a trial fits on one node (waiting up to ``placement_timeout_s`` for a cluster given by
     ``address``, which may be growing). ``ClusterError`` with Ray shut down when it cannot run."""
     try:
-        connect(address, tracking_uri, num_cpus)
+        connect(address, tracking_uri, num_cpus, study_folder=storage.uri)
         check_stores_reach_every_node(tracking_uri, storage, shared_storage)
         use_gpu = resolve_gpu(configs[0].scaling.use_gpu)
         biggest = max(configs, key=lambda c: c.scaling.num_workers * c.scaling.cpus_per_worker)

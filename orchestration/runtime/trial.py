@@ -9,6 +9,7 @@ worker dies (``FailureConfig``).
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +124,7 @@ class TrialSetup:
         return dataclasses.asdict(self)
 
 
+STUDY_FOLDER_ENV = "MGN_STUDY_FOLDER"  # the study's folder as the driver opened it (runtime.cluster sets it)
 _ROW_LISTS = ("feature_rows", "model_rows")  # TrialSetup's tuples, lists once Tune stored them
 
 
@@ -131,9 +133,9 @@ def run_trial(params: dict[str, Any]) -> None:
     from ray import tune
 
     trial = TrialSpec.from_dict(params["trial"])  # planned once, by the driver
-    setup = trial.setup(
-        TrialSetup(**{**params["setup"], **{k: tuple(params["setup"].get(k, ())) for k in _ROW_LISTS}})
-    )
+    shared = TrialSetup(**{**params["setup"], **{k: tuple(params["setup"].get(k, ())) for k in _ROW_LISTS}})
+    # Tune stored the folder the study was started in; a folder moved before --resume is where it is now.
+    setup = trial.setup(dataclasses.replace(shared, storage=os.environ.get(STUDY_FOLDER_ENV, shared.storage)))
     files = trial.files(Storage(setup.storage))
     tracker = Tracker.from_env()
     tune_trial_id = tune.get_context().get_trial_id()

@@ -70,3 +70,36 @@ def test_the_showcase_row_logs_its_model_without_being_asked(tmp_path):
                        TrialFiles.of(Storage(str(tmp_path)), "ResNet-50", 0)).log_checkpoint  # fmt: skip
     stored = TrialSetup(**{**setup.to_dict(), "model_rows": ["MGN"]})  # as Tune hands it back
     assert json.loads(json.dumps(stored.to_dict()))["model_rows"] == ["MGN"]
+
+
+def test_a_moved_study_folder_is_where_its_trials_look(tmp_path, monkeypatch):
+    """A grid folder moved before --resume: Tune's stored configs name the old folder, so the trials
+    wrote their done markers there and every resume said "interrupted". A trial reads the folder the
+    driver opened (MGN_STUDY_FOLDER, in every Ray process's environment), and finds its marker."""
+    from ray import tune
+
+    from orchestration.runtime.cluster import worker_env
+    from orchestration.runtime.trial import STUDY_FOLDER_ENV
+
+    assert worker_env("sqlite:///x.db", study_folder="s3://bucket/grids/g")[STUDY_FOLDER_ENV] == "s3://bucket/grids/g"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tracker = Tracker(uri)
+    experiment = tracker.experiment("moved")
+    parent = tracker.client.create_run(experiment).info.run_id
+    started_in, moved_to = tmp_path / "grid", tmp_path / "renamed-grid"
+    setup = TrialSetup(table="table5", script="experiments/ablation_table5.py", experiment_id=experiment,
+                       parent_run_id=parent, storage=str(started_in), git_commit="0" * 12, use_gpu=False)  # fmt: skip
+    trial = TrialSpec(row="MGN", seed=0, config=smoke())
+    run_id = tracker.child(experiment, parent, trial="MGN / seed 0", name="MGN seed0", tags={"row": "MGN"})
+    result = {"epoch": 3, "mAP": 51.5}
+    trial.files(Storage(str(moved_to))).done.write_text(json.dumps(result))  # finished, then the folder moved
+    reported = []
+    monkeypatch.setattr(tune, "report", lambda metrics, **_: reported.append(metrics))
+    monkeypatch.setattr(tune, "get_context", _Context)
+    monkeypatch.setenv(STUDY_FOLDER_ENV, str(moved_to))
+
+    run_trial({"setup": setup.to_dict(), "trial": trial.to_dict()})
+
+    assert reported == [result] and tracker.status(run_id) == "FINISHED"  # found done: nothing trained
+    assert not started_in.exists()
