@@ -19,6 +19,21 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def _config(params: dict[str, Any]) -> dict[str, Any]:
+    return (params.get("trial") or {}).get("config") or {}
+
+
+def _before_first_epoch(params: dict[str, Any]) -> str:
+    """What a trial does before its first epoch line, which can be minutes away: ": a worker group of
+    2 (Ray Train), then the untrained network's evaluation"."""
+    config = _config(params)
+    workers = int(config.get("scaling", {}).get("num_workers", 1))
+    steps = [f"a worker group of {workers} (Ray Train)"] if workers > 1 else []
+    if config.get("eval", {}).get("untrained"):
+        steps.append("the untrained network's evaluation")
+    return f": {', then '.join(steps)} before its first epoch" if steps else ""
+
+
 class ProgressPrinter(tune.Callback):
     """One line per epoch of every trial and one per finished trial, with time estimates.
 
@@ -59,7 +74,19 @@ class ProgressPrinter(tune.Callback):
         return max(0.0, trial_left), mean * remaining / self.concurrency
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.printer(f"{self._prefix()} start {self._name(trial)}")
+        self.printer(f"{self._prefix()} start {self._name(trial)}{_before_first_epoch(trial.config)}")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """A trial that failed and will run again (a lost node, a killed process): say so and from
+        where, instead of a minute of Ray's own log lines."""
+        name = self._name(trial)
+        done = self.epochs_done.get(name, 0)
+        every = int(_config(trial.config).get("train", {}).get("checkpoint_every", 1))
+        start = done - done % every if every else 0
+        self.printer(
+            f"{self._prefix()} {name} stopped after epoch {done} (a process or its node was lost); restarting "
+            f"it from epoch {start}" + ("" if every else " (train.checkpoint_every=0: no checkpoints)")
+        )
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         name = self._name(trial)

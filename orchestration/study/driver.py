@@ -160,6 +160,10 @@ class Driver:
             if progress
             else []
         )
+        if tune.Tuner.can_restore((self.folder / name).uri):
+            ended = sum(t.files(self.folder).ended() for t in trials)
+            print(f"resuming: {ended} of {len(trials)} trials ended, {len(trials) - ended} to run "
+                  "(each from its newest checkpoint)")  # fmt: skip
         results = self.fit(self.trial_stage(name, trials, callbacks))
         errored = {_title(r) for r in (results or []) if r.error is not None}
         unfinished = [t.title for t in trials if t.title not in errored and not t.files(self.folder).ended()]

@@ -67,6 +67,7 @@ def test_a_killed_driver_resumes_without_retraining_finished_trials(workspace, t
     assert resumed.finish() == 0, "".join(resumed.lines)
     log = "".join(resumed.lines)
     assert f"checkpoint {newest} is corrupt; falling back to the previous checkpoint" in log
+    assert "resuming: 1 of 2 trials ended, 1 to run (each from its newest checkpoint)" in log
     assert "ResNet-50+TP seed0: epoch" not in log  # the finished trial was not trained again
 
     runs = children(workspace["uri"])
