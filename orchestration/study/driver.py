@@ -16,6 +16,7 @@ driver does the rest, the same way for all:
 from __future__ import annotations
 
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -247,6 +248,8 @@ def run_study(
                 return study.run(driver)
         except Interrupted as stop:
             return interrupted(tracker, state, folder, stop, study.publishes)
+        except Exception as error:  # the driver itself broke (its folder vanished, a bug): never RUNNING
+            return crashed(tracker, state, folder, error)
     finally:
         ray.shutdown()  # detaches from a cluster given by --address; stops one started here
 
@@ -268,6 +271,20 @@ def _setup(
         feature_rows=study.feature_rows(),
         model_rows=study.model_rows(),
     )
+
+
+def crashed(tracker: Tracker, state: StudyState, folder: Storage, error: Exception) -> int:
+    """The driver failed after trials ran (a runtime-env agent deleted the job's working folder
+    under it): the parent is marked FAILED, not left RUNNING, and the console says how to publish
+    from what finished. The traceback stays available below the line for a bug report."""
+    tracker.finish(state.parent_run_id, failed=True)
+    traceback.print_exc(file=sys.stderr)
+    print(
+        f"error: the study's driver stopped ({type(error).__name__}: {error}). Finished trials and checkpoints are "
+        f"kept in {folder}; finish and publish with\n  {state.command} --resume {folder.name}",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def interrupted(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from PIL import Image
 
@@ -360,3 +362,30 @@ def test_ctrl_c_while_the_synthetic_set_is_generated_is_one_line(capsys, workspa
     err = capsys.readouterr().err
     assert "interrupted while preparing, before any training or record" in err and "Traceback" not in err
     assert not list((tmp_path / "cache" / "synthetic").glob(".generating-*"))
+
+
+def test_a_driver_that_breaks_after_training_leaves_its_parent_failed_and_says_how_to_finish(
+    capsys, workspace, monkeypatch
+):
+    """A node's runtime-env agent deleted the job's working folder after training: the driver died
+    with a FileNotFoundError traceback and left its parent run RUNNING."""
+    from mlflow.tracking import MlflowClient
+
+    import orchestration.study.driver as driver
+    from orchestration.runtime.cluster import Placement, TrialResources
+    from orchestration.tables.grid import GridStudy
+
+    def vanished(self, study_driver):
+        raise FileNotFoundError(2, "No such file or directory", "/tmp/ray/session/runtime_resources/working_dir")
+
+    placement = Placement(use_gpu=False, local=True, resources=TrialResources({"CPU": 1.0}, concurrency=1))
+    monkeypatch.setattr(driver, "open_cluster", lambda *args, **kwargs: placement)
+    monkeypatch.setattr(GridStudy, "run", vanished)
+    assert main("table5", grid_args(workspace)) == 1
+    err = capsys.readouterr().err
+    assert "error: the study's driver stopped (FileNotFoundError" in err
+    assert re.search(r"ablation_table5\.py .* --resume table5-smoke-synthetic-\S+", err)
+    (parent,) = MlflowClient(workspace["uri"]).search_runs(
+        [MlflowClient(workspace["uri"]).get_experiment_by_name("MGN Table 5").experiment_id]
+    )
+    assert parent.info.status == "FAILED"
