@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import os
+import re
 import shlex
 import shutil
 import sys
@@ -27,7 +29,14 @@ from pathlib import Path
 
 import requests
 
-from orchestration.runtime.tracking import GIT_COMMIT_ENV, PROJECT_ROOT, git_commit, redact, split_credentials
+from orchestration.runtime.tracking import (
+    GIT_COMMIT_ENV,
+    PROJECT_ROOT,
+    Tracker,
+    git_commit,
+    redact,
+    split_credentials,
+)
 
 # What a job runs: the packages, the experiment scripts and the project file; nothing else of the
 # folder (a .env, keys, stores, data) leaves this machine.
@@ -141,6 +150,10 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--timeout", type=float, default=24 * 3600, help="with --wait: give up after this many seconds"
     )
+    parser.add_argument(
+        "--fetch-into", type=Path, default=PROJECT_ROOT / "results",
+        help="with --wait: where the job's published tables and figures are copied from MLflow (default results/)",
+    )  # fmt: skip
     parser.add_argument("script", nargs=argparse.REMAINDER, help="-- script.py [its arguments]")
     return parser
 
@@ -237,7 +250,52 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"submitted {job_id}: {redact(command)}\nfollow it with: ray job logs --address {args.address} --follow {job_id}"
     )
-    return follow(client, job_id, args.timeout, args.address) if args.wait else 0
+    if not args.wait:
+        return 0
+    code = follow(client, job_id, args.timeout, args.address)
+    if code == 0:
+        fetch_results(client.get_job_logs(job_id), args.tracking_uri, args.fetch_into)
+    return code
+
+
+# The line every study prints when it starts (orchestration.study.driver.run_study).
+PARENT_LINE = re.compile(r"MLflow: experiment '(?P<experiment>[^']*)', parent run (?P<run>[0-9a-f]{32})")
+
+
+def fetch_results(log: str, tracking_uri: str | None, into: Path) -> list[Path]:
+    """A finished job's tables and figures, which it wrote in its working folder on the head (gone
+    with the cluster), copied here from the MLflow runs that hold them; or where they are."""
+    found = PARENT_LINE.search(log)
+    if found is None:
+        return []
+    where = f"MLflow experiment '{found['experiment']}', parent run {found['run']}"
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        print(f"the job's tables are in results/ of its working folder on the head and in {where} (its artifacts); "
+              "give --tracking-uri to have them copied here")  # fmt: skip
+        return []
+    try:
+        written = _download_results(Tracker(uri), found["run"], into)
+    except Exception as error:  # the store does not answer from here: say where the tables are
+        print(f"could not copy the job's tables from {redact(uri)} ({type(error).__name__}: {error}); they are in "
+              f"{where}", file=sys.stderr)  # fmt: skip
+        return []
+    print(f"copied {len(written)} result files from {where} into {into}: {', '.join(p.name for p in written)}")
+    return written
+
+
+def _download_results(tracker: Tracker, parent_run_id: str, into: Path) -> list[Path]:
+    written = []
+    for run_id, path in tracker.result_files(parent_run_id):
+        with tempfile.TemporaryDirectory(prefix="mgn-fetch-") as folder:
+            downloaded = tracker.download(run_id, path, folder)
+            if downloaded is None:
+                continue
+            target = into / path  # figures/ keeps its folder, as in results/
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(downloaded, target)
+            written.append(target)
+    return written
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from orchestration.runtime.trial_files import MODEL_ARTIFACT
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # orchestration/runtime/tracking.py
 TAG_PREFIX = "mgn."
 _BATCH = 100  # MLflow's per-call limit on params
+RESULT_SUFFIXES = (".md", ".csv", ".yaml", ".png")  # what a study publishes into results/
 LOGGED_DIGITS = 6  # significant digits of every metric we log (``significant``)
 
 
@@ -617,6 +618,19 @@ class Tracker:
         if not runs:
             raise LookupError(f"no finished run of {table_key} in {redact(self.uri)}: run the table first")
         return runs[0].info.run_id
+
+    def result_files(self, run_id: str) -> list[tuple[str, str]]:
+        """The published results a study's parent run holds (tables, report, recipe, figures), and
+        those of the study runs nested under it (a sweep's tables), as artifact paths per run."""
+        runs = [run_id, *(p.run_id for p in self.nested_parents(self.client.get_run(run_id).info.experiment_id, run_id))]
+        found = []
+        for run in runs:
+            for folder in ("", "figures"):
+                found += [
+                    (run, a.path) for a in self.client.list_artifacts(run, folder or None)
+                    if not a.is_dir and Path(a.path).suffix in RESULT_SUFFIXES
+                ]  # fmt: skip
+        return found
 
     def download(self, run_id: str, artifact: str, folder: str | Path) -> Path | None:
         """A run's artifact, copied into ``folder``; None when the run has none of that name."""

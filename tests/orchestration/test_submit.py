@@ -33,6 +33,7 @@ def test_submit_a_table_to_a_running_cluster(head, tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["--address", head, "--storage-path", str(tmp_path / "shared"), "--tracking-uri", uri,
             "--env", f"MGN_CACHE={tmp_path / 'cache'}", "--wait", "--timeout", "600",
+            "--fetch-into", str(tmp_path / "fetched"),
             "--", "experiments/ablation_table5.py", "--rows", "ResNet-50+TP", "--results-dir", str(tmp_path / "results")]  # fmt: skip
     for item in TINY_SETS:
         args += ["--set", item]
@@ -43,6 +44,9 @@ def test_submit_a_table_to_a_running_cluster(head, tmp_path, capsys):
         tmp_path / "results" / f"{table_stem(TABLES['table5'], ['ResNet-50+TP'])}.md"
     ).is_file()  # one row: beside the full table
     assert list((tmp_path / "shared").glob("table5-smoke-synthetic-*/tune"))  # grid storage where we said
+    # The job's table, written on the head (gone with a real cluster), copied here from MLflow.
+    subset = tmp_path / "results" / f"{table_stem(TABLES['table5'], ['ResNet-50+TP'])}.md"
+    assert "copied" in out and (tmp_path / "fetched" / "table5.md").read_text() == subset.read_text()
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("MGN Table 5").experiment_id])
     assert sorted(r.data.tags.get("mgn.row", "parent") for r in runs) == ["ResNet-50+TP", "parent"]

@@ -52,3 +52,30 @@ def test_the_job_carries_the_commit_it_was_submitted_from(tmp_path, monkeypatch)
     # In the job (a copy without .git) the runs record it.
     monkeypatch.setenv(tracking.GIT_COMMIT_ENV, commit)
     assert tracking.git_commit(tmp_path) == commit
+
+
+def test_a_finished_jobs_tables_are_copied_from_mlflow_or_their_place_is_named(tmp_path, capsys, monkeypatch):
+    """A job's tables were written inside Ray's session folder on the head and vanished with the
+    cluster; `submit --wait` copies them from the runs that hold them (a sweep's nested tables too)."""
+    from orchestration.runtime.tracking import Tracker
+    from orchestration.submit import fetch_results
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = tracker.experiment("MGN paper")
+    sweep = tracker.start_parent(experiment, "paper", {"table": "paper", "kind": "sweep"})
+    table = tracker.start_parent(experiment, "t5", {"table": "table5", "kind": "table"}, under=sweep)
+    tracker.log_text(sweep, "# report\n", "paper.md")
+    tracker.log_text(table, "| row | mAP |\n", "table5.md")
+    figure = tmp_path / "table5_bars.png"
+    figure.write_bytes(b"\x89PNG")
+    tracker.log_artifact(table, figure, "figures")
+    tracker.log_text(table, "{}", "per_query.json")  # not a result file
+    log = f"...\nMLflow: experiment 'MGN paper', parent run {sweep}\nlocal mode, CPU\n"
+    written = fetch_results(log, tracker.uri, tmp_path / "results")
+    assert sorted(p.relative_to(tmp_path / "results").as_posix() for p in written) == [
+        "figures/table5_bars.png", "paper.md", "table5.md"
+    ]  # fmt: skip
+    assert (tmp_path / "results" / "table5.md").read_text() == "| row | mAP |\n"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert fetch_results(log, None, tmp_path / "elsewhere") == []
+    assert f"in MLflow experiment 'MGN paper', parent run {sweep}" in capsys.readouterr().out
