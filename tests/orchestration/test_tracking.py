@@ -13,14 +13,14 @@ from orchestration.runtime.tracking import Tracker, list_order, significant
 def test_system_metrics_are_logged_to_the_run_while_inside(tmp_path):
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_id = tracker.client.create_run(tracker.experiment("system")).info.run_id
-    with tracker.system_metrics(run_id, every_s=0.5):
-        time.sleep(2.5)
+    with tracker.system_metrics(run_id, every_s=0.25):
+        time.sleep(1.2)
     metrics = tracker.client.get_run(run_id).data.metrics
     assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= metrics.keys()
     assert tracker.client.get_run(run_id).info.status == "RUNNING"  # the run is the worker's to end
     first = [m.step for m in tracker.client.get_metric_history(run_id, "system/cpu_utilization_percentage")]
-    with tracker.system_metrics(run_id, every_s=0.5):  # a restarted attempt of the same trial
-        time.sleep(1.5)
+    with tracker.system_metrics(run_id, every_s=0.25):  # a restarted attempt of the same trial
+        time.sleep(0.8)
     steps = [m.step for m in tracker.client.get_metric_history(run_id, "system/cpu_utilization_percentage")]
     assert len(steps) > len(first) and len(set(steps)) == len(steps), steps  # went on, nothing written twice
 
