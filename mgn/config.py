@@ -437,6 +437,22 @@ def batch_norm_groups(batch: int, k: int, workers: int, group: int | None) -> Ba
     return BatchNormGroups(group, per_rank)
 
 
+def fitting_p(p: int, k: int, workers: int, group: int | None) -> int:
+    """The P nearest ``p`` that splits over ``workers`` and forms the BN groups: what a refusal
+    advises (the nearest multiple of W alone, 15 for P=16 on 3 workers, was refused next for its
+    groups of 32)."""
+
+    def fits(candidate: int) -> bool:
+        try:
+            batch_norm_groups(candidate * k, k, workers, group)
+        except ConfigError:
+            return False
+        return candidate % workers == 0
+
+    found = [c for c in range(max(2, workers), 8 * max(p, workers) + 1) if fits(c)]
+    return min(found, key=lambda c: (abs(c - p), c)) if found else workers
+
+
 # Stride from the input to the Part-N branch feature map (stem /4, res_conv3 /8, res_conv4 /16);
 # the Global branch halves it once more in res_conv5_1.
 PART_MAP_STRIDE = 16
@@ -467,12 +483,13 @@ class ExperimentConfig:
             self.data.height >= GLOBAL_MAP_STRIDE and self.data.width >= GLOBAL_MAP_STRIDE,
             f"data: input {self.data.height}x{self.data.width} is smaller than the network stride {GLOBAL_MAP_STRIDE}",
         )
-        workers = self.scaling.num_workers
+        workers, group = self.scaling.num_workers, self.model.bn_group
         _require(
             self.data.p % workers == 0,
             f"data.p={self.data.p} identities per global batch cannot be split over {workers} workers: "
-            f"each worker takes P/W whole identities, so make data.p a multiple of {workers} "
-            f"(e.g. data.p={max(workers, self.data.p - self.data.p % workers)}) or change --workers",
+            f"each worker takes P/W whole identities, so make data.p a multiple of {workers}"
+            + (f" that also forms model.bn_group={group} groups" if group else "")
+            + f" (e.g. data.p={fitting_p(self.data.p, self.data.k, workers, group)}) or change --workers",
         )
         _require(
             self.loss.triplet_weight == 0 or self.data.k >= 2,

@@ -148,7 +148,7 @@ def test_the_global_batch_and_learning_rate_do_not_change_with_the_workers():
 
 
 def test_p_must_split_into_whole_identities_per_worker():
-    with pytest.raises(ConfigError, match=r"data.p=16 .* over 3 workers.*multiple of 3 \(e.g. data.p=15\)"):
+    with pytest.raises(ConfigError, match=r"data.p=16 .* over 3 workers.*multiple of 3 .*\(e.g. data.p=24\)"):
         replace(paper(), scaling=ScalingConfig(num_workers=3))
 
 
@@ -257,3 +257,12 @@ def test_bn_groups_are_refused_when_they_cannot_be_formed():
     assert (four.bn_groups.per_rank, four.bn_groups.ranks) == (16, 2)  # pairs of workers share a group
     with pytest.raises(ConfigError, match="groups of at least 2 images"):
         replace(base, model=replace(base.model, bn_group=1))
+
+
+def test_a_refused_worker_count_advises_a_p_that_then_works():
+    """--workers 3 with P=16 advised data.p=15, which its batch-norm groups of 32 then refused."""
+    with pytest.raises(ConfigError, match=r"multiple of 3 that also forms model.bn_group=32 groups \(e.g. data.p=24\)"):
+        apply_overrides(smoke(), ["scaling.num_workers=3"])
+    assert apply_overrides(smoke(), ["scaling.num_workers=3", "data.p=24"]).bn_groups.ranks == 1
+    with pytest.raises(ConfigError, match=r"\(e.g. data.p=15\)"):  # whole-batch BN: any multiple of 3
+        apply_overrides(smoke(), ["scaling.num_workers=3", "model.bn_group=null"])
