@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from mgn.config import SyntheticConfig
+from mgn.processes import alive
 
 GENERATOR_VERSION = 1  # bump when the drawing changes: it is part of the cache folder name
 HEIGHT, WIDTH = 128, 64  # Market-1501 crop size
@@ -306,18 +307,8 @@ def _remove_abandoned_staging(folder: Path) -> None:
     nothing else would ever remove them. Another host's, or a live process's, are left alone."""
     for staging in folder.glob(_host_staging() + "*"):
         pid = staging.name.removeprefix(_host_staging()).split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             shutil.rmtree(staging, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
 
 
 def ensure_synthetic(config: SyntheticConfig, root: str | Path | None = None) -> Path:

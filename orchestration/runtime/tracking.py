@@ -321,11 +321,10 @@ class Tracker:
     def experiment(self, name: str) -> str:
         """The experiment's id, created (with an absolute artifact folder for local stores) if new;
         ``TrackingUnavailable`` when it was deleted (MLflow refuses runs in it). Two studies starting
-        at once get the same one (a lock on a local store; on a server, the second finds the first's)."""
-        with _creating_store(self.uri):
-            found = self.client.get_experiment_by_name(name)
-            if found is None:
-                return self._create_experiment(name)
+        at once get the same one (the second finds the first's)."""
+        found = self.client.get_experiment_by_name(name)
+        if found is None:
+            return self._create_experiment(name)
         if found.lifecycle_stage == "deleted":
             raise TrackingUnavailable(
                 f"experiment '{name}' was deleted in {redact(self.uri)} (MLflow records no run in it): restore it "

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mgn.processes import alive
 from orchestration.runtime.file_lock import exclusive
 from orchestration.runtime.storage import Storage
 
@@ -42,15 +43,7 @@ class DriverLock:
 
     def alive(self) -> bool:
         """Whether the holder still runs (only knowable on its own host: elsewhere assume it does)."""
-        if self.host != socket.gethostname():
-            return True
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:  # another user's live process
-            return True
-        return True
+        return self.host != socket.gethostname() or alive(self.pid)
 
 
 def _holder(lock: Storage) -> DriverLock | None:
