@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import cast
 
 import torch
 import torchvision
@@ -87,9 +88,9 @@ def build_resnet(
     init: Init,
     pretrained_path: str | None = None,
     release: ImagenetWeights = ImagenetWeights.V1,
-) -> nn.Module:
+) -> torchvision.models.ResNet:
     """A torchvision ResNet, randomly initialised or loaded with ImageNet weights from disk."""
-    resnet = getattr(torchvision.models, backbone.value)(weights=None)
+    resnet: torchvision.models.ResNet = getattr(torchvision.models, backbone.value)(weights=None)
     if init is Init.IMAGENET:
         weight_file = find_pretrained(backbone, pretrained_path, release)
         state = torch.load(weight_file, map_location="cpu", weights_only=True)
@@ -115,11 +116,11 @@ def set_first_block_stride(layer: nn.Sequential, stride: int) -> None:
     block = layer[0]
     # torchvision strides the 3x3 conv: conv2 in Bottleneck (ResNet v1.5), conv1 in BasicBlock.
     conv = block.conv2 if isinstance(block, torchvision.models.resnet.Bottleneck) else block.conv1
-    conv.stride = (stride, stride)
-    if block.downsample is not None:
-        block.downsample[0].stride = (stride, stride)
+    cast(nn.Conv2d, conv).stride = (stride, stride)
+    if isinstance(block.downsample, nn.Sequential):  # (1x1 conv, BN) on the shortcut, or None
+        cast(nn.Conv2d, block.downsample[0]).stride = (stride, stride)
 
 
-def feature_channels(resnet: nn.Module) -> int:
+def feature_channels(resnet: torchvision.models.ResNet) -> int:
     """Channels of the final stage (2048 for ResNet-50/101, 512 for ResNet-18/34)."""
-    return resnet.fc.in_features
+    return int(resnet.fc.in_features)

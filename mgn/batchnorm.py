@@ -20,12 +20,16 @@ linear and the buffers start equal), so they too are the same for any W.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from mgn.config import BatchNormGroups
 from mgn.distributed import all_reduce_with_grad, rank, world_size
+
+M = TypeVar("M", bound=nn.Module)
 
 
 class GroupBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -55,7 +59,7 @@ class GroupBatchNorm(nn.modules.batchnorm._BatchNorm):
         var = self._over_group(centered.pow(2).sum(dims)) / count  # biased, as BN normalises
         if self.track_running_stats:
             self._track(mean.detach(), var.detach() * count / max(count - 1, 1))
-        out = centered * torch.rsqrt(var + self.eps).view(shape)
+        out: Tensor = centered * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             out = out * self.weight.view(shape[1:]) + self.bias.view(shape[1:])
         return out.flatten(0, 1)
@@ -77,26 +81,33 @@ class GroupBatchNorm(nn.modules.batchnorm._BatchNorm):
     @torch.no_grad()
     def _track(self, mean: Tensor, unbiased: Tensor) -> None:
         """Fold the mean over this rank's groups into the running statistics (one update a step)."""
-        self.num_batches_tracked.add_(1)
-        momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        self.running_mean.lerp_(mean.mean(0), momentum)
-        self.running_var.lerp_(unbiased.mean(0), momentum)
+        tracked, running_mean, running_var = self.num_batches_tracked, self.running_mean, self.running_var
+        assert tracked is not None and running_mean is not None and running_var is not None  # tracking
+        tracked.add_(1)
+        momentum = 1.0 / float(tracked) if self.momentum is None else self.momentum
+        running_mean.lerp_(mean.mean(0), momentum)
+        running_var.lerp_(unbiased.mean(0), momentum)
 
     def _check_input_dim(self, x: Tensor) -> None:
         if x.dim() not in (2, 4):
             raise ValueError(f"expected a 2-D or 4-D input, got {x.dim()}-D")
 
 
-def group_batch_norm(module: nn.Module, groups: BatchNormGroups) -> nn.Module:
-    """``module`` with every ``BatchNorm1d``/``2d`` normalising ``groups`` (shared parameters and
-    buffers); unchanged when a rank's share is one group (the plain BN does exactly that)."""
+def group_batch_norm(module: M, groups: BatchNormGroups) -> M:
+    """``module``, with every ``BatchNorm1d``/``2d`` inside it replaced (in place) by one normalising
+    ``groups`` (shared parameters and buffers); unchanged when a rank's share is one group (the
+    plain BN does exactly that)."""
     if groups.ghosts == 1 and groups.ranks == 1:
         return module
+    for name, child in module.named_children():
+        module.add_module(name, _grouped(child, groups))
+    return module
+
+
+def _grouped(module: nn.Module, groups: BatchNormGroups) -> nn.Module:
     if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
         return GroupBatchNorm(module, groups.ghosts, groups.ranks)
-    for name, child in module.named_children():
-        module.add_module(name, group_batch_norm(child, groups))
-    return module
+    return group_batch_norm(module, groups)
 
 
 @torch.no_grad()
@@ -110,7 +121,7 @@ def average_running_stats(module: nn.Module) -> None:
         for m in module.modules()
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
     ]
-    buffers = [b for m in norms for b in (m.running_mean, m.running_var)]
+    buffers = [b for m in norms for b in (m.running_mean, m.running_var) if b is not None]
     if not buffers:
         return
     flat = torch.cat([b.reshape(-1).double() for b in buffers])

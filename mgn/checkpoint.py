@@ -18,6 +18,7 @@ import torch
 
 if TYPE_CHECKING:
     from mgn.config import ExperimentConfig
+    from mgn.model import MGN
 
 CHECKPOINT_FILE = "checkpoint.pt"
 LOW_SPACE = 16 * 2**20  # bytes: a failed write with less free than this was a full disk
@@ -94,7 +95,7 @@ def load_checkpoint(path: str | Path) -> TrainingState:
         ) from None
 
 
-def save_model(model: torch.nn.Module, config: ExperimentConfig | dict[str, Any], path: str | Path) -> Path:
+def save_model(model: MGN, config: ExperimentConfig | dict[str, Any], path: str | Path) -> Path:
     """The trained network alone (weights + config): what ``mgn extract/search/export`` read.
 
     ``config`` is the typed config or any dict form of it (``to_dict``'s, or ``dataclasses.asdict``'s,
@@ -108,7 +109,7 @@ def save_model(model: torch.nn.Module, config: ExperimentConfig | dict[str, Any]
     return _save_atomically(payload, Path(path), "model")
 
 
-def load_model(path: str | Path):
+def load_model(path: str | Path) -> tuple[MGN, ExperimentConfig]:
     """An ``MGN`` in eval mode and its ``ExperimentConfig``, from ``save_model``'s file or a training
     checkpoint. ImageNet weights are not needed: the file holds the trained ones."""
     from dataclasses import replace

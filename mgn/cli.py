@@ -163,10 +163,12 @@ def main(argv: list[str] | None = None, resolve_uri: ModelResolver | None = None
     args = parser().parse_args(argv)
     args.resolve_uri = resolve_uri
     from mgn import commands  # torch and the data stack: only once the arguments parse
+    from mgn.data.images import CorruptImageError
 
     try:
-        return args.run(commands, args)
-    except commands.CorruptImageError as error:  # the training knob that skips such files is not ours here
+        status: int = args.run(commands, args)
+        return status
+    except CorruptImageError as error:  # the training knob that skips such files is not ours here
         what = f"cannot read image {error.path}: {error.reason}" if error.path else str(error).split(". Replace")[0]
         print(f"mgn {args.command}: error: {what}. Replace or remove the file", file=sys.stderr)
         return 2

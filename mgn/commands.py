@@ -11,6 +11,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,10 @@ from mgn.data.images import CorruptImageError, ImageDataset
 from mgn.data.records import DatasetError, ImageRecord
 from mgn.data.transforms import input_transform
 from mgn.errors import UsageError
+
+if TYPE_CHECKING:
+    from mgn.config import ExperimentConfig
+    from mgn.model import MGN
 
 UNLABELLED = -2  # images whose names do not follow <pid>_c<camera>
 
@@ -85,7 +90,8 @@ def _records(folder: Path) -> list[ImageRecord]:
 
 
 def _embed(
-    model, config, records: list[ImageRecord], batch_size: int, flip: bool, device: torch.device
+    model: MGN, config: ExperimentConfig, records: list[ImageRecord], batch_size: int, flip: bool,
+    device: torch.device,
 ) -> torch.Tensor:
     from mgn.evaluation.features import extract_features
 

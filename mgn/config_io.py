@@ -29,8 +29,8 @@ class _StrictLoader(yaml.SafeLoader):
     """``yaml.safe_load`` that refuses a key given twice in one mapping (the last would win silently)."""
 
 
-def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict:
-    seen: dict = {}
+def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[Any, Any] = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if key in seen:
@@ -54,7 +54,8 @@ def to_dict(config: object) -> dict[str, Any]:
             return [plain(v) for v in value]
         return value
 
-    return plain(config)
+    plain_config: dict[str, Any] = plain(config)
+    return plain_config
 
 
 def _type_name(tp: Any) -> str:
@@ -75,7 +76,7 @@ def _union(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {tp}")
 
 
-def _tuple(value: Any, tp: Any, key: str) -> tuple:
+def _tuple(value: Any, tp: Any, key: str) -> tuple[Any, ...]:
     """``tuple[X, ...]`` from a list of any length, ``tuple[X, Y]`` from a list of exactly two."""
     args = typing.get_args(tp)
     if not isinstance(value, list | tuple):

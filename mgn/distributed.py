@@ -20,6 +20,7 @@ Conventions that make W workers compute the paper's one-batch step (§4.1, P=16 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any  # autograd contexts: torch types them loosely and we add fields
 
 import torch
 import torch.distributed as dist
@@ -37,14 +38,14 @@ def rank() -> int:
 
 class _AllGather(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, tensor: Tensor) -> Tensor:  # (B, ...) -> (W * B, ...), rank order
+    def forward(ctx: Any, tensor: Tensor) -> Tensor:  # (B, ...) -> (W * B, ...), rank order
         ctx.rows = tensor.shape[0]
         parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
         dist.all_gather(parts, tensor.contiguous())
         return torch.cat(parts)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
         # Every rank's loss reached every share: sum the gradients, keep this rank's rows.
         grad = grad.contiguous().clone()
         dist.all_reduce(grad)
@@ -54,13 +55,13 @@ class _AllGather(torch.autograd.Function):
 
 class _AllReduceSum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, tensor: Tensor) -> Tensor:
+    def forward(ctx: Any, tensor: Tensor) -> Tensor:
         out = tensor.contiguous().clone()
         dist.all_reduce(out)
         return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad)
         return grad
@@ -124,6 +125,7 @@ def gather_shards(local: Tensor, num_items: int, batch_size: int, device: torch.
     if me != 0:
         return None
     out = torch.empty((num_items, *local.shape[1:]), dtype=local.dtype)
+    assert parts is not None  # rank 0 received them
     for shard, part in zip(shards, parts, strict=True):
         out[shard] = part[: len(shard)].cpu()
     return out

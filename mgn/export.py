@@ -24,6 +24,8 @@ class EmbeddingNetwork(nn.Module):
     def __init__(self, model: MGN, flip: bool = True, normalize: bool = True) -> None:
         super().__init__()
         self.model = model.eval()
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.flip, self.normalize = flip, normalize
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
@@ -46,6 +48,8 @@ def export_onnx(network: EmbeddingNetwork, path: str | Path, height: int, width:
         network.eval(), (example,), dynamo=True, verbose=False, input_names=["images"], output_names=["embedding"],
         dynamic_shapes={"images": {0: batch}},
     )  # fmt: skip
+    if program is None:  # only the legacy exporter (dynamo=False) returns nothing
+        raise RuntimeError("torch.onnx.export returned no program")
     program.save(str(path))
     return path
 

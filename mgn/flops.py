@@ -20,7 +20,7 @@ def _per_image(model: ModelConfig, loss: LossConfig, height: int, width: int, nu
         images, targets = torch.empty(2, 3, height, width), torch.zeros(2, dtype=torch.long)
     with FlopCounterMode(display=False) as counter:
         mgn_loss(network(images), targets, loss).total.backward()
-    return counter.get_total_flops() / 2
+    return float(counter.get_total_flops()) / 2
 
 
 def training_flops_per_image(

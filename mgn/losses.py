@@ -32,7 +32,7 @@ def full_precision(x: Tensor) -> Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def _full_precision_region(device: torch.device) -> contextlib.AbstractContextManager:
+def _full_precision_region(device: torch.device) -> contextlib.AbstractContextManager[object]:
     """Autocast switched off (on devices that have one: not, e.g., "meta" used to count FLOPs)."""
     if torch.amp.is_autocast_available(device.type):
         return torch.autocast(device.type, enabled=False)

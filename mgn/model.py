@@ -14,8 +14,9 @@ H x W = input size, and h x w = the Part-N map (H/16 x W/16).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -112,6 +113,14 @@ class Branch(nn.Module):
         )
 
 
+class Branches(nn.ModuleList):
+    """An ``nn.ModuleList`` of ``Branch``: the same module (state-dict keys ``branches.i.``), typed
+    for iteration."""
+
+    def __iter__(self) -> Iterator[Branch]:
+        return cast(Iterator[Branch], super().__iter__())
+
+
 class MGN(nn.Module):
     """The MGN family.
 
@@ -147,11 +156,12 @@ class MGN(nn.Module):
         )
         branches = []
         for parts in config.branches:
-            layers = nn.Sequential(*copy.deepcopy(resnet.layer3[1:]), copy.deepcopy(resnet.layer4))
+            res_conv5 = copy.deepcopy(resnet.layer4)
             # The Global branch keeps res_conv5_1's down-sampling; Part-N branches drop it (Table 1).
-            set_first_block_stride(layers[-1], 2 if parts == 1 else 1)
+            set_first_block_stride(res_conv5, 2 if parts == 1 else 1)
+            layers = nn.Sequential(*copy.deepcopy(resnet.layer3[1:]), res_conv5)
             branches.append(Branch(layers, parts, channels, config, num_classes))
-        self.branches = nn.ModuleList(branches)
+        self.branches = Branches(branches)
 
     @property
     def embedding_dim(self) -> int:

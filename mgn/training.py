@@ -11,12 +11,13 @@ import contextlib
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from mgn.batchnorm import average_running_stats, group_batch_norm
@@ -25,7 +26,8 @@ from mgn.config import ExperimentConfig, batch_norm_groups
 from mgn.config_io import to_dict
 from mgn.data.augment import augment_batch
 from mgn.data.loading import load_dataset, train_loader
-from mgn.data.records import ReidDataset, pids_and_camids
+from mgn.data.records import ImageRecord, ReidDataset, pids_and_camids
+from mgn.data.sampler import PKBatchSampler
 from mgn.distributed import (
     all_gather_with_grad,
     broadcast_state,
@@ -61,7 +63,7 @@ class TrainingEnv:
     device: torch.device = field(default_factory=default_device)
     cpus: int = field(default_factory=available_cpus)
     wrap_model: Callable[[nn.Module], nn.Module] = lambda model: model
-    wrap_loader: Callable[[DataLoader], DataLoader] = lambda loader: loader
+    wrap_loader: Callable[[DataLoader[Any]], DataLoader[Any]] = lambda loader: loader
 
     @property
     def is_main(self) -> bool:
@@ -113,7 +115,7 @@ def seed_epoch(seed: int, epoch: int) -> None:
     random.seed(value)
 
 
-def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[object]:
     if not (enabled and device.type == "cuda"):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -160,9 +162,19 @@ class EpochLosses:
     images: int
 
 
+class Batches(Protocol):
+    """What an epoch iterates: a ``DataLoader``, or a list of its batches (the dry run's few steps).
+    A batch is (images, pids, camids) or, from the decoded cache, (uint8 images, pids, camids,
+    augmentations)."""
+
+    def __iter__(self) -> Iterator[Sequence[Tensor]]: ...
+
+    def __len__(self) -> int: ...
+
+
 def train_one_epoch(
     model: nn.Module,
-    loader: torch.utils.data.DataLoader,
+    loader: Batches,
     optimizer: torch.optim.Optimizer,
     config: ExperimentConfig,
     env: TrainingEnv,
@@ -227,9 +239,10 @@ def evaluate(
         model, dataset, config.data, config.eval, env.device, rank=env.rank, world_size=env.world_size
     )
     if env.distributed:
-        features = _gathered(features, dataset, config, env.device)
-        if features is None:
+        gathered = _gathered(features, dataset, config, env.device)
+        if gathered is None:
             return None
+        features = gathered
     return metrics_of(
         features, dataset, config.eval, columns_by_branch(model) if branches else None, env.device
     )
@@ -240,7 +253,7 @@ def _gathered(
 ) -> TestFeatures | None:
     """Every rank's shares of the test features, on rank 0, in record order (None elsewhere)."""
 
-    def gather(part: FeatureSet | None, records: list) -> FeatureSet | None:
+    def gather(part: FeatureSet | None, records: list[ImageRecord]) -> FeatureSet | None:
         if part is None:
             return None
         rows = gather_shards(part.features, len(records), config.data.eval_batch_size, device)
@@ -248,7 +261,7 @@ def _gathered(
 
     query, gallery = gather(local.query, dataset.query), gather(local.gallery, dataset.gallery)
     multi = gather(local.multi_query, dataset.multi_query)
-    return None if query is None else TestFeatures(query, gallery, multi)
+    return None if query is None or gallery is None else TestFeatures(query, gallery, multi)
 
 
 def build_model(config: ExperimentConfig, num_classes: int, device: torch.device) -> MGN:
@@ -287,7 +300,7 @@ class Training:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler | None
-    loader: DataLoader
+    loader: DataLoader[Any]
     start: int  # epochs already done (a resumed run)
     untrained: dict[str, float] | None  # the network before training (eval.untrained)
     log: Callable[[str], None] | None  # rank 0's progress lines
@@ -361,7 +374,7 @@ def train_epoch(run: Training, epoch: int) -> EpochStats:
     checked. The losses are the global batch's: the mean over ranks of their means (equal shares)."""
     config, env = run.config, run.env
     seed_epoch(config.train.seed, epoch)
-    run.loader.batch_sampler.set_epoch(epoch)
+    cast(PKBatchSampler, run.loader.batch_sampler).set_epoch(epoch)
     lr = run.optimizer.param_groups[0]["lr"]
     began = time.perf_counter()
     losses = train_one_epoch(run.trained, run.loader, run.optimizer, config, env, run.scaler, run.log)

@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from PIL import Image
 
 from mgn.data.images import load_image
 from mgn.data.records import ImageRecord
@@ -56,7 +58,7 @@ def ranked_gallery(query: ImageRecord, gallery: Sequence[ImageRecord], distances
     ]
 
 
-def _show(axis, image, color: str | None = None, title: str = "") -> None:
+def _show(axis: Axes, image: np.ndarray | Image.Image, color: str | None = None, title: str = "") -> None:
     axis.imshow(image)
     axis.set_xticks([])
     axis.set_yticks([])
@@ -106,7 +108,8 @@ def attention_maps(
     """Activation map of each branch, (N, H, W) in [0, 1], for normalised images (N, 3, H, W)."""
     was_training = model.training
     model.eval()
-    size = size or tuple(images.shape[-2:])
+    height, width = images.shape[-2:]
+    size = size or (height, width)
     feature_maps = model.feature_maps(images)
     maps = {}
     for name, feature_map in feature_maps.items():
@@ -150,8 +153,9 @@ def cmc_figure(curves: Mapping[str, np.ndarray], title: str = "CMC", max_rank: i
     for index, (name, curve) in enumerate(curves.items()):
         ranks = np.arange(1, min(max_rank, len(curve)) + 1)
         # Ten colours, then the same colours dashed: no two curves look alike.
-        style = {"color": f"C{index % 10}", "linestyle": ("-", "--", ":")[index // 10 % 3]}
-        axis.plot(ranks, 100 * np.asarray(curve)[: len(ranks)], label=name, linewidth=1.4, **style)
+        color, linestyle = f"C{index % 10}", ("-", "--", ":")[index // 10 % 3]
+        axis.plot(ranks, 100 * np.asarray(curve)[: len(ranks)], label=name, linewidth=1.4, color=color,
+                  linestyle=linestyle)  # fmt: skip
     axis.set_xlabel("rank")
     axis.set_ylabel("matching rate (%)")
     axis.set_xlim(1, max_rank)
@@ -164,7 +168,7 @@ def cmc_figure(curves: Mapping[str, np.ndarray], title: str = "CMC", max_rank: i
 def bar_figure(
     names: Sequence[str],
     values: Mapping[str, Sequence[float]],
-    errors: Mapping[str, Sequence[float]] | None = None,
+    errors: Mapping[str, Sequence[float] | Sequence[Sequence[float]]] | None = None,
     title: str = "",
 ) -> Figure:
     """Grouped bars: one group per name, one bar per metric (e.g. R1 and mAP), optional error bars."""

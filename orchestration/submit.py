@@ -74,7 +74,8 @@ def job_files(root: Path, script: list[str]) -> JobFiles:
     ]
     candidates = [p for folder in JOB_CODE for p in sorted((root / folder).rglob("*"))]
     candidates += [root / name for name in JOB_FILES] + named
-    kept, refused = [], []
+    kept: list[Path] = []
+    refused: list[Path] = []
     for path in candidates:
         parts = path.relative_to(root).parts
         if not path.is_file() or any(_matches(part, SKIPPED) for part in parts):

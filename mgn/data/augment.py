@@ -63,11 +63,12 @@ def draw(seed: int, config: DataConfig) -> Augmentation:
     area = height * width * (ERASE_SCALE[0] + (ERASE_SCALE[1] - ERASE_SCALE[0]) * u[tries])
     log_low, log_high = math.log(ERASE_RATIO[0]), math.log(ERASE_RATIO[1])
     aspect = np.exp(log_low + (log_high - log_low) * u[2 + ERASE_TRIES : 2 + 2 * ERASE_TRIES])
-    h, w = np.round(np.sqrt(area * aspect)).astype(int), np.round(np.sqrt(area / aspect)).astype(int)
-    fits = np.flatnonzero((h < height) & (w < width))
+    heights = np.round(np.sqrt(area * aspect)).astype(int)
+    widths = np.round(np.sqrt(area / aspect)).astype(int)
+    fits = np.flatnonzero((heights < height) & (widths < width))
     if len(fits) == 0:
         return Augmentation(flip, None)
-    h, w = int(h[fits[0]]), int(w[fits[0]])
+    h, w = int(heights[fits[0]]), int(widths[fits[0]])
     top, left = int(u[-2] * (height - h + 1)), int(u[-1] * (width - w + 1))
     return Augmentation(flip, (top, left, h, w))
 
@@ -103,7 +104,7 @@ def augment_batch(images: Tensor, augmentations: Tensor) -> Tensor:
     return out.masked_fill(inside.unsqueeze(1), 0.0)
 
 
-class AugmentedImages(torch.utils.data.Dataset):
+class AugmentedImages(torch.utils.data.Dataset[tuple[Tensor, int, int]]):
     """Training records read with PIL: ``Sample`` -> (augmented image (3, H, W), pid, camid)."""
 
     def __init__(self, records: Sequence[ImageRecord], config: DataConfig) -> None:
@@ -114,5 +115,5 @@ class AugmentedImages(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, sample: Sample) -> tuple[Tensor, int, int]:
-        image, pid, camid = self.images[sample.index]
+        image, pid, camid = self.images[sample.record]
         return augment_image(image, draw(sample.draw, self.config)), pid, camid

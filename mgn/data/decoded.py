@@ -86,7 +86,7 @@ def _release(lock: int, path: Path, owner: int) -> None:
         os.close(lock)
 
 
-class DecodedImages(torch.utils.data.Dataset):
+class DecodedImages(torch.utils.data.Dataset[tuple[Tensor, int, int, Tensor]]):
     """Training records -> (uint8 image (3, H, W), pid, camid, augmentation (5,)) for ``Sample``s,
     read from the node's one decoded array (a private copy where shared memory is missing or full)."""
 
@@ -139,5 +139,5 @@ class DecodedImages(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, sample: Sample) -> tuple[Tensor, int, int, Tensor]:
-        record = self.records[sample.index]
-        return self.images[sample.index], record.pid, record.camid, draw(sample.draw, self.config).as_tensor()
+        record = self.records[sample.record]
+        return self.images[sample.record], record.pid, record.camid, draw(sample.draw, self.config).as_tensor()

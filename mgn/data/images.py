@@ -70,7 +70,7 @@ def check_images(
     return [r for r, p in zip(records, problems, strict=True) if p is None]
 
 
-class ImageDataset(torch.utils.data.Dataset):
+class ImageDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int, int]]):
     """Records -> (image tensor (3, H, W), pid, camid).
 
     With ``cache`` the decoded images are kept in memory after first use (small data sets such as
@@ -92,8 +92,9 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         record = self.records[index]
-        if self._cache is None:
+        image = None if self._cache is None else self._cache.get(index)
+        if image is None:
             image = load_image(record.path)
-        elif (image := self._cache.get(index)) is None:
-            image = self._cache[index] = load_image(record.path)
+            if self._cache is not None:
+                self._cache[index] = image
         return self.transform(image), record.pid, record.camid

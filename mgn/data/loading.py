@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -99,7 +100,7 @@ def train_loader(
     seed: int = 0,
     device: torch.device | str = "cpu",
     cpus: int = 1,
-) -> DataLoader:
+) -> DataLoader[Any]:
     """This rank's share (P/W identities x K images) of every global P x K batch: augmented float
     images, or uint8 ones from the decoded cache with their drawn augmentations, which
     ``mgn.data.augment.augment_batch`` applies on the device. The draws come with the sampler's
@@ -115,6 +116,7 @@ def train_loader(
         identity_epochs=config.epoch is Epoch.IDENTITIES,
     )
     workers = loader_workers(config, device, cpus)
+    dataset: DecodedImages | AugmentedImages
     if use_decoded_cache(config, len(records), device):  # uint8 batches, augmented on the device
         dataset = DecodedImages(records, config)
     else:
@@ -136,7 +138,7 @@ def eval_loader(
     cpus: int = 1,
     rank: int = 0,
     world_size: int = 1,
-) -> DataLoader:
+) -> DataLoader[Any]:
     """Un-augmented images in record order, batches of ``eval_batch_size``: (images, pids, camids).
     With ``world_size`` > 1, only this rank's batches (``mgn.distributed.shard_batches``)."""
     return DataLoader(

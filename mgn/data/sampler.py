@@ -31,7 +31,7 @@ from mgn.data.records import DatasetError
 class Sample(NamedTuple):
     """One image of a training batch: its index in the training records and its augmentation seed."""
 
-    index: int
+    record: int
     draw: int
 
 
@@ -48,7 +48,7 @@ class PKBatchSampler(Sampler[list[Sample]]):
             sampler.set_epoch(epoch)
             for images, pids, camids in loader: ...  # (16 / world_size) * 4 images per rank
 
-    Items are ``Sample(index, draw)``: the dataset reads image ``index`` and augments it with ``draw``.
+    Items are ``Sample(record, draw)``: the dataset reads image ``record`` and augments it with ``draw``.
     """
 
     def __init__(

@@ -21,14 +21,18 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from mgn.config import SyntheticConfig
 from mgn.processes import alive
+
+T = TypeVar("T")
 
 GENERATOR_VERSION = 1  # bump when the drawing changes: it is part of the cache folder name
 HEIGHT, WIDTH = 128, 64  # Market-1501 crop size
@@ -102,11 +106,16 @@ def make_identity(rng: np.random.Generator, coarse: Identity | None = None) -> I
     )  # fmt: skip
 
 
+def _triple(values: Iterable[T]) -> tuple[T, T, T]:
+    a, b, c = values
+    return a, b, c
+
+
 def make_camera(rng: np.random.Generator) -> Camera:
     return Camera(
-        background=tuple(float(v) for v in rng.uniform(40, 200, size=3)),
+        background=_triple(float(v) for v in rng.uniform(40, 200, size=3)),
         texture=str(rng.choice(TEXTURES)), gain=float(rng.uniform(0.65, 1.25)),
-        cast=tuple(float(v) for v in rng.uniform(0.85, 1.15, size=3)), scale=float(rng.uniform(0.72, 0.95)),
+        cast=_triple(float(v) for v in rng.uniform(0.85, 1.15, size=3)), scale=float(rng.uniform(0.72, 0.95)),
         shift=float(rng.uniform(-0.08, 0.08)), back_view=bool(rng.random() < 0.3),
         blur=float(rng.choice([0.0, 0.5, 1.0])), occlusion=float(rng.uniform(0.0, 0.35)),
     )  # fmt: skip
@@ -125,14 +134,15 @@ def _background(camera: Camera, rng: np.random.Generator) -> np.ndarray:
         pattern = 25 * np.sign(np.sin(x / 5.0 + phase) * np.sin(y / 5.0))
     else:
         pattern = rng.normal(0, 18, size=(HEIGHT, WIDTH)).astype(np.float32)
-    return np.clip(base[None, None, :] + pattern[..., None], 0, 255)
+    background: np.ndarray = np.clip(base[None, None, :] + pattern[..., None], 0, 255)
+    return background
 
 
 def _draw_person(
     draw: ImageDraw.ImageDraw, who: Identity, camera: Camera, rng: np.random.Generator, jitter: float
 ) -> None:
     def color(index: int, spread: float = 12) -> tuple[int, int, int]:
-        return tuple(int(v) for v in np.clip(PALETTE[index] + rng.normal(0, spread, 3), 0, 255))
+        return _triple(int(v) for v in np.clip(PALETTE[index] + rng.normal(0, spread, 3), 0, 255))
 
     height = HEIGHT * camera.scale * who.body_height * rng.uniform(0.95, 1.05)
     cx = WIDTH / 2 + WIDTH * (camera.shift + rng.normal(0, jitter))
@@ -212,12 +222,12 @@ def render(
         canvas = canvas.crop((x0, y0, x0 + WIDTH // 2, y0 + HEIGHT // 2)).resize((WIDTH, HEIGHT))
     draw = ImageDraw.Draw(canvas)
     if rng.random() < camera.occlusion:  # a partial occluder (car, pole, another pedestrian)
-        shade = tuple(int(v) for v in rng.uniform(20, 220, 3))
+        shade = _triple(int(v) for v in rng.uniform(20, 220, 3))
         if rng.random() < 0.5:
             draw.rectangle([0, HEIGHT * rng.uniform(0.65, 0.8), WIDTH, HEIGHT], fill=shade)
         else:
-            x0 = rng.uniform(-0.1, 0.7) * WIDTH
-            draw.rectangle([x0, 0, x0 + rng.uniform(0.15, 0.3) * WIDTH, HEIGHT], fill=shade)
+            left = rng.uniform(-0.1, 0.7) * WIDTH
+            draw.rectangle([left, 0, left + rng.uniform(0.15, 0.3) * WIDTH, HEIGHT], fill=shade)
     if camera.blur > 0:
         canvas = canvas.filter(ImageFilter.GaussianBlur(camera.blur))
     pixels = np.asarray(canvas, dtype=np.float32)

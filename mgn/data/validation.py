@@ -41,7 +41,8 @@ def hold_out(dataset: ReidDataset, num_ids: int, min_train_ids: int) -> ReidData
         )
     rng = np.random.default_rng(SPLIT_SEED)
     held = sorted(rng.choice(eligible, size=num_ids, replace=False).tolist())
-    query, gallery = [], []
+    query: list[ImageRecord] = []
+    gallery: list[ImageRecord] = []
     for new_pid, pid in enumerate(held, start=1):
         by_camera: dict[int, list[ImageRecord]] = defaultdict(list)
         for record in by_id[pid]:

@@ -51,7 +51,8 @@ def _stack(per_seed: Sequence[np.ndarray]) -> np.ndarray:
 def _replicates(values: np.ndarray, queries: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     """(draws,) means over resampled seeds of means over resampled queries."""
     per_seed = values[:, queries].mean(axis=2)  # (S, draws): each seed's mean over each query draw
-    return np.take_along_axis(per_seed, seeds, axis=0).mean(axis=0)
+    means: np.ndarray = np.take_along_axis(per_seed, seeds, axis=0).mean(axis=0)
+    return means
 
 
 def _draws(

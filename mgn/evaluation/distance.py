@@ -23,7 +23,8 @@ def as_features(features: np.ndarray | Tensor, *, keep_device: bool = False) -> 
 
 
 def squared_norms(features: Tensor) -> Tensor:
-    return torch.linalg.vecdot(features, features)  # no (N, D) temporary, unlike pow(2).sum
+    norms: Tensor = torch.linalg.vecdot(features, features)  # no (N, D) temporary, unlike pow(2).sum
+    return norms
 
 
 def distance_block(

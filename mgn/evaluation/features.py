@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from mgn.config import Metric, Precision, QueryPooling
 from mgn.data.records import ImageRecord
@@ -51,7 +51,7 @@ class FeatureSet:
 @torch.no_grad()
 def extract_features(
     model: nn.Module,
-    loader: DataLoader,
+    loader: Iterable[Sequence[Any]],
     device: torch.device | str = "cpu",
     *,
     flip: bool = True,
@@ -79,9 +79,10 @@ def extract_features(
         camids.append(torch.as_tensor(batch_camids))
     model.train(was_training)
     if not feats:  # a rank whose share of a small split is empty (distributed evaluation)
-        empty = torch.empty(0, dtype=torch.int64)
+        empty, dim = torch.empty(0, dtype=torch.int64), model.embedding_dim
+        assert isinstance(dim, int)  # an MGN, or any module that says its embedding width
         return FeatureSet(
-            torch.empty((0, model.embedding_dim), dtype=torch.float32), empty.numpy(), empty.numpy()
+            torch.empty((0, dim), dtype=torch.float32), empty.numpy(), empty.numpy()
         )
     return FeatureSet(torch.cat(feats), torch.cat(pids).numpy(), torch.cat(camids).numpy())
 

@@ -11,6 +11,9 @@ split, ``data.validation_ids``: never mistaken for a test figure by a table), an
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+V = TypeVar("V")  # a figure (float) or per-query figures (an array)
 
 R1, R5, R10, MAP, MINP = "R1", "R5", "R10", "mAP", "mINP"
 SUMMARY = (R1, R5, R10, MAP, MINP)
@@ -47,6 +50,6 @@ def ensemble(row_slug: str, seed: int | str, key: str) -> str:
     return f"ensemble/{row_slug}/seed{seed}/{key}"
 
 
-def prefixed(metrics: Mapping[str, float], prefix: Callable[[str], str]) -> dict[str, float]:
+def prefixed(metrics: Mapping[str, V], prefix: Callable[[str], str]) -> dict[str, V]:
     """``{"mAP": 40.0}``, ``multi_query`` -> ``{"mq/mAP": 40.0}``."""
     return {prefix(key): value for key, value in metrics.items()}

@@ -6,6 +6,7 @@ multiple query and for each branch of a multi-branch network. Values are percent
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -15,7 +16,7 @@ from torch import nn
 
 from mgn.config import DataConfig, EvalConfig, Metric
 from mgn.data.loading import eval_loader
-from mgn.data.records import ReidDataset
+from mgn.data.records import ImageRecord, ReidDataset
 from mgn.evaluation import keys
 from mgn.evaluation.features import FeatureSet, evaluate_features, extract_features, pool_multiple_query
 from mgn.evaluation.neighbours import GalleryPass
@@ -56,7 +57,7 @@ def extract_test_features(
     """Features of every test split; with ``world_size`` > 1 only this rank's evaluation batches
     (``mgn.distributed.shard_batches``), to be gathered by the caller."""
 
-    def extract(records: list) -> FeatureSet:
+    def extract(records: list[ImageRecord]) -> FeatureSet:
         loader = eval_loader(records, data, device=device, rank=rank, world_size=world_size)
         return extract_features(model, loader, device, flip=config.flip, precision=config.precision)
 
@@ -152,5 +153,5 @@ def metrics_of(
             config,
             rerank=False,
         )
-        metrics.update(keys.prefixed(branch, lambda key, name=name: keys.branch(name, key)))
+        metrics.update(keys.prefixed(branch, functools.partial(keys.branch, name)))
     return Evaluation(metrics, plain.cmc, features.query, features.gallery, per_query)

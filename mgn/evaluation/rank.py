@@ -50,7 +50,9 @@ class RankResult:
 
     def per_query(self) -> dict[str, np.ndarray]:
         """Each summary figure per evaluated query, in percent: their means are ``summary()``."""
-        ranks = {key: 100.0 * (self.first_match <= rank) for key, rank in keys.CMC_RANKS.items()}
+        if self.first_match is None or self.ap is None or self.inp is None:
+            raise ValueError("this result holds no per-query figures: rank with per_query=True")
+        ranks: dict[str, np.ndarray] = {key: 100.0 * (self.first_match <= rank) for key, rank in keys.CMC_RANKS.items()}
         return {**ranks, keys.MAP: 100.0 * self.ap, keys.MINP: 100.0 * self.inp}
 
     def summary(self) -> dict[str, float]:

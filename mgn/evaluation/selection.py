@@ -19,7 +19,7 @@ def group_minima(values: Tensor, group: int, dim: int) -> Tensor:
     2-d tensor); the last group may be short."""
     length = values.shape[dim]
     whole = length // group * group
-    minima = values.narrow(dim, 0, whole).unflatten(dim, (-1, group)).amin(dim=dim + 1)
+    minima: Tensor = values.narrow(dim, 0, whole).unflatten(dim, (-1, group)).amin(dim=dim + 1)
     if whole == length:
         return minima
     rest = values.narrow(dim, whole, length - whole).amin(dim=dim, keepdim=True)

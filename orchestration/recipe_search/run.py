@@ -39,7 +39,7 @@ from orchestration.recipe_search.report import Outcome, Scored, publish_search, 
 from orchestration.recipe_search.space import candidate_of, first_point, tune_space
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.tracking import LIST_ORDER_TAG, Tracker, list_order
-from orchestration.runtime.trial import TrialSpec, run_trial
+from orchestration.runtime.trial import TrialSpec, run_trial, trial_results
 from orchestration.runtime.trial_files import ONGOING_EPOCH, TrialFiles
 from orchestration.study.driver import Driver, Interrupted, Stage
 from orchestration.study.state import StudyState
@@ -131,8 +131,9 @@ def scored_trials(folder: Storage, results: tune.ResultGrid, search: SearchConfi
     """Every search trial with its validation mAP: a finished trial's from its done marker (written
     after its last epoch, whatever Tune saved), a stopped one's from its last report."""
     scored = []
-    for result in results:
+    for result in trial_results(results):
         trial_id = result.path.rstrip("/").rsplit("/", 1)[-1]
+        assert result.config is not None  # Tune keeps every trial's config
         candidate = candidate_of(result.config["candidate"])
         files = TrialFiles.of(folder, search_row(trial_id), search.base.train.seed)
         metrics = result.metrics or {}
@@ -193,7 +194,7 @@ def run_search(search: SearchConfig, driver: Driver) -> int:
     """Search, choose, read the test set, train the winner and the base, publish: the exit code."""
     tracker, state, folder = driver.tracker, driver.state, driver.folder
     results = driver.fit(search_stage(search, driver))
-    if _unfinished_search(results, search):
+    if results is None or _unfinished_search(results, search):
         raise Interrupted(SEARCH_STAGE, [])
     driver.replay()  # what stopped trials had spooled
     record_outcomes(tracker, state, scored_trials(folder, results, search))

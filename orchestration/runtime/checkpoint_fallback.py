@@ -27,19 +27,21 @@ def with_older_siblings(newest: Checkpoint) -> list[Checkpoint]:
     """``newest`` first, then the checkpoints kept beside it, newest to oldest."""
     from ray.train import Checkpoint
 
+    filesystem = newest.filesystem
+    assert filesystem is not None  # a Checkpoint resolves its filesystem when it is made
     parent, name = newest.path.rstrip("/").rsplit("/", 1)
     selector = pafs.FileSelector(parent, allow_not_found=True)
     older = sorted(
         (
             info.path
-            for info in newest.filesystem.get_file_info(selector)
+            for info in filesystem.get_file_info(selector)
             if info.type is pafs.FileType.Directory
             and info.base_name.startswith(_PREFIX)
             and info.base_name < name
         ),
         reverse=True,
     )
-    return [newest, *(Checkpoint(path, filesystem=newest.filesystem) for path in older)]
+    return [newest, *(Checkpoint(path, filesystem=filesystem) for path in older)]
 
 
 def latest_good_state(newest: Checkpoint | None, warn: Callable[[str], None] = print) -> TrainingState | None:

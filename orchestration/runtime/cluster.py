@@ -12,6 +12,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 
@@ -79,7 +80,7 @@ def connect(
             f"and pass --tracking-uri {bare_uri}"
         )
     os.environ.update(credentials)  # inherited by the private instance started below, never logged
-    options = dict(
+    options: dict[str, Any] = dict(
         log_to_driver=False,
         logging_level="WARNING",
         runtime_env={"env_vars": worker_env(bare_uri, joined=bool(address), study_folder=study_folder)},

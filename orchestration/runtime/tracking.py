@@ -49,7 +49,8 @@ LIST_ORDER_TAG = "row_order"  # mgn.row_order: where a run sits in the runs tabl
 RUN_NAME_COLUMN = "attributes.`Run Name`"  # MLflow UI's column id
 HEADLINE_CHARTS = ("mAP", "R1", "mINP", "loss")  # the curves a re-ID reader looks at first
 # MLflow's chart view puts prefixed metrics (branch/..., rerank/...) before "Model metrics" unless told.
-HEADLINE_SECTION = {"uuid": "mgn-headline", "name": "Model metrics", "display": True, "isReordered": True,
+HEADLINE_SECTION_ID = "mgn-headline"
+HEADLINE_SECTION = {"uuid": HEADLINE_SECTION_ID, "name": "Model metrics", "display": True, "isReordered": True,
                     "deleted": False, "isGenerated": True}  # fmt: skip
 RUN_NAME_WIDTH = 420  # pixels: "ResNet-50+TP seed0 (resnet18)" and longer ensemble names, uncut
 ENSEMBLE_KIND = "ensemble"  # mgn.kind of an ensemble row's run (orchestration.tables.ensembles)
@@ -352,7 +353,10 @@ class Tracker:
         except MlflowException as error:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-            return self.client.get_experiment_by_name(name).experiment_id  # another study made it first
+            existing = self.client.get_experiment_by_name(name)  # another study made it first
+            if existing is None:  # ... and it is gone again
+                raise
+            return existing.experiment_id
 
     def runs_url(self, experiment_id: str, view: str | None = None) -> str:
         """Where the experiment's runs table opens in MLflow's UI, in model-training mode (and in a
@@ -386,7 +390,7 @@ class Tracker:
             "runsExpanded": {parent_run_id: True},
             # The chart view opens on the headline curves; MLflow adds every other metric's chart after them.
             "compareRunSections": [HEADLINE_SECTION],
-            "compareRunCharts": [_line_chart(metric, HEADLINE_SECTION["uuid"]) for metric in HEADLINE_CHARTS],
+            "compareRunCharts": [_line_chart(metric, HEADLINE_SECTION_ID) for metric in HEADLINE_CHARTS],
             "isAccordionReordered": True,
         }
         self.client.set_experiment_tag(experiment_id, f"{SHARED_VIEW_PREFIX}{key}", json.dumps(state))
@@ -497,6 +501,8 @@ class Tracker:
             if not version.isdigit():
                 raise ValueError(f"{uri}: give a version number, e.g. models:/{name}/1")
             run_id, path = self.client.get_model_version(name, version).run_id, MODEL_ARTIFACT
+            if run_id is None:
+                raise LookupError(f"{uri} was registered from no run: pass its model file instead")
         elif uri.startswith("runs:/"):
             run_id, _, path = uri.removeprefix("runs:/").partition("/")
             path = path or MODEL_ARTIFACT

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mgn.config import ExperimentConfig, Init
 from mgn.config_io import dump_yaml, flatten, from_dict, to_dict
@@ -22,11 +22,19 @@ from orchestration.runtime.tracking import Tracker, source_tags
 from orchestration.runtime.trial_files import KEEP_CHECKPOINTS, TrialFiles
 from orchestration.runtime.worker import WorkerSpec, train_worker
 
+if TYPE_CHECKING:
+    from ray import tune
+
 
 def trial_name(row: str, seed: int, table: str | None = None) -> str:
     """How the console, the errors and the progress lines name a trial: ``MGN seed0``; in a study
     of several tables, ``table3 MGN seed0``."""
     return f"{table + ' ' if table else ''}{row} seed{seed}"
+
+
+def trial_results(results: tune.ResultGrid | None) -> list[tune.Result]:
+    """Each trial's result (none when Tune returned no grid). ``ResultGrid`` is indexed, not iterated."""
+    return [] if results is None else [results[i] for i in range(len(results))]
 
 
 def title_of(params: dict[str, Any]) -> str:
@@ -245,7 +253,8 @@ def torch_trainer(setup: TrialSetup, trial: TrialSpec, spec: WorkerSpec, tune_tr
             # newest checkpoint from storage (a study resumed after its driver died).
             name=f"train-{tune_trial_id}",
             storage_path=(Storage(setup.storage) / "train").uri,
-            callbacks=[] if spec.local else [TuneReportCallback()],
+            # Ray types RunConfig.callbacks as Tune's Callback; Train takes its UserCallbacks there.
+            callbacks=[] if spec.local else [TuneReportCallback()],  # type: ignore[list-item]
             failure_config=ray.train.FailureConfig(max_failures=setup.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
         ),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import tempfile
 from dataclasses import dataclass
@@ -167,7 +168,7 @@ class EpochReporter:
 
     def __call__(self, stats: EpochStats, evaluation: Evaluation | None, snapshot) -> None:
         config, recorder = self.config, self.recorder
-        metrics = {
+        metrics: dict[str, Any] = {
             "epoch": stats.epoch,
             **stats.metrics(),
             **(_named(config, evaluation) if evaluation else {}),
@@ -318,8 +319,8 @@ def transfer_evaluations(spec: WorkerSpec, config: ExperimentConfig, model, env)
         )
         evaluation = evaluate(model, read_dataset(tested.data), tested, env, branches=False)
         if evaluation is not None:  # rank 0
-            metrics |= keys.prefixed(evaluation.metrics, lambda k, name=name: keys.transfer(name, k))
-            per_query |= keys.prefixed(evaluation.per_query, lambda k, name=name: keys.transfer(name, k))
+            metrics |= keys.prefixed(evaluation.metrics, functools.partial(keys.transfer, name))
+            per_query |= keys.prefixed(evaluation.per_query, functools.partial(keys.transfer, name))
     return Transfer(metrics, per_query)
 
 
@@ -348,7 +349,8 @@ def _log_final(
         )
         recorder.log_artifact(cmc)
         per_query = Path(tmp) / PER_QUERY_ARTIFACT
-        np.savez_compressed(per_query, **evaluation.per_query, **transfer_per_query)
+        arrays: dict[str, Any] = evaluation.per_query | transfer_per_query
+        np.savez_compressed(per_query, **arrays)
         recorder.log_artifact(per_query)
         for picture in trial_pictures(model, dataset, evaluation, config, Path(tmp), spec.name):
             recorder.log_artifact(picture)

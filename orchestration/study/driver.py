@@ -31,7 +31,7 @@ from orchestration.runtime.progress import ProgressPrinter
 from orchestration.runtime.spool import replay_grid
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.tracking import Tracker, TrackingUnavailable, git_commit, redact
-from orchestration.runtime.trial import TrialSetup, TrialSpec, run_trial, title_of
+from orchestration.runtime.trial import TrialSetup, TrialSpec, run_trial, title_of, trial_results
 from orchestration.runtime.trial_files import KEEP_CHECKPOINTS
 from orchestration.study.options import RunOptions
 from orchestration.study.signals import sigterm_as_interrupt
@@ -49,10 +49,25 @@ class Interrupted(Exception):
 class Study(Protocol):
     """What a study tells the driver; the rest is the driver's."""
 
-    key: str  # "table5", "recipe_search": the folder's prefix, the runs' mgn.table tag
-    script: str  # the experiment script (the runs' source)
-    title: str  # how the console names it: "grid", "search"
-    publishes: str  # what it writes when it finishes: "table", "report"
+    @property
+    def key(self) -> str:
+        """"table5", "recipe_search": the folder's prefix, the runs' mgn.table tag."""
+        ...
+
+    @property
+    def script(self) -> str:
+        """The experiment script (the runs' source)."""
+        ...
+
+    @property
+    def title(self) -> str:
+        """How the console names it: "grid", "search"."""
+        ...
+
+    @property
+    def publishes(self) -> str:
+        """What it writes when it finishes: "table", "report"."""
+        ...
 
     def configs(self) -> list[ExperimentConfig]:
         """Every trial's config that must fit on the cluster (the largest is placed)."""
@@ -156,7 +171,7 @@ class Driver:
 
     def run_trials(self, name: str, trials: Sequence[TrialSpec], progress: bool = True) -> tune.ResultGrid:
         """Train ``trials`` as stage ``name``; ``Interrupted`` when some neither finished nor failed."""
-        callbacks = (
+        callbacks: list[tune.Callback] = (
             [ProgressPrinter({t.title: t.config.train.epochs for t in trials}, self.concurrency)]
             if progress
             else []
@@ -166,7 +181,7 @@ class Driver:
             print(f"resuming: {ended} of {len(trials)} trials ended, {len(trials) - ended} to run "
                   "(each from its newest checkpoint)")  # fmt: skip
         results = self.fit(self.trial_stage(name, trials, callbacks))
-        errored = {_title(r) for r in (results or []) if r.error is not None}
+        errored = {_title(r) for r in trial_results(results) if r.error is not None}
         unfinished = [t.title for t in trials if t.title not in errored and not t.files(self.folder).ended()]
         if results is None or unfinished:
             raise Interrupted(name, unfinished)
@@ -182,7 +197,7 @@ class Driver:
     @staticmethod
     def report_failures(results: tune.ResultGrid) -> bool:
         """Print each failed trial's last error line; whether any failed."""
-        failed = [r for r in results if r.error is not None]
+        failed = [r for r in trial_results(results) if r.error is not None]
         for result in failed:
             title = _title(result)
             print(f"trial {title} failed: {str(result.error).splitlines()[-1][:500]}", file=sys.stderr)
@@ -206,6 +221,7 @@ class Driver:
 
 def _title(result: tune.Result) -> str:
     """A trial's name from its Tune result (the config need not be parsed)."""
+    assert result.config is not None  # every trial of a study has one
     return title_of(result.config["trial"])
 
 

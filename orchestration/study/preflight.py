@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from mgn.backbone import find_pretrained
 from mgn.config import DataConfig, DatasetName, Epoch, ExperimentConfig, Init
@@ -19,6 +20,8 @@ from mgn.data.loading import load_dataset
 from mgn.data.records import DatasetError, ReidDataset
 from mgn.data.sampler import PKBatchSampler
 from orchestration.datasets.cache import local_data
+
+K = TypeVar("K", bound=Hashable)  # how a study keys its trials: (row, seed) in a grid
 
 
 @dataclass(frozen=True)
@@ -30,20 +33,21 @@ class TrialShape:
 
 
 @dataclass(frozen=True)
-class Preflight:
-    """Each trial's shape, and the data sets read (by data config)."""
+class Preflight(Generic[K]):
+    """Each trial's shape (by the key the study gave its config), and the data sets read (by data
+    config)."""
 
-    shapes: dict[Hashable, TrialShape]
+    shapes: dict[K, TrialShape]
     datasets: dict[DataConfig, ReidDataset]
 
 
 def preflight(
-    configs: Mapping[Hashable, ExperimentConfig], study: str, log: Callable[[str], None] = print
-) -> Preflight:
+    configs: Mapping[K, ExperimentConfig], study: str, log: Callable[[str], None] = print
+) -> Preflight[K]:
     """Check every trial of ``study`` (its title, for messages) before compute; raises ``DatasetError``,
     ``PretrainedWeightsMissing`` or ``ConfigError`` naming the problem and its fix."""
     datasets: dict[DataConfig, ReidDataset] = {}
-    shapes: dict[Hashable, TrialShape] = {}
+    shapes: dict[K, TrialShape] = {}
     for key, config in configs.items():
         if config.data not in datasets:  # the data first: a wrong --data-root is the likelier mistake
             datasets[config.data] = _read(config.data, study, log)

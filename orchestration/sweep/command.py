@@ -7,7 +7,6 @@ trainings they share counted once, checked by the one pre-flight, run by the dri
 from __future__ import annotations
 
 import argparse
-from collections.abc import Hashable
 
 from mgn.config import DatasetName, ExperimentConfig
 from mgn.errors import UsageError
@@ -23,6 +22,8 @@ from orchestration.tables.registry import TABLES
 from orchestration.tables.rehearsal import rehearse_trials
 from orchestration.tables.resuming import plan_flags_given, recorded_plan
 from orchestration.tables.spec import PaperTable
+
+SweepKey = tuple[str, str, int]  # a training, by its home: (table, row, seed)
 
 EXPERIMENT_NAME = "MGN paper"
 STUDY_KEY = "paper"
@@ -118,14 +119,14 @@ def resumed_sweep(args: argparse.Namespace, sweep: SweepPlan, state: StudyState,
     return recorded
 
 
-def _checked(sweep: SweepPlan) -> tuple[dict[Hashable, ExperimentConfig], Preflight]:
-    configs: dict[Hashable, ExperimentConfig] = {
+def _checked(sweep: SweepPlan) -> tuple[dict[SweepKey, ExperimentConfig], Preflight[SweepKey]]:
+    configs: dict[SweepKey, ExperimentConfig] = {
         (t.home.table, t.home.row, t.seed): t.config for t in sweep.trainings
     }
     return configs, preflight(configs, "the paper sweep")
 
 
-def _describe(sweep: SweepPlan, checked: Preflight) -> None:
+def _describe(sweep: SweepPlan, checked: Preflight[SweepKey]) -> None:
     trainings = len(sweep.trainings)
     print(
         f"plan: {sweep.trials_asked} table trials, {trainings} training{'s' if trainings != 1 else ''} (each network once):"

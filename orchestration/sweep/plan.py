@@ -37,7 +37,7 @@ def fingerprint(config: ExperimentConfig) -> str:
 
 def with_evaluations(config: ExperimentConfig, others: list[ExperimentConfig]) -> ExperimentConfig:
     """``config`` asking for every additive evaluation that any of ``others`` asks for."""
-    asked = {name: any(getattr(c.eval, name) for c in [config, *others]) for name in ADDITIVE_EVALUATIONS}
+    asked: dict[str, Any] = {name: any(getattr(c.eval, name) for c in [config, *others]) for name in ADDITIVE_EVALUATIONS}
     return replace(config, eval=replace(config.eval, **asked))
 
 

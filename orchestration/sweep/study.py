@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from mgn.config import ExperimentConfig
 from orchestration.runtime.tracking import Tracker, git_commit, redact, source_tags
-from orchestration.runtime.trial import title_of, trial_name
+from orchestration.runtime.trial import title_of, trial_name, trial_results
 from orchestration.runtime.trial_files import TrialFiles
 from orchestration.sweep.cross_domain import publish_matrix
 from orchestration.sweep.plan import SweepPlan
@@ -80,15 +80,15 @@ class SweepStudy:
         scripts = {plan.spec.key: plan.spec.script for plan in self.sweep.tables}
         results = driver.run_trials(TRIALS_STAGE, self.sweep.trial_specs(self.parents, scripts))
         failed = driver.report_failures(results)
-        errored = {title_of(r.config["trial"]) for r in results if r.error is not None}
+        errored = {title_of(r.config["trial"]) for r in trial_results(results) if r.config and r.error is not None}
         if not replayed(driver):
             return 1
         tables = [self._publish(plan.spec.key, driver, errored) for plan in self.sweep.tables]
-        tracker, state, results = driver.tracker, driver.state, driver.options.results_dir
-        written = [publish_report(tables, tracker, state.parent_run_id, state.command, results)]
+        tracker, state, results_dir = driver.tracker, driver.state, driver.options.results_dir
+        written = [publish_report(tables, tracker, state.parent_run_id, state.command, results_dir)]
         if self.sweep.cross_domain:
             parents = [tracker.parent(run_id) for run_id in self.parents.values()]
-            written += publish_matrix(tracker, parents, state.command, results)
+            written += publish_matrix(tracker, parents, state.command, results_dir)
         tracker.describe(state.parent_run_id, written[0].read_text())
         for path in written:
             tracker.log_artifact(state.parent_run_id, path)

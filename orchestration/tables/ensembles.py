@@ -3,6 +3,7 @@ networks, evaluated after their trials finish and recorded on the parent run (``
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -97,9 +98,7 @@ def evaluate_ensembles(
             query = FeatureSet.concat([q for q, _ in parts]).select(normalize=evaluation.normalize)
             gallery = FeatureSet.concat([g for _, g in parts]).select(normalize=evaluation.normalize)
             result = evaluate_features(query, gallery, evaluation.metric, evaluation.max_rank)
-            metrics = keys.prefixed(
-                result.summary(), lambda k, row=row, seed=seed: keys.ensemble(slug(row.name), seed, k)
-            )
+            metrics = keys.prefixed(result.summary(), functools.partial(keys.ensemble, slug(row.name), seed))
             tracker.log_metrics(parent_run_id, metrics, step=0)  # what the table reads
             _record_as_a_run(tracker, plan, parent_run_id, row, seed, result.summary())
             log(f"{row.name} seed{seed}: R1 {result.summary()[keys.R1]:.1f} mAP {100 * result.mAP:.1f} "

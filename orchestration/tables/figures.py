@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ from orchestration.runtime.trial_files import (
 
 if TYPE_CHECKING:
     from orchestration.tables.render import TableData
+    from orchestration.tables.statistics import CellStatistics
 
 SHOWN_QUERIES = 4
 
@@ -72,12 +73,9 @@ def trial_pictures(
     maps = attention_maps(model.cpu(), images)
     pixels = denormalize(images)
     files.append(save(attention_figure(pixels, maps, title=title), out / ATTENTION_ARTIFACT))
-    np.savez(
-        out / ATTENTION_MAPS_ARTIFACT,
-        images=pixels,
-        names=np.array(list(maps)),
-        **{f"map_{i}": m for i, m in enumerate(maps.values())},
-    )
+    arrays: dict[str, Any] = {"images": pixels, "names": np.array(list(maps))}
+    arrays |= {f"map_{i}": m for i, m in enumerate(maps.values())}
+    np.savez(out / ATTENTION_MAPS_ARTIFACT, **arrays)
     files.append(out / ATTENTION_MAPS_ARTIFACT)
     return files
 
@@ -132,23 +130,24 @@ def _bars(data: TableData, title: str):
     bars = data.spec.figures.bars
     rows = [row for row in data.ours if row.cells[bars[-1]].values]
     values = {m: [row.cells[m].mean for row in rows] for m in bars}
+    errors: dict[str, list[float] | list[list[float]]]
     if all(any(row.cells[m].stats is not None for row in data.ours) for m in bars):  # 95% bootstrap intervals
-        low = {
-            m: [row.cells[m].stats.interval.low if row.cells[m].stats else np.nan for row in rows]
-            for m in bars
-        }
-        high = {
-            m: [row.cells[m].stats.interval.high if row.cells[m].stats else np.nan for row in rows]
-            for m in bars
-        }
+        bounds = {m: [_interval(row.cells[m].stats) for row in rows] for m in bars}
         errors = {
-            m: [list(np.subtract(values[m], low[m])), list(np.subtract(high[m], values[m]))] for m in bars
-        }
+            m: [[mean - low for mean, (low, _) in zip(values[m], bounds[m], strict=True)],
+                [high - mean for mean, (_, high) in zip(values[m], bounds[m], strict=True)]]
+            for m in bars
+        }  # fmt: skip
         spread = "95% bootstrap interval"
     else:
         errors = {m: [row.cells[m].std for row in rows] for m in bars}
         spread = "± std over seeds"
     return bar_figure([row.name for row in rows], values, errors, f"{title} (mean, {spread})")
+
+
+def _interval(stats: CellStatistics | None) -> tuple[float, float]:
+    """A cell's 95% interval (NaN, drawn as no bar, for a row without per-query values)."""
+    return (stats.interval.low, stats.interval.high) if stats else (np.nan, np.nan)
 
 
 def _first_seed(runs: list[ChildRun], row: str) -> ChildRun | None:
@@ -167,8 +166,8 @@ def _attention(
     with np.load(path) as data:
         images = data["images"]
         maps = {str(n): data[f"map_{i}"] for i, n in enumerate(data["names"])}
-    other = _first_seed([run for run in runs if run.row == baseline], baseline or "") if baseline else None
-    if other is not None:
+    other = _first_seed([run for run in runs if run.row == baseline], baseline) if baseline else None
+    if baseline and other is not None:
         found = tracker.download(other.run_id, ATTENTION_MAPS_ARTIFACT, f"{tmp}/baseline")
         if found is not None:
             with np.load(found) as data:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +35,8 @@ from orchestration.study.state import StudyState, study_folder
 from orchestration.tables.registry import TABLES
 from orchestration.tables.spec import PaperTable
 
+GridKey = tuple[str, int]  # a grid trial: (row, seed)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -42,7 +44,7 @@ class Plan:
     base: ExperimentConfig
     rows: list[str]
     seeds: list[int]
-    configs: dict[tuple[str, int], ExperimentConfig]
+    configs: dict[GridKey, ExperimentConfig]
 
 
 def base_config(spec: PaperTable, args: argparse.Namespace) -> ExperimentConfig:
@@ -89,7 +91,7 @@ def make_plan(spec: PaperTable, args: argparse.Namespace) -> Plan:
     return Plan(spec, base, rows, seeds, configs)
 
 
-def describe(plan: Plan, shapes: Mapping[Hashable, TrialShape]) -> list[str]:
+def describe(plan: Plan, shapes: Mapping[GridKey, TrialShape]) -> list[str]:
     """The plan before compute: per row its epochs, steps, images and training FLOPs (per seed)."""
     lines, steps_total, flops_total = [], 0, 0.0
     for row in plan.rows:

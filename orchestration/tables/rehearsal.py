@@ -8,12 +8,12 @@ grid's training time on this machine follows from the measured step time and the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 
 from mgn.config import ExperimentConfig
 from mgn.dry_run import dry_run
-from orchestration.study.preflight import Preflight
-from orchestration.tables.planning import Plan
+from orchestration.study.preflight import K, Preflight
+from orchestration.tables.planning import GridKey, Plan
 
 GIB = 1024**3
 
@@ -28,17 +28,17 @@ def _duration(seconds: float) -> str:
     )
 
 
-def rehearse(plan: Plan, checked: Preflight, steps: int, log: Callable[[str], None] = print) -> int:
+def rehearse(plan: Plan, checked: Preflight[GridKey], steps: int, log: Callable[[str], None] = print) -> int:
     """Dry-run every row of a table's grid (its first seed); returns the exit code (0)."""
     rows = {row: (row, plan.seeds[0]) for row in plan.rows}
     return rehearse_trials(rows, plan.configs, len(plan.seeds), checked, steps, log)
 
 
 def rehearse_trials(
-    trials: Mapping[str, Hashable],
-    configs: Mapping[Hashable, ExperimentConfig],
+    trials: Mapping[str, K],
+    configs: Mapping[K, ExperimentConfig],
     seeds: int,
-    checked: Preflight,
+    checked: Preflight[K],
     steps: int,
     log: Callable[[str], None] = print,
 ) -> int:

@@ -48,7 +48,8 @@ class PerQuery:
         # draws by position, so the same runs give the same interval however they finished.
         runs = sorted((run for run in self._runs if run.row == cell.trial), key=lambda run: run.seed)
         found = [self._values.get(run.run_id, {}).get(cell.key) for run in runs]
-        return [] if not found or any(v is None for v in found) else found
+        arrays = [v for v in found if v is not None]
+        return arrays if found and len(arrays) == len(found) else []
 
     def statistics(self, cell: Cell | None, reference: Cell | None) -> CellStatistics | None:
         values = self.of(cell)

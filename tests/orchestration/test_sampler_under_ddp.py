@@ -22,7 +22,7 @@ class _Indices:
         return len(self.pids)
 
     def __getitem__(self, sample) -> tuple[int, int]:
-        return sample.index, self.pids[sample.index]
+        return sample.record, self.pids[sample.record]
 
 
 def _worker(config: dict) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from typing import Any
 
 from mgn.config import DatasetName, ExperimentConfig, SyntheticConfig
 
@@ -23,7 +24,7 @@ def mgn_on(
             config = replace(config, eval=replace(config.eval, multi_query=True))
         if base.data.dataset is DatasetName.SYNTHETIC:  # any profile: what decides is the data
             default = SyntheticConfig()
-            traits = {  # a value the user set (--set data.synthetic.*) wins over the stand-in's
+            traits: dict[str, Any] = {  # a value the user set (--set data.synthetic.*) wins over the stand-in's
                 name: value
                 for name, value in (stand_in or {}).items()
                 if getattr(config.data.synthetic, name) == getattr(default, name)
