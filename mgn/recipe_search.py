@@ -234,7 +234,7 @@ class SearchConfig:
 def smoke_search() -> SearchConfig:
     """Around ``smoke()`` on the embedded synthetic set: 16 trials of 8 or 12 epochs on 16 held-out of
     64 training ids (ASHA ends about half of them after 4 epochs), then 3 seeds each of the winner and
-    ``smoke()``: about 12 minutes on a 2-core laptop (measured: 11:54, README)."""
+    ``smoke()``: about 12 minutes on a 2-core laptop (measured: 11:54, docs/search.md)."""
     return SearchConfig(base=smoke())
 
 

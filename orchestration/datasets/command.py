@@ -37,7 +37,8 @@ def upload(folder: Path, destination: Storage, log=print) -> Manifest:
     return manifest
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """``python -m orchestration.datasets``: its subcommands and options."""
     parser = argparse.ArgumentParser(
         prog="python -m orchestration.datasets", description=__doc__.split("\n\n")[0]
     )
@@ -47,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         "folder", type=Path, help="a data set's folder, or a folder of data sets in their usual folders"
     )
     up.add_argument("uri", help="where: s3://bucket/prefix (endpoint and credentials from the environment)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         upload(args.folder, Storage.parse(args.uri, flag="destination"))
     except (DatasetError, StorageError) as error:

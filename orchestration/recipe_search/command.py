@@ -27,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one field of the study, e.g. --set trials=20, --set space.epochs=[8,12], "
                         "--set base.train.epochs=10 (repeatable)")  # fmt: skip
-    p.add_argument("--data-root", help="folder holding Market-1501 (see README for layouts)")
+    p.add_argument("--data-root", help="folder holding Market-1501 (layouts in docs/datasets.md)")
     add_run_options(p, EXPERIMENT, "the report and the recipe file are written", "recipe search")
     return p
 

@@ -219,8 +219,8 @@ def _report(
     ])  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m orchestration.recipe_search.report <study folder>``: the report again, from the runs."""
+def parser() -> argparse.ArgumentParser:
+    """``python -m orchestration.recipe_search.report``: its options."""
     parser = argparse.ArgumentParser(
         description="Rebuild results/recipe_search.md from a search's MLflow runs."
     )
@@ -229,7 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--results-dir", type=Path, default=PROJECT_ROOT / "results", help="where to write it"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m orchestration.recipe_search.report <study folder>``: the report again, from the runs."""
+    args = parser().parse_args(argv)
     try:
         state = StudyState.read(Storage.parse(args.folder))
         if state.study != TABLE:

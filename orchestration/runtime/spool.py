@@ -178,13 +178,18 @@ def replay_grid(grid: Storage, tracker: Tracker) -> int:
     return sum(replay_file(spool, tracker) for spool in spools(grid))
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """``python -m orchestration.runtime.replay``: its options."""
     parser = argparse.ArgumentParser(description="Send a grid's spooled MLflow records to the store.")
     parser.add_argument("grid", help="the grid folder (under --storage-path): a path or an object-store URI")
     parser.add_argument(
         "--tracking-uri", help="MLflow store or server (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     tracker = Tracker(resolve_tracking_uri(args.tracking_uri))
     try:
         grid = Storage.parse(args.grid)

@@ -58,7 +58,7 @@ RUNS_VIEW_ATTRIBUTES = ("Dataset", "Models", "Source", "Version", "User")  # MLf
 SHARED_VIEW_PREFIX = "mlflow.sharedViewState."  # MLflow UI: a view opened by ?viewStateShareKey=
 EXPERIMENT_KIND = "mlflow.experimentKind"  # MLflow 3's experiment setting: what the UI opens on
 MODEL_TRAINING = "custom_model_development"
-LOCAL_UI = "http://127.0.0.1:5000"  # where ``mlflow ui`` serves a local store (README)
+LOCAL_UI = "http://127.0.0.1:5000"  # where ``mlflow ui`` serves a local store (docs/mlflow.md)
 
 
 class TrackingUnavailable(RuntimeError):

@@ -47,7 +47,7 @@ def parser(script: str = SCRIPT) -> argparse.ArgumentParser:
                         "A, test on B, no adaptation) and write results/cross_domain.md and .csv")  # fmt: skip
     add_trial_options(
         p, "folder holding the data sets, each in its usual folder (Market-1501-v15.09.15/, DukeMTMC-reID/, "
-        "cuhk03-np/); see README for layouts",
+        "cuhk03-np/); layouts in docs/datasets.md",
     )  # fmt: skip
     add_run_options(p, EXPERIMENT_NAME, "the tables and paper.md are written", "paper sweep")
     add_output_options(p)

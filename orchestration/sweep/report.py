@@ -134,14 +134,19 @@ def publish_report(
     return write_result(results_dir / REPORT_NAME, text)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """``python -m orchestration.sweep.report``: its options."""
     parser = argparse.ArgumentParser(
         description="Rebuild results/paper.md from a paper sweep's runs (no training)."
     )
     parser.add_argument("parent_run", help="the sweep's run id (its runs page and first lines print it)")
     parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
     parser.add_argument("--results-dir", type=Path, default=PROJECT_ROOT / "results")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     tracker = Tracker(resolve_tracking_uri(args.tracking_uri))
     sweep = tracker.parent(args.parent_run)
     command = sweep.tags.get("command", "python experiments/reproduce_paper.py")

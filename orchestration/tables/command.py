@@ -27,7 +27,7 @@ def parser(spec: PaperTable, script: str) -> argparse.ArgumentParser:
         description=f"Train and regenerate {spec.title} (Wang et al., 2018). Without --data-root it runs the smoke "
         "profile on the embedded synthetic data set.",
     )
-    add_trial_options(p, f"folder holding the data set ({spec.dataset.value}); see README for layouts")
+    add_trial_options(p, f"folder holding the data set ({spec.dataset.value}); layouts in docs/datasets.md")
     add_run_options(p, spec.experiment_name, "the table is written", f"grid of {spec.key}")
     add_output_options(p)
     return p

@@ -349,7 +349,8 @@ def publish(
     return table, [results_dir / f"{stem}.md", results_dir / f"{stem}.csv", *figures]
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """``python -m orchestration.tables``: its options."""
     parser = argparse.ArgumentParser(
         description="Rebuild a table of the paper from the MLflow store (no training)."
     )
@@ -364,7 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--results-dir", type=Path, default=PROJECT_ROOT / "results", help="where to write the table"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     spec = TABLES[args.table]
     tracker = Tracker(resolve_tracking_uri(args.tracking_uri))
     try:

@@ -72,7 +72,7 @@ def object_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectSto
 @pytest.fixture(scope="session")
 def tracking_server(object_store: ObjectStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An MLflow server backed by PostgreSQL, its artifacts in the S3 bucket ``mlflow``: the cluster set-up
-    the README describes, on loopback. Yields its http URI."""
+    docs/cluster.md describes, on loopback. Yields its http URI."""
     object_store.bucket("mlflow")
     with (
         postgres() as database,

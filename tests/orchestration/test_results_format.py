@@ -1,6 +1,6 @@
 """The committed tables in results/ have the format the renderer writes now: a change of format (a
 column, the interval or significance notation, a provenance field, the heading) cannot land with
-stale results. Regenerate them (README: "The whole paper in one run") when this fails."""
+stale results. Regenerate them (docs/contributing.md: "Results that match the code") when this fails."""
 
 from __future__ import annotations
 
