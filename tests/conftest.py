@@ -57,7 +57,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Generated data goes to a per-session folder, never the user's ~/.cache."""
     os.environ["MGN_CACHE"] = str(tmp_path_factory.mktemp("mgn-cache"))
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    # Under pytest-xdist (`-n 2`) every worker is one of the cores: two torch threads each would make
+    # four on two cores, and oversubscribed torch runs at a fraction of its speed.
+    threads = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+    torch.set_num_threads(min(threads, torch.get_num_threads()))
 
 
 def tiny_config(**model_changes: object) -> ExperimentConfig:

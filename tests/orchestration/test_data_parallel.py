@@ -150,7 +150,7 @@ def ray_cpus(tmp_path_factory):
     import ray
 
     load_dataset(_config(False).data)  # generate the synthetic set once, before the workers read it
-    ray.init(num_cpus=4, log_to_driver=False, include_dashboard=False,
+    ray.init(address="local", num_cpus=4, log_to_driver=False, include_dashboard=False,
              runtime_env={"env_vars": {"MGN_CACHE": os.environ["MGN_CACHE"]}})  # fmt: skip
     try:
         yield

@@ -52,7 +52,7 @@ def test_pk_sampler_survives_prepare_data_loader(tmp_path):
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, log_to_driver=False, include_dashboard=False)
     try:
         TorchTrainer(
             _worker,

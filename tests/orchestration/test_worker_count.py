@@ -93,7 +93,7 @@ def trained(tmp_path_factory) -> Path:
         _fit_all(TrainingEnv(), out)  # one process: what a laptop runs
     finally:
         torch.set_default_dtype(default)
-    ray.init(num_cpus=4, log_to_driver=False, include_dashboard=False,
+    ray.init(address="local", num_cpus=4, log_to_driver=False, include_dashboard=False,
              runtime_env={"env_vars": {"MGN_CACHE": os.environ["MGN_CACHE"]}})  # fmt: skip
     try:
         for world in WORLDS[1:]:
