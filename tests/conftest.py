@@ -47,9 +47,9 @@ def _fast_tier_stays_in_process(request: pytest.FixtureRequest, monkeypatch: pyt
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The integration tests first (a stable sort: each file's order kept). The suite runs on several
-    pytest-xdist workers (pyproject.toml); the long tests start early and the many short ones fill
-    the workers' last minutes, instead of one worker finishing a cluster test alone."""
+    """The integration tests first (a stable sort: each file's order kept). On several pytest-xdist
+    workers (`-n 2`) the long tests start early and the many short ones fill the workers' last
+    minutes, instead of one worker finishing a cluster test alone."""
     items.sort(key=lambda item: item.get_closest_marker("integration") is None)
 
 
