@@ -51,7 +51,7 @@ class RankResult:
     def per_query(self) -> dict[str, np.ndarray]:
         """Each summary figure per evaluated query, in percent: their means are ``summary()``."""
         if self.first_match is None or self.ap is None or self.inp is None:
-            raise ValueError("this result holds no per-query figures: rank with per_query=True")
+            raise ValueError("this RankResult was made without its per-query figures (ap, inp, first_match)")
         ranks: dict[str, np.ndarray] = {key: 100.0 * (self.first_match <= rank) for key, rank in keys.CMC_RANKS.items()}
         return {**ranks, keys.MAP: 100.0 * self.ap, keys.MINP: 100.0 * self.inp}
 

@@ -37,6 +37,12 @@ def trial_results(results: tune.ResultGrid | None) -> list[tune.Result]:
     return [] if results is None else [results[i] for i in range(len(results))]
 
 
+def result_title(result: tune.Result) -> str:
+    """A trial's name from its Tune result (the config need not be parsed)."""
+    assert result.config is not None  # every trial of a study has one
+    return title_of(result.config["trial"])
+
+
 def title_of(params: dict[str, Any]) -> str:
     """A trial's name from what Tune stores of it (``TrialSpec.to_dict``), its config unparsed."""
     home = params.get("home") or {}

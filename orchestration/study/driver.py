@@ -31,7 +31,14 @@ from orchestration.runtime.progress import ProgressPrinter
 from orchestration.runtime.spool import replay_grid
 from orchestration.runtime.storage import Storage
 from orchestration.runtime.tracking import Tracker, TrackingUnavailable, git_commit, redact
-from orchestration.runtime.trial import TrialSetup, TrialSpec, run_trial, title_of, trial_results
+from orchestration.runtime.trial import (
+    TrialSetup,
+    TrialSpec,
+    result_title,
+    run_trial,
+    title_of,
+    trial_results,
+)
 from orchestration.runtime.trial_files import KEEP_CHECKPOINTS
 from orchestration.study.options import RunOptions
 from orchestration.study.signals import sigterm_as_interrupt
@@ -181,7 +188,7 @@ class Driver:
             print(f"resuming: {ended} of {len(trials)} trials ended, {len(trials) - ended} to run "
                   "(each from its newest checkpoint)")  # fmt: skip
         results = self.fit(self.trial_stage(name, trials, callbacks))
-        errored = {_title(r) for r in trial_results(results) if r.error is not None}
+        errored = {result_title(r) for r in trial_results(results) if r.error is not None}
         unfinished = [t.title for t in trials if t.title not in errored and not t.files(self.folder).ended()]
         if results is None or unfinished:
             raise Interrupted(name, unfinished)
@@ -199,7 +206,7 @@ class Driver:
         """Print each failed trial's last error line; whether any failed."""
         failed = [r for r in trial_results(results) if r.error is not None]
         for result in failed:
-            title = _title(result)
+            title = result_title(result)
             print(f"trial {title} failed: {str(result.error).splitlines()[-1][:500]}", file=sys.stderr)
         return bool(failed)
 
@@ -217,12 +224,6 @@ class Driver:
             f"runs: MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --app-name mgn --backend-store-uri "
             f"{redact(tracker.uri)} --host 127.0.0.1 --port 5000 --workers 1, then {url}"
         )
-
-
-def _title(result: tune.Result) -> str:
-    """A trial's name from its Tune result (the config need not be parsed)."""
-    assert result.config is not None  # every trial of a study has one
-    return title_of(result.config["trial"])
 
 
 def run_study(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from mgn.config import ExperimentConfig
 from orchestration.runtime.tracking import Tracker, git_commit, redact, source_tags
-from orchestration.runtime.trial import title_of, trial_name, trial_results
+from orchestration.runtime.trial import result_title, trial_name, trial_results
 from orchestration.runtime.trial_files import TrialFiles
 from orchestration.sweep.cross_domain import publish_matrix
 from orchestration.sweep.plan import SweepPlan
@@ -80,7 +80,7 @@ class SweepStudy:
         scripts = {plan.spec.key: plan.spec.script for plan in self.sweep.tables}
         results = driver.run_trials(TRIALS_STAGE, self.sweep.trial_specs(self.parents, scripts))
         failed = driver.report_failures(results)
-        errored = {title_of(r.config["trial"]) for r in trial_results(results) if r.config and r.error is not None}
+        errored = {result_title(r) for r in trial_results(results) if r.error is not None}
         if not replayed(driver):
             return 1
         tables = [self._publish(plan.spec.key, driver, errored) for plan in self.sweep.tables]
