@@ -192,12 +192,17 @@ def ray_head(folder: Path, env: dict[str, str], num_cpus: int = 2) -> Iterator[R
     """A `ray start --head` on loopback with its own temp dir and ports, stopped by stopping the
     ``--block`` process that started it: SIGTERM makes it stop the processes of its own node (and
     Ray's reaper does if it is killed). Never `ray stop`: that stops every Ray on the machine."""
-    gcs, dashboard = free_port(), free_port()
+    gcs, dashboard, agent, client = (free_port() for _ in range(4))
+    # Ray's socket paths must fit in 107 bytes: a pytest temp folder (deeper under pytest-xdist) may not.
+    temp = Path(tempfile.mkdtemp(prefix="mgn-ray-"))
     log = (folder / "ray-start.log").open("w")
     process = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
          "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--num-cpus", str(num_cpus),
-         "--resources", '{"TRAIN_DRIVER": 4}', "--disable-usage-stats", "--temp-dir", str(folder / "ray")],
+         # Ray's fixed defaults (52365, 10001) would collide with another Ray on this machine (a parallel
+         # test's, a user's): the job agent that takes submissions listens on the first.
+         "--dashboard-agent-listen-port", str(agent), "--ray-client-server-port", str(client),
+         "--resources", '{"TRAIN_DRIVER": 4}', "--disable-usage-stats", "--temp-dir", str(temp)],
         env={**os.environ, "MGN_CACHE": str(folder / "cache"), **env}, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )  # fmt: skip
@@ -212,3 +217,4 @@ def ray_head(folder: Path, env: dict[str, str], num_cpus: int = 2) -> Iterator[R
             except subprocess.TimeoutExpired:
                 stop(process)
         log.close()
+        shutil.rmtree(temp, ignore_errors=True)
