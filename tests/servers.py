@@ -191,10 +191,21 @@ class RayHead:
 def ray_head(folder: Path, env: dict[str, str], num_cpus: int = 2) -> Iterator[RayHead]:
     """A `ray start --head` on loopback with its own temp dir and ports, stopped by stopping the
     ``--block`` process that started it: SIGTERM makes it stop the processes of its own node (and
-    Ray's reaper does if it is killed). Never `ray stop`: that stops every Ray on the machine."""
-    gcs, dashboard, agent, client = (free_port() for _ in range(4))
-    # Ray's socket paths must fit in 107 bytes: a pytest temp folder (deeper under pytest-xdist) may not.
+    Ray's reaper does if it is killed). Never `ray stop`: that stops every Ray on the machine.
+
+    Its temp dir is short and its own: Ray's socket paths must fit in 107 bytes, which a pytest temp
+    folder (deeper under pytest-xdist) need not."""
     temp = Path(tempfile.mkdtemp(prefix="mgn-ray-"))
+    try:
+        with _ray_head_in(folder, temp, env, num_cpus) as head:
+            yield head
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _ray_head_in(folder: Path, temp: Path, env: dict[str, str], num_cpus: int) -> Iterator[RayHead]:
+    gcs, dashboard, agent, client = (free_port() for _ in range(4))
     log = (folder / "ray-start.log").open("w")
     process = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(gcs),
@@ -217,4 +228,3 @@ def ray_head(folder: Path, env: dict[str, str], num_cpus: int = 2) -> Iterator[R
             except subprocess.TimeoutExpired:
                 stop(process)
         log.close()
-        shutil.rmtree(temp, ignore_errors=True)
