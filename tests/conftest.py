@@ -46,6 +46,13 @@ def _fast_tier_stays_in_process(request: pytest.FixtureRequest, monkeypatch: pyt
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The integration tests first (a stable sort: each file's order kept). On two pytest-xdist
+    workers the long files start early and the many short ones fill the workers' last minutes,
+    instead of one worker finishing a cluster test alone."""
+    items.sort(key=lambda item: item.get_closest_marker("integration") is None)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Generated data goes to a per-session folder, never the user's ~/.cache."""

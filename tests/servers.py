@@ -1,6 +1,6 @@
 """Real servers on 127.0.0.1 for integration tests: PostgreSQL, an S3-compatible object store (moto),
-an MLflow tracking server on them, and a Ray cluster of several nodes. Each is a context manager
-that stops what it started on every path (a failed start included)."""
+an MLflow tracking server on them, a Ray cluster of several nodes, a private Ray instance. Each is a
+context manager that stops what it started on every path (a failed start included)."""
 
 from __future__ import annotations
 
@@ -228,3 +228,20 @@ def _ray_head_in(folder: Path, temp: Path, env: dict[str, str], num_cpus: int) -
             except subprocess.TimeoutExpired:
                 stop(process)
         log.close()
+
+
+@contextlib.contextmanager
+def private_ray(num_cpus: int, env_vars: dict[str, str] | None = None) -> Iterator[None]:
+    """This process's own Ray instance, started as ``orchestration.runtime.cluster.connect`` starts one:
+    with its dashboard on loopback. Ray Train's placement-group cleaner asks the State API (served by
+    the dashboard) whether the train controller lives; without a dashboard, on two busy cores, it once
+    read a live controller as dead and removed the workers' placement group mid-training (ray#54305's
+    relative). Shut down on every path."""
+    import ray
+
+    ray.init(address="local", num_cpus=num_cpus, log_to_driver=False, include_dashboard=True,
+             dashboard_host="127.0.0.1", dashboard_port=free_port(), runtime_env={"env_vars": env_vars or {}})  # fmt: skip
+    try:
+        yield
+    finally:
+        ray.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +57,22 @@ def grid_args(workspace: dict[str, str], *extra: str, rows: tuple[str, ...] = ("
     for item in TINY_SETS:
         args += ["--set", item]
     return [*args, *extra]
+
+
+@pytest.fixture(scope="module")
+def memory_heavy_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Held for the whole module by a module that runs four-worker Ray Train groups in float64
+    (test_data_parallel.py, test_worker_count.py: gigabytes per worker). On two pytest-xdist workers
+    two such modules at once, beside the pytest processes, come near Ray's memory threshold (95% of
+    a 24 GiB machine), where Ray kills workers: so they take turns. An flock on a file in the
+    folder every xdist worker of this session shares (the kernel drops it if the holder dies)."""
+    shared = tmp_path_factory.getbasetemp().parent
+    with open(shared / "memory-heavy.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")

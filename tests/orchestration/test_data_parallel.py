@@ -32,6 +32,7 @@ from mgn.model import MGNOutput
 from mgn.optim import build_optimizer
 from mgn.training import build_model
 from tests.conftest import tiny_config
+from tests.servers import private_ray
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +77,10 @@ def _share(rank: int, world: int) -> slice:
     return slice(rank * GLOBAL_BATCH // world, (rank + 1) * GLOBAL_BATCH // world)
 
 
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
 def _worker(loop_config: dict) -> None:
     """Runs in every rank of a Ray Train worker group, through the production code path."""
     import ray.train
@@ -94,7 +99,9 @@ def _worker(loop_config: dict) -> None:
         config = _config(whole_bn)
         torch.manual_seed(0)
         model = build_model(config, NUM_CLASSES, env.device).to(dtype)
-        initial = {k: v.clone() for k, v in model.state_dict().items()}
+        # Only rank 0 records (a float64 state is 250 MB: four per run on every rank of four would
+        # take gigabytes the test does not need).
+        initial = _snapshot(model) if env.is_main else {}
         group = None if whole_bn else GLOBAL_BATCH // world
         model = group_batch_norm(model, batch_norm_groups(GLOBAL_BATCH, 2, world, group))
         trained = env.wrap_model(model)
@@ -104,7 +111,8 @@ def _worker(loop_config: dict) -> None:
             share = _share(env.rank, world)
             step = train_step(trained, images[share], targets[share], optimizer, config, env)
             losses.append(mean_over_ranks([step.total.item()], env.device)[0])
-            states.append({k: v.clone() for k, v in model.state_dict().items()})
+            if env.is_main:
+                states.append(_snapshot(model))
         if env.is_main:
             torch.save(
                 {"initial": initial, "losses": losses, "states": states},
@@ -145,17 +153,11 @@ def _worker(loop_config: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def ray_cpus(tmp_path_factory):
+def ray_cpus(memory_heavy_module, tmp_path_factory):
     """A private Ray instance with 4 logical CPUs (workers use one thread each), stopped after."""
-    import ray
-
     load_dataset(_config(False).data)  # generate the synthetic set once, before the workers read it
-    ray.init(address="local", num_cpus=4, log_to_driver=False, include_dashboard=False,
-             runtime_env={"env_vars": {"MGN_CACHE": os.environ["MGN_CACHE"]}})  # fmt: skip
-    try:
+    with private_ray(num_cpus=4, env_vars={"MGN_CACHE": os.environ["MGN_CACHE"]}):
         yield
-    finally:
-        ray.shutdown()
 
 
 def _run_group(world: int, out: Path, all_rows: bool) -> None:
@@ -216,7 +218,7 @@ def _reference(
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        states.append(_snapshot(model))
     return losses, states
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mgn.data.sampler import PKBatchSampler
+from tests.servers import private_ray
 
 pytestmark = pytest.mark.integration
 
@@ -48,20 +49,16 @@ def _worker(config: dict) -> None:
 
 
 def test_pk_sampler_survives_prepare_data_loader(tmp_path):
-    import ray
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    ray.init(address="local", num_cpus=2, log_to_driver=False, include_dashboard=False)
-    try:
+    with private_ray(num_cpus=2):
         TorchTrainer(
             _worker,
             train_loop_config={"out": str(tmp_path)},
             scaling_config=ray.train.ScalingConfig(num_workers=2, use_gpu=False),
             run_config=ray.train.RunConfig(storage_path=str(tmp_path / "train")),
         ).fit()
-    finally:
-        ray.shutdown()
     records = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert all(r["sampler"] == "PKBatchSampler" for r in records)
     pids = [pid for pid in range(16) for _ in range(4)]

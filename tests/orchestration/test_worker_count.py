@@ -23,6 +23,7 @@ from mgn.config import ExperimentConfig, SyntheticConfig
 from mgn.data.loading import load_dataset
 from mgn.recipes import smoke
 from mgn.training import TrainingEnv, fit
+from tests.servers import private_ray
 
 pytestmark = pytest.mark.integration
 
@@ -80,8 +81,7 @@ def _worker(loop_config: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    import ray
+def trained(memory_heavy_module, tmp_path_factory) -> Path:
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -93,9 +93,7 @@ def trained(tmp_path_factory) -> Path:
         _fit_all(TrainingEnv(), out)  # one process: what a laptop runs
     finally:
         torch.set_default_dtype(default)
-    ray.init(address="local", num_cpus=4, log_to_driver=False, include_dashboard=False,
-             runtime_env={"env_vars": {"MGN_CACHE": os.environ["MGN_CACHE"]}})  # fmt: skip
-    try:
+    with private_ray(num_cpus=4, env_vars={"MGN_CACHE": os.environ["MGN_CACHE"]}):
         for world in WORLDS[1:]:
             TorchTrainer(
                 _worker,
@@ -103,8 +101,6 @@ def trained(tmp_path_factory) -> Path:
                 scaling_config=ray.train.ScalingConfig(num_workers=world, use_gpu=False),
                 run_config=ray.train.RunConfig(storage_path=str(out / "train"), name=f"w{world}"),
             ).fit()
-    finally:
-        ray.shutdown()
     return out
 
 
