@@ -63,9 +63,10 @@ def grid_args(workspace: dict[str, str], *extra: str, rows: tuple[str, ...] = ("
 def memory_heavy_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Held for the whole module by a module that runs four-worker Ray Train groups in float64
     (test_data_parallel.py, test_worker_count.py: gigabytes per worker). On two pytest-xdist workers
-    two such modules at once, beside the pytest processes, come near Ray's memory threshold (95% of
-    a 24 GiB machine), where Ray kills workers: so they take turns. An flock on a file in the
-    folder every xdist worker of this session shares (the kernel drops it if the holder dies)."""
+    one such group beside the pytest processes and another test's trial once reached Ray's memory
+    threshold (95% of a 24 GiB machine), where Ray kills workers: two at once must not run. An flock
+    on a file in the folder every xdist worker of this session shares (the kernel drops it if the
+    holder dies)."""
     shared = tmp_path_factory.getbasetemp().parent
     with open(shared / "memory-heavy.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
