@@ -152,6 +152,10 @@ def _logged_models_load_through_pyfunc_and_the_mgn_commands(workspace, tmp_path,
     for model in logged:
         assert model.tags["mlflow.source.name"] == "experiments/ablation_table5.py"
         assert model.tags.get("mlflow.source.git.commit") == run.data.tags.get("mlflow.source.git.commit")
+    # What serving it installs: onnx, onnxruntime and numpy, each pinned to the version that logged it.
+    requirements = Path(mlflow.pyfunc.get_model_dependencies("models:/mgn-table5-mgn/1")).read_text().split()
+    pins = dict(r.split("==") for r in requirements)
+    assert {"onnx", "onnxruntime", "numpy"} <= set(pins) and pins["numpy"] == np.__version__, requirements
     pyfunc = mlflow.pyfunc.load_model("models:/mgn-table5-mgn/1")
     inputs = pyfunc.metadata.get_input_schema().inputs[0]
     assert inputs.name == "images" and tuple(inputs.shape) == (-1, 3, 64, 32)
