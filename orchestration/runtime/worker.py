@@ -220,7 +220,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     _check_same_start(env, resume)
     on_epoch_end = EpochReporter(spec, config, env, recorder, report, Faults.from_env(), notes)
     if recorder is not None:
-        _record_start(recorder, trial, nodes, resume, dataset_records(dataset, planned.data, manifest))
+        attempt = _record_start(recorder, trial, nodes, resume, dataset_records(dataset, planned.data, manifest))
+        if attempt > 1 and not spec.local:
+            notes.append(_restart_note(attempt, resume, nodes))
     monitor = (
         recorder.tracker.system_metrics(spec.run_id) if recorder is not None else contextlib.nullcontext()
     )
@@ -261,15 +263,29 @@ def _data_on_this_node(config: ExperimentConfig) -> tuple[ExperimentConfig, str 
     ), copy.digest
 
 
-def _record_start(recorder, trial: Storage, nodes: list, resume, datasets: list[dict]) -> None:
-    """Rank 0, before training: which attempt this is, on which nodes, from which epoch, on which data;
-    and the steps already recorded, which a resumed attempt does not log twice."""
+def _record_start(recorder, trial: Storage, nodes: list, resume, datasets: list[dict]) -> int:
+    """Rank 0, before training: which attempt this is (returned), on which nodes, from which epoch, on
+    which data; and the steps already recorded, which a resumed attempt does not log twice."""
     recorder.resume_steps("loss")
-    tags = {"attempts": str(_count_attempt(trial)), "worker_nodes": json.dumps(nodes)}
+    attempt = _count_attempt(trial)
+    tags = {"attempts": str(attempt), "worker_nodes": json.dumps(nodes)}
     if resume is not None:
         tags["resumed_from_epoch"] = str(resume.epochs_done)
     recorder.set_tags(tags)
     recorder.log_datasets(datasets)
+    return attempt
+
+
+def _restart_note(attempt: int, resume: TrainingState | None, nodes: list[str]) -> str:
+    """What the console says of a worker group Ray Train restarted (Tune never sees that restart,
+    so the driver's own "restarting" line cannot): which attempt, from which epoch, on which nodes.
+    It travels with the attempt's first report: an earlier report without the metric would break a
+    search's scheduler and searcher."""
+    where = ", ".join(dict.fromkeys(node[:8] for node in nodes))
+    return (
+        f"its worker group started again (attempt {attempt}: a process or its node was lost, or the driver "
+        f"resumed it) from epoch {resume.epochs_done if resume else 0}, on node(s) {where}"
+    )
 
 
 def _curve_start(untrained: dict[str, float]) -> dict[str, float]:

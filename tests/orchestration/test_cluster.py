@@ -6,6 +6,7 @@ checkpoint, done marker and Tune state goes through S3, every record through the
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -130,6 +131,13 @@ def test_a_lost_node_is_replaced_and_the_trial_resumes_from_its_checkpoint_in_s3
     node_caches.add_worker(cluster)
     (tmp_path / "pause-resnet-50-tp").unlink()
     assert driver.finish() == 0, "".join(driver.lines)
+    # The console names the restart, its epoch and its nodes (Ray's own lines are not for people).
+    assert re.search(
+        r"warning from ResNet-50\+TP seed0: its worker group started again \(attempt 2: .*\) from epoch 1, "
+        r"on node\(s\) \w{8}, \w{8}$",
+        "".join(driver.lines),
+        re.M,
+    ), "".join(driver.lines)
 
     (faulty,), (clean,) = (
         children(tracking_server, "lost node"),
