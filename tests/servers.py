@@ -119,26 +119,27 @@ def _postgres_bin(name: str) -> str:
 
 
 @contextlib.contextmanager
-def postgres() -> Iterator[str]:
-    """A PostgreSQL server (Debian's package) on 127.0.0.1 with a database ``mlflow``; yields its URI.
+def postgres(superuser: str = "postgres", database: str | None = "mlflow") -> Iterator[str]:
+    """A PostgreSQL server (Debian's package) on 127.0.0.1, trusting local connections, with
+    ``database`` created (None: none, for a walk that creates it itself); yields its URI.
 
     Its folder is its own (the server's user must reach it, and pytest's folders are private)."""
     folder = Path(tempfile.mkdtemp(prefix="mgn-postgres-"))
     try:
-        with _postgres_in(folder) as uri:
+        with _postgres_in(folder, superuser, database) as uri:
             yield uri
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
 @contextlib.contextmanager
-def _postgres_in(folder: Path) -> Iterator[str]:
+def _postgres_in(folder: Path, superuser: str, database: str | None) -> Iterator[str]:
     data = folder / "pgdata"
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres")
     port = free_port()
     subprocess.run(
-        _as_postgres_user([_postgres_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
+        _as_postgres_user([_postgres_bin("initdb"), "-D", str(data), "-U", superuser, "--auth=trust", "-E", "UTF8"]),
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
     options = f"-p {port} -c listen_addresses=127.0.0.1 -k {folder} -c fsync=off"
@@ -148,11 +149,12 @@ def _postgres_in(folder: Path) -> Iterator[str]:
             _as_postgres_user([pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "postgres.log"), "-w", "start"]),
             check=True, capture_output=True, timeout=120,
         )  # fmt: skip
-        subprocess.run(
-            _as_postgres_user([_postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow"]),
-            check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
-        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+        if database is not None:
+            subprocess.run(
+                _as_postgres_user([_postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", superuser, database]),
+                check=True, capture_output=True, timeout=60,
+            )  # fmt: skip
+        yield f"postgresql://{superuser}@127.0.0.1:{port}/{database or ''}"
     finally:
         subprocess.run(
             _as_postgres_user([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]),

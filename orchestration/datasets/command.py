@@ -24,6 +24,7 @@ def upload(folder: Path, destination: Storage, log=print) -> Manifest:
     """Every file of ``folder`` to ``destination``, then its manifest; returns the manifest."""
     if not folder.is_dir():
         raise DatasetError(f"{folder}: no such folder to upload")
+    destination.check("upload destination")  # a missing bucket, bad credentials: named before hashing
     started = time.monotonic()
     manifest = Manifest.of_folder(folder)
     log(f"{folder}: {len(manifest.files)} files, {manifest.size / 1e6:.1f} MB, digest {manifest.digest[:16]}")

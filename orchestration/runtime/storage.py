@@ -109,16 +109,17 @@ class Storage:
 
     # Checking, before any compute.
 
-    def check(self) -> None:
-        """Fail now, naming the fix, when this location cannot be written: an unreachable endpoint,
-        a missing bucket, missing credentials, a read-only folder."""
+    def check(self, flag: str = "--storage-path") -> None:
+        """Fail now, naming the fix (and ``flag``, the option that gave this location), when this
+        location cannot be written: an unreachable endpoint, a missing bucket, missing credentials, a
+        read-only folder."""
         try:
             filesystem = self.filesystem
             if not self.is_local:
                 bucket = self.path.split("/", 1)[0]
                 if filesystem.get_file_info(bucket).type is pafs.FileType.NotFound:
                     raise StorageError(
-                        f"--storage-path {self.uri}: bucket {bucket!r} does not exist. Create it (e.g. "
+                        f"{flag} {self.uri}: bucket {bucket!r} does not exist. Create it (e.g. "
                         f"`aws s3 mb {urllib.parse.urlsplit(self.uri).scheme}://{bucket}`) or name another one."
                     )
             probe = self / f".mgn-write-probe-{os.getpid()}"
@@ -130,7 +131,7 @@ class Storage:
             endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
             where = f" (endpoint {endpoint} from AWS_ENDPOINT_URL)" if endpoint else ""
             raise StorageError(
-                f"--storage-path {self.uri}{where} cannot be written: {str(error).strip().splitlines()[0]}. "
+                f"{flag} {self.uri}{where} cannot be written: {str(error).strip().splitlines()[0]}. "
                 "Check that the store is reachable from this machine, that its credentials are in the "
                 "environment, and that the location is writable."
             ) from None

@@ -131,6 +131,11 @@ def test_buckets_without_a_manifest_or_data_are_refused_with_the_fix(
         materialize("s3://", "market1501")
     assert datasets_main(["upload", str(tmp_path / "absent"), f"s3://{name}/x"]) == 2
     assert "no such folder to upload" in capsys.readouterr().err
+    # A bucket nobody made (docs/cluster.md once forgot it): one line with the command that makes it.
+    assert datasets_main(["upload", str(data_root(tmp_path / "data")), "s3://never-made/datasets"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: upload destination s3://never-made/datasets: bucket 'never-made' does not")
+    assert "`aws s3 mb s3://never-made`" in error and "Traceback" not in error
 
 
 def test_a_sweep_on_a_bucket_without_a_manifest_fails_before_compute(
