@@ -4,7 +4,10 @@ this needs the right to mount (root, as in CI); elsewhere it is skipped."""
 
 from __future__ import annotations
 
+import contextlib
+import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,12 +18,12 @@ from mgn.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 pytestmark = pytest.mark.integration  # mounts a tmpfs (mount, umount)
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    disk = tmp_path / "disk"
+@contextlib.contextmanager
+def tmpfs(disk: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``disk`` (skips the test where mounting is not allowed)."""
     disk.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], capture_output=True
     )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip()})")
@@ -29,6 +32,12 @@ def full_disk(tmp_path):
     finally:
         if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "--lazy", str(disk)], capture_output=True)  # a file still open: detach
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        yield disk
 
 
 def _state(megabytes: float, epochs: int) -> TrainingState:
@@ -52,3 +61,30 @@ def test_grid_storage_on_a_full_disk_is_named_and_cleaned_up(full_disk):
         (grid / "trials" / "features.pt").write_bytes(b"x" * 4 * 2**20)
     assert [p.name for p in Path(full_disk, "trials").iterdir()] == []
     assert (grid / "done.json").read_text() == "{}"
+
+
+def test_a_grid_whose_storage_fills_up_says_so_and_how_to_resume(tmp_path, capsys):
+    """A checkpoint (136 MB here) that does not fit: the trial fails, Ray's pickled record of that
+    failure is cut short too, and Tune itself then fails reading it (``UnpicklingError``). The driver
+    names the full disk and the resume command instead of Tune's traceback; the parent is FAILED."""
+    from mlflow.tracking import MlflowClient
+
+    from orchestration.tables.command import main
+    from tests.orchestration.conftest import grid_args
+
+    with tmpfs(tmp_path / "disk", "100m") as disk:
+        workspace = {"storage": str(disk / "runs"), "uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                     "results": str(tmp_path / "results")}  # fmt: skip
+        args = grid_args(
+            workspace, "--max-failures", "0", "--set", "train.checkpoint_every=1", rows=("ResNet-50+TP",)
+        )
+        assert main("table5", args) == 1
+    error = capsys.readouterr().err
+    line = re.search(
+        rf"^error: grid storage {disk}/runs/(table5-\S+) is full \(\d+ MB free\): .*$", error, re.M
+    )
+    assert line, error
+    assert f"--resume {line.group(1)}" in error and "Traceback" not in error[line.start() :]
+    client = MlflowClient(workspace["uri"])
+    runs = client.search_runs([client.get_experiment_by_name("MGN Table 5").experiment_id])
+    assert {r.info.status for r in runs} == {"FAILED"}  # the parent and its trial: never RUNNING

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 import urllib.parse
 from dataclasses import dataclass
@@ -135,6 +136,16 @@ class Storage:
                 "Check that the store is reachable from this machine, that its credentials are in the "
                 "environment, and that the location is writable."
             ) from None
+
+    def free_bytes(self) -> int | None:
+        """Space left on the disk holding this local location (its nearest existing folder); None
+        for an object store, which reports none."""
+        if not self.is_local:
+            return None
+        folder = Path(self.path)
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        return shutil.disk_usage(folder).free
 
     # Files. Small ones only: checkpoints and Tune's state go through Ray's own storage code.
 

@@ -15,6 +15,8 @@ driver does the rest, the same way for all:
 
 from __future__ import annotations
 
+import errno
+import pickle
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -292,16 +294,38 @@ def _setup(
 
 def crashed(tracker: Tracker, state: StudyState, folder: Storage, error: Exception) -> int:
     """The driver failed after trials ran (a runtime-env agent deleted the job's working folder
-    under it): the parent is marked FAILED, not left RUNNING, and the console says how to publish
-    from what finished. The traceback stays available below the line for a bug report."""
+    under it; grid storage full): the parent is marked FAILED, not left RUNNING, and the console says
+    how to publish from what finished. A full disk is named as such; anything else keeps its
+    traceback above the line, for a bug report."""
     tracker.finish(state.parent_run_id, failed=True)
+    resume = f"{state.command} --resume {folder.name}"
+    if storage_full(folder, error):
+        print(
+            f"error: grid storage {folder} is full ({(folder.free_bytes() or 0) / 1e6:.0f} MB free): a trial's "
+            f"checkpoint, or Ray's record of it, could not be written ({type(error).__name__}: {error}). Free space "
+            f"there (each trial keeps its newest {KEEP_CHECKPOINTS} checkpoints) or pass another --storage-path, "
+            f"then finish and publish with\n  {resume}",
+            file=sys.stderr,
+        )
+        return 1
     traceback.print_exc(file=sys.stderr)
     print(
         f"error: the study's driver stopped ({type(error).__name__}: {error}). Finished trials and checkpoints are "
-        f"kept in {folder}; finish and publish with\n  {state.command} --resume {folder.name}",
+        f"kept in {folder}; finish and publish with\n  {resume}",
         file=sys.stderr,
     )
     return 1
+
+
+LOW_SPACE_BYTES = 1 << 30  # less than one paper-profile MGN checkpoint with its optimiser state, and some
+
+
+def storage_full(folder: Storage, error: BaseException) -> bool:
+    """Whether ``error`` is what a full local grid storage does to a driver: Ray's pickled record of
+    a trial's failure cut short (``UnpicklingError`` inside Tune) or a write refused for space."""
+    free = folder.free_bytes()
+    kind = isinstance(error, (pickle.UnpicklingError, EOFError)) or getattr(error, "errno", None) == errno.ENOSPC
+    return kind and free is not None and free < LOW_SPACE_BYTES
 
 
 def interrupted(
