@@ -14,6 +14,7 @@ that in the fast tier, so the docs and the walk cannot drift apart).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -23,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,28 +143,22 @@ def stop_servers(folder: Path) -> None:
     pids = folder / "pids"
     for pid in map(int, pids.read_text().split()) if pids.exists() else []:
         for sig, wait in ((signal.SIGTERM, 60.0), (signal.SIGKILL, 10.0)):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, sig)
-            except ProcessLookupError:
+            if _gone_within(pid, wait):
                 break
-            try:
-                _wait_gone(pid, wait)
-            except TimeoutError:
-                continue
-            break
 
 
-def _wait_gone(pid: int, seconds: float) -> None:
-    import time
-
+def _gone_within(pid: int, seconds: float) -> bool:
+    """Whether the process group ``pid`` has ended within ``seconds``."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:
-            return
+            return True
         time.sleep(0.5)
-    raise TimeoutError(pid)
+    return False
 
 
 def check_records(place: Place, tracking: str, store_keys) -> list[str]:
