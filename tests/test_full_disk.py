@@ -64,9 +64,10 @@ def test_grid_storage_on_a_full_disk_is_named_and_cleaned_up(full_disk):
 
 
 def test_a_grid_whose_storage_fills_up_says_so_and_how_to_resume(tmp_path, capsys):
-    """A checkpoint (136 MB here) that does not fit: the trial fails, Ray's pickled record of that
-    failure is cut short too, and Tune itself then fails reading it (``UnpicklingError``). The driver
-    names the full disk and the resume command instead of Tune's traceback; the parent is FAILED."""
+    """A checkpoint (136 MB here) that does not fit: the trial fails (its retry's line says why), Ray's
+    pickled record of that failure is cut short too, and Tune itself then fails reading it
+    (``UnpicklingError``, ``EOFError``). The driver names the full disk and the resume command instead
+    of Tune's traceback; the parent is FAILED."""
     from mlflow.tracking import MlflowClient
 
     from orchestration.tables.command import main
@@ -76,10 +77,14 @@ def test_a_grid_whose_storage_fills_up_says_so_and_how_to_resume(tmp_path, capsy
         workspace = {"storage": str(disk / "runs"), "uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
                      "results": str(tmp_path / "results")}  # fmt: skip
         args = grid_args(
-            workspace, "--max-failures", "0", "--set", "train.checkpoint_every=1", rows=("ResNet-50+TP",)
+            workspace, "--max-failures", "1", "--set", "train.checkpoint_every=1", rows=("ResNet-50+TP",)
         )
         assert main("table5", args) == 1
-    error = capsys.readouterr().err
+    out, error = capsys.readouterr()
+    # The retry's line names the cause Tune recorded (not "a process or its node was lost").
+    assert re.search(r"stopped after epoch \d \(OSError: \[Errno 28\] .*\); restarting it from epoch", out), (
+        out
+    )
     line = re.search(
         rf"^error: grid storage {disk}/runs/(table5-\S+) is full \(\d+ MB free\): .*$", error, re.M
     )

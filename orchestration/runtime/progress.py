@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -32,6 +33,21 @@ def _before_first_epoch(params: dict[str, Any]) -> str:
     if config.get("eval", {}).get("untrained"):
         steps.append("the untrained network's evaluation")
     return f": {', then '.join(steps)} before its first epoch" if steps else ""
+
+
+def failure(trial: Any, longest: int = 200) -> str:
+    """Why a trial failed: the last line of the error Tune just recorded in the trial's local error
+    file (``Trial.handle_error`` writes it before the recover callback; the exception's own line ends
+    a remote traceback), else what a missing record usually means."""
+    path = getattr(trial, "error_file", None)
+    try:
+        lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()] if path else []
+    except OSError:
+        lines = []
+    if not lines or lines[-1].startswith("Failure #"):
+        return "a process or its node was lost"
+    last = lines[-1]
+    return last if len(last) <= longest else last[: longest - 1] + "…"
 
 
 class ProgressPrinter(tune.Callback):
@@ -77,14 +93,14 @@ class ProgressPrinter(tune.Callback):
         self.printer(f"{self._prefix()} start {self._name(trial)}{_before_first_epoch(trial.config)}")
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """A trial that failed and will run again (a lost node, a killed process): say so and from
-        where, instead of a minute of Ray's own log lines."""
+        """A trial that failed and will run again (a lost node, a killed process, a full disk): say
+        so, why, and from where, instead of a minute of Ray's own log lines."""
         name = self._name(trial)
         done = self.epochs_done.get(name, 0)
         every = int(_config(trial.config).get("train", {}).get("checkpoint_every", 1))
         start = done - done % every if every else 0
         self.printer(
-            f"{self._prefix()} {name} stopped after epoch {done} (a process or its node was lost); restarting "
+            f"{self._prefix()} {name} stopped after epoch {done} ({failure(trial)}); restarting "
             f"it from epoch {start}" + ("" if every else " (train.checkpoint_every=0: no checkpoints)")
         )
 
