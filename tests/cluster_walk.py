@@ -166,13 +166,13 @@ def check_records(place: Place, tracking: str, store_keys) -> list[str]:
     the commit they were submitted from, checkpoints and artifacts in their buckets. Failures, by name."""
     from mlflow.tracking import MlflowClient
 
+    from orchestration.runtime.tracking import git_commit
+
     problems = []
     fetched = sorted(p.name for p in (place.folder / "fetched").glob("*.md"))
     if "table2.md" not in fetched:
         problems.append(f"table2.md not fetched (fetched: {fetched})")
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
+    commit = git_commit().removesuffix("-dirty")  # what the submitter records
     client = MlflowClient(tracking)
     experiment = client.get_experiment_by_name("MGN paper")
     runs = client.search_runs([experiment.experiment_id]) if experiment else []

@@ -299,9 +299,9 @@ def crashed(tracker: Tracker, state: StudyState, folder: Storage, error: Excepti
     traceback above the line, for a bug report."""
     tracker.finish(state.parent_run_id, failed=True)
     resume = f"{state.command} --resume {folder.name}"
-    if storage_full(folder, error):
+    if (free := full_storage_free_bytes(folder, error)) is not None:
         print(
-            f"error: grid storage {folder} is full ({(folder.free_bytes() or 0) / 1e6:.0f} MB free): a trial's "
+            f"error: grid storage {folder} is full ({free / 1e6:.0f} MB free): a trial's "
             f"checkpoint, or Ray's record of it, could not be written ({type(error).__name__}: {error}). Free space "
             f"there (each trial keeps its newest {KEEP_CHECKPOINTS} checkpoints) or pass another --storage-path, "
             f"then finish and publish with\n  {resume}",
@@ -317,15 +317,16 @@ def crashed(tracker: Tracker, state: StudyState, folder: Storage, error: Excepti
     return 1
 
 
-LOW_SPACE_BYTES = 1 << 30  # less than one paper-profile MGN checkpoint with its optimiser state, and some
+LOW_SPACE_BYTES = 1 << 30  # below this, a paper-profile checkpoint (with its optimiser state) may not fit
 
 
-def storage_full(folder: Storage, error: BaseException) -> bool:
-    """Whether ``error`` is what a full local grid storage does to a driver: Ray's pickled record of
-    a trial's failure cut short (``UnpicklingError`` inside Tune) or a write refused for space."""
-    free = folder.free_bytes()
+def full_storage_free_bytes(folder: Storage, error: BaseException) -> int | None:
+    """The bytes left on a local grid storage when ``error`` is what its filling up does to a driver
+    (Ray's pickled record of a trial's failure cut short: ``UnpicklingError``/``EOFError`` inside
+    Tune; or a write refused for space); None otherwise."""
     kind = isinstance(error, (pickle.UnpicklingError, EOFError)) or getattr(error, "errno", None) == errno.ENOSPC
-    return kind and free is not None and free < LOW_SPACE_BYTES
+    free = folder.free_bytes() if kind else None
+    return free if free is not None and free < LOW_SPACE_BYTES else None
 
 
 def interrupted(
