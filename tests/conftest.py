@@ -12,6 +12,7 @@ import torch
 
 from mgn.config import Backbone, ExperimentConfig, Init, SyntheticConfig
 from mgn.recipes import smoke
+from tests import scheduling
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -46,11 +47,34 @@ def _fast_tier_stays_in_process(request: pytest.FixtureRequest, monkeypatch: pyt
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store-durations", action="store_true",
+        help=f"write each test file's seconds in this run to tests/{scheduling.DURATIONS.name} (the order of the files)",
+    )  # fmt: skip
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The integration tests first (a stable sort: each file's order kept). On two pytest-xdist
-    workers the long files start early and the many short ones fill the workers' last minutes,
-    instead of one worker finishing a cluster test alone."""
-    items.sort(key=lambda item: item.get_closest_marker("integration") is None)
+    """Integration files first, the longest first (``tests/scheduling.py``): a stable sort, each
+    file's own order kept."""
+    seconds = scheduling.stored_seconds()
+    items.sort(key=lambda item: scheduling.schedule_key(item, seconds))
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: absent under -p no:xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadfile`` with the memory-heavy files on one worker (``tests/scheduling.py``)."""
+    return scheduling.make_scheduler(config, log)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    scheduling.FILE_SECONDS[report.nodeid.split("::")[0]] += report.duration  # set-up, call, teardown
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # In the controller only, which sees every worker's reports.
+    if session.config.getoption("store_durations") and not hasattr(session.config, "workerinput"):
+        scheduling.store_seconds()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -41,6 +41,21 @@ def test_model_file_round_trip(model_file):
     assert not model.training and config.data.height == 64 and model.embedding_dim == 2048
 
 
+def test_one_pass_over_image_and_mirror_equals_two_passes(model_file):
+    """The exported network embeds an image and its mirror in one batch of 2N; that is the paper's
+    flip average (§4.1) as two plain passes compute it."""
+    model, config = load_model(model_file)
+    torch.manual_seed(0)
+    images = torch.rand(5, 3, config.data.height, config.data.width)
+    network = EmbeddingNetwork(model, flip=True, normalize=False).eval()
+    with torch.no_grad():
+        x = (images - network.mean) / network.std
+        plain = (model.embed(x) + model.embed(torch.flip(x, dims=[3]))) / 2
+        batched = network(images)
+    assert batched.shape == (5, model.embedding_dim)
+    assert torch.allclose(batched, plain, atol=1e-5) and not torch.allclose(batched, model.embed(x), atol=1e-3)
+
+
 @pytest.mark.parametrize(("flip", "normalize"), [(True, True), (False, False)])
 def test_onnx_matches_pytorch(model_file, tmp_path, flip, normalize):
     model, config = load_model(model_file)

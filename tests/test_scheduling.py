@@ -1,0 +1,73 @@
+"""The order in which two pytest-xdist workers take the test files (tests/scheduling.py), driven
+through pytest-xdist's own file scheduler with two stand-in workers."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from tests import scheduling
+
+HEAVY, OTHER_HEAVY = scheduling.MEMORY_HEAVY
+COLLECTION = [  # the collection order tests/conftest.py gives: longest file first
+    "tests/orchestration/test_cluster.py::a", "tests/orchestration/test_cluster.py::b",
+    "tests/orchestration/test_cluster.py::c",
+    f"{HEAVY}::a", f"{HEAVY}::b", "tests/orchestration/test_faults.py::a", f"{OTHER_HEAVY}::a",
+    "tests/test_model.py::a",
+]  # fmt: skip
+
+
+class Worker:
+    """What the scheduler asks of a pytest-xdist worker: take test indices, shut down."""
+
+    def __init__(self, name: str) -> None:
+        self.gateway, self.taken, self.shutting_down = SimpleNamespace(id=name), [], False
+
+    def send_runtest_some(self, indices: list[int]) -> None:
+        self.taken += [COLLECTION[i].split("::")[0] for i in indices]
+
+    def shutdown(self) -> None:
+        self.shutting_down = True
+
+
+def _config(dist: str) -> SimpleNamespace:
+    values = {"dist": dist, "tx": ["2*popen"]}
+    return SimpleNamespace(getvalue=values.__getitem__, option=SimpleNamespace(loadscopereorder=True))
+
+
+def _files(worker: Worker) -> list[str]:
+    return list(dict.fromkeys(worker.taken))
+
+
+def test_memory_heavy_files_run_on_one_worker_and_the_order_is_kept():
+    config = _config("loadfile")
+    scheduler = scheduling.make_scheduler(config, None)
+    assert config.option.loadscopereorder is False  # xdist's reorder by number of tests is off
+    first, second = Worker("gw0"), Worker("gw1")
+    for worker in (first, second):
+        scheduler.add_node(worker)
+        scheduler.add_node_collection(worker, COLLECTION)
+    scheduler.schedule()  # one file each, and one more for a worker with 2 tests or fewer to run
+    assert _files(first) == ["tests/orchestration/test_cluster.py"]
+    assert _files(second) == [HEAVY, "tests/orchestration/test_faults.py"]
+    scheduler.mark_test_complete(first, 0)  # gw0 has 2 tests left: it takes one more file...
+    # ... not the other memory-heavy one (it would wait on gw1's lock), but the one after it.
+    assert _files(first) == ["tests/orchestration/test_cluster.py", "tests/test_model.py"]
+    scheduler.mark_test_complete(second, 3)
+    assert _files(second) == [HEAVY, "tests/orchestration/test_faults.py", OTHER_HEAVY]
+    assert not scheduler.workqueue
+
+
+def test_other_distributions_keep_pytest_xdists_scheduler():
+    assert scheduling.make_scheduler(_config("load"), None) is None
+
+
+def test_integration_files_first_then_the_longest():
+    def item(nodeid: str, integration: bool) -> SimpleNamespace:
+        return SimpleNamespace(
+            nodeid=nodeid, get_closest_marker=lambda name: object() if integration else None
+        )
+
+    seconds = {"a.py": 10.0, "b.py": 300.0, "c.py": 40.0}
+    items = [item("c.py::t", False), item("a.py::t", True), item("new.py::t", True), item("b.py::t", True)]
+    items.sort(key=lambda i: scheduling.schedule_key(i, seconds))
+    assert [i.nodeid for i in items] == ["new.py::t", "b.py::t", "a.py::t", "c.py::t"]
