@@ -1,6 +1,7 @@
 """The plain training loop on tiny synthetic data (detectron2's tiny CPU trainer tests)."""
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,11 +13,12 @@ from mgn.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from mgn.config import OptimizerKind
+from mgn.config import ExperimentConfig, OptimizerKind
 from mgn.data import load_dataset
+from mgn.evaluation.protocol import Evaluation
 from mgn.optim import build_optimizer, build_scheduler, lr_factor
 from mgn.recipes import community, paper
-from mgn.training import fit
+from mgn.training import FitResult, fit
 from tests.conftest import tiny_config
 
 
@@ -25,10 +27,38 @@ def dataset():
     return load_dataset(tiny_config().data)
 
 
-def test_fit_trains_and_evaluates_every_branch(dataset):
-    config = tiny_config()
-    lines = []
-    result = fit(config, dataset, log=lines.append)
+@dataclass(frozen=True)
+class Uninterrupted:
+    """A 2-epoch run, evaluated after each epoch, and its checkpoint after epoch 1."""
+
+    config: ExperimentConfig
+    result: FitResult
+    lines: list[str]  # what it logged
+    evaluations: list[Evaluation]  # after epoch 1 (the plain ranking), after epoch 2 (all of it)
+    checkpoint: Path
+
+
+def _uninterrupted(config: ExperimentConfig, dataset, folder: Path) -> Uninterrupted:
+    config = replace(config, eval=replace(config.eval, interval=1))
+    lines, evaluations, saved = [], [], {}
+
+    def keep(stats, evaluation, snapshot):
+        evaluations.append(evaluation)
+        if stats.epoch == 1:
+            saved["state"] = save_checkpoint(snapshot(), folder / CHECKPOINT_FILE)
+
+    result = fit(config, dataset, log=lines.append, on_epoch_end=keep)
+    return Uninterrupted(config, result, lines, evaluations, saved["state"])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(dataset, tmp_path_factory) -> Uninterrupted:
+    """The tiny recipe's run, trained once for the three tests that read it."""
+    return _uninterrupted(tiny_config(), dataset, tmp_path_factory.mktemp("tiny-run"))
+
+
+def test_fit_trains_and_evaluates_every_branch(tiny_run):
+    result = tiny_run.result
     assert [s.epoch for s in result.history] == [1, 2]
     metrics = result.evaluation.metrics
     for key in (
@@ -44,19 +74,16 @@ def test_fit_trains_and_evaluates_every_branch(dataset):
     ):
         assert 0 <= metrics[key] <= 100, key
     assert result.evaluation.query.features.shape[1] == 2048
-    assert any("epoch 2/2" in line and "mAP" in line for line in lines)
+    assert any("epoch 2/2" in line and "mAP" in line for line in tiny_run.lines)
     assert result.history[0].images_per_second > 0
 
 
-def test_intermediate_evaluations_are_the_plain_ranking_and_the_last_is_complete(dataset):
+def test_intermediate_evaluations_are_the_plain_ranking_and_the_last_is_complete(tiny_run):
     """eval.interval draws the metric curves: cheap points in between, the whole protocol at the end."""
-    config = tiny_config()
-    config = replace(config, eval=replace(config.eval, interval=1))
-    seen = []
-    fit(config, dataset, on_epoch_end=lambda stats, evaluation, snapshot: seen.append(evaluation))
-    first, last = (e.metrics for e in seen)
+    first, last = (e.metrics for e in tiny_run.evaluations)
     assert {"R1", "mAP", "mINP"} <= first.keys() and not any("/" in key for key in first)
     assert {"rerank/mAP", "branch/Part-3/mAP"} <= last.keys()
+    assert last == tiny_run.result.evaluation.metrics
 
 
 def _decoded_in_loader_processes():
@@ -65,25 +92,20 @@ def _decoded_in_loader_processes():
     return replace(base, data=replace(base.data, decoded_cache=True, loader_workers=2, random_erasing=0.5))
 
 
-@pytest.mark.parametrize("make_config", [tiny_config, _decoded_in_loader_processes], ids=["pil", "decoded"])
-def test_resuming_from_a_checkpoint_equals_an_uninterrupted_run(dataset, tmp_path, make_config):
+@pytest.mark.parametrize("input_path", ["pil", "decoded"])
+def test_resuming_from_a_checkpoint_equals_an_uninterrupted_run(dataset, tiny_run, tmp_path, input_path):
     """Every draw (sampler, augmentation) follows (seed, epoch, step, position): a resumed run goes
-    on exactly as the uninterrupted one, loader processes included."""
-    config = make_config()
-    saved = {}
-
-    def keep(stats, evaluation, snapshot):
-        if stats.epoch == 1:
-            saved["state"] = save_checkpoint(snapshot(), tmp_path / CHECKPOINT_FILE)
-
-    uninterrupted = fit(config, dataset, on_epoch_end=keep)
-    resumed = fit(config, dataset, resume=load_checkpoint(saved["state"]))
+    on exactly as the uninterrupted one (evaluated after every epoch), loader processes included."""
+    run = (
+        tiny_run if input_path == "pil" else _uninterrupted(_decoded_in_loader_processes(), dataset, tmp_path)
+    )
+    resumed = fit(run.config, dataset, resume=load_checkpoint(run.checkpoint))
     assert [s.epoch for s in resumed.history] == [2]
     for (name, a), b in zip(
-        uninterrupted.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+        run.result.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
     ):
         torch.testing.assert_close(a, b, msg=name)
-    assert resumed.evaluation.metrics == uninterrupted.evaluation.metrics
+    assert resumed.evaluation.metrics == run.result.evaluation.metrics
 
 
 def test_same_seed_same_result_other_seed_other_result(dataset):
