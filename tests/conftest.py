@@ -68,7 +68,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    scheduling.FILE_SECONDS[report.nodeid.split("::")[0]] += report.duration  # set-up, call, teardown
+    scheduling.FILE_SECONDS[scheduling.test_file(report.nodeid)] += report.duration  # set-up, call, teardown
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

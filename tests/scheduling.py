@@ -25,6 +25,11 @@ MEMORY_HEAVY = ("tests/orchestration/test_data_parallel.py", "tests/orchestratio
 FILE_SECONDS: dict[str, float] = defaultdict(float)  # this run's, by file
 
 
+def test_file(nodeid: str) -> str:
+    """The file a test id names (``tests/x.py::test_y[z]`` -> ``tests/x.py``): the unit of --dist loadfile."""
+    return nodeid.split("::", 1)[0]
+
+
 def stored_seconds() -> dict[str, float]:
     return json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
 
@@ -39,7 +44,7 @@ def schedule_key(item: pytest.Item, seconds: dict[str, float]) -> tuple[bool, fl
     """Integration before the rest, then the longest file first; every test of a file has one key."""
     integration = item.get_closest_marker("integration") is not None
     unknown = float("inf") if integration else 0.0
-    return (not integration, -seconds.get(item.nodeid.split("::")[0], unknown))
+    return (not integration, -seconds.get(test_file(item.nodeid), unknown))
 
 
 def make_scheduler(config: pytest.Config, log: Any) -> Any:
@@ -50,6 +55,7 @@ def make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.scheduler import LoadFileScheduling
 
     config.option.loadscopereorder = False  # the collection's order: see the module's docstring
+
     class MemoryHeavyOnOneWorker(LoadFileScheduling):
         heavy_node: Any = None
 

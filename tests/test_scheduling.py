@@ -3,6 +3,8 @@ through pytest-xdist's own file scheduler with two stand-in workers."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from types import SimpleNamespace
 
 from tests import scheduling
@@ -23,7 +25,7 @@ class Worker:
         self.gateway, self.taken, self.shutting_down = SimpleNamespace(id=name), [], False
 
     def send_runtest_some(self, indices: list[int]) -> None:
-        self.taken += [COLLECTION[i].split("::")[0] for i in indices]
+        self.taken += [scheduling.test_file(COLLECTION[i]) for i in indices]
 
     def shutdown(self) -> None:
         self.shutting_down = True
@@ -71,3 +73,15 @@ def test_integration_files_first_then_the_longest():
     items = [item("c.py::t", False), item("a.py::t", True), item("new.py::t", True), item("b.py::t", True)]
     items.sort(key=lambda i: scheduling.schedule_key(i, seconds))
     assert [i.nodeid for i in items] == ["new.py::t", "b.py::t", "a.py::t", "c.py::t"]
+
+
+def test_the_memory_heavy_files_are_those_that_take_the_lock():
+    """MEMORY_HEAVY (read by the scheduler, which sees test ids, not fixtures) names exactly the
+    files whose fixtures take ``memory_heavy_module``'s flock."""
+    root = Path(__file__).resolve().parents[1]
+    takers = {
+        str(path.relative_to(root))
+        for path in (root / "tests").rglob("test_*.py")
+        if re.search(r"^def \w+\([^)]*\bmemory_heavy_module\b", path.read_text(), re.M)
+    }
+    assert takers == set(scheduling.MEMORY_HEAVY)

@@ -86,19 +86,19 @@ def test_intermediate_evaluations_are_the_plain_ranking_and_the_last_is_complete
     assert last == tiny_run.result.evaluation.metrics
 
 
-def _decoded_in_loader_processes():
+@pytest.fixture
+def decoded_run(dataset, tmp_path) -> Uninterrupted:
     """The GPU input path on CPU: the decoded cache, two loader processes, random erasing."""
     base = tiny_config()
-    return replace(base, data=replace(base.data, decoded_cache=True, loader_workers=2, random_erasing=0.5))
+    config = replace(base, data=replace(base.data, decoded_cache=True, loader_workers=2, random_erasing=0.5))
+    return _uninterrupted(config, dataset, tmp_path)
 
 
-@pytest.mark.parametrize("input_path", ["pil", "decoded"])
-def test_resuming_from_a_checkpoint_equals_an_uninterrupted_run(dataset, tiny_run, tmp_path, input_path):
+@pytest.mark.parametrize("run_fixture", ["tiny_run", "decoded_run"], ids=["pil", "decoded"])
+def test_resuming_from_a_checkpoint_equals_an_uninterrupted_run(dataset, request, run_fixture):
     """Every draw (sampler, augmentation) follows (seed, epoch, step, position): a resumed run goes
     on exactly as the uninterrupted one (evaluated after every epoch), loader processes included."""
-    run = (
-        tiny_run if input_path == "pil" else _uninterrupted(_decoded_in_loader_processes(), dataset, tmp_path)
-    )
+    run: Uninterrupted = request.getfixturevalue(run_fixture)
     resumed = fit(run.config, dataset, resume=load_checkpoint(run.checkpoint))
     assert [s.epoch for s in resumed.history] == [2]
     for (name, a), b in zip(
