@@ -63,7 +63,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: absent under -p no:xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
-    """``--dist loadfile`` with the memory-heavy files on one worker (``tests/scheduling.py``)."""
+    """``--dist loadfile`` with each group of files that share a lock or a trained grid on one worker
+    (``tests/scheduling.py``)."""
     return scheduling.make_scheduler(config, log)
 
 

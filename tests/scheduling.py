@@ -6,9 +6,10 @@ test checks. Two rules, both for a 2-core machine where the suite is bound by CP
   minutes, instead of one worker finishing a cluster test alone while the other idles. A file not
   in it counts as the longest. (pytest-xdist's own file scheduler would reorder the files by their
   number of tests: the one-test cluster and sweep files came last, and one worker ran them alone);
-* the files that run four-worker float64 Ray Train groups (gigabytes per worker) all run on one
-  worker. They never run at once anyway (``memory_heavy_module`` takes an flock), and on two
-  workers the second one would hold its worker idle for minutes waiting on that lock.
+* the files of a group (``ONE_WORKER``) run on one worker, the first that takes one of them:
+  the files whose fixtures take ``memory_heavy_module``'s lock (four-worker float64 Ray Train
+  groups, gigabytes per worker), which would hold a second worker idle for minutes waiting on it;
+  and the files that read the session's ``finished_grid``, which a second worker would train again.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from typing import Any
 import pytest
 
 DURATIONS = Path(__file__).with_name("durations.json")
-MEMORY_HEAVY = ("tests/orchestration/test_data_parallel.py", "tests/orchestration/test_worker_count.py")
+# Each group's files, by the fixture that binds them (the scheduler sees test ids, not fixtures:
+# tests/test_scheduling.py checks these lists against the fixtures the files take).
+ONE_WORKER = {
+    "memory_heavy_module": ("tests/orchestration/test_data_parallel.py", "tests/orchestration/test_worker_count.py"),
+    "finished_grid": (
+        "tests/orchestration/test_grid.py", "tests/orchestration/test_mlflow_ui.py", "tests/orchestration/test_sweep.py",
+    ),
+}  # fmt: skip
 FILE_SECONDS: dict[str, float] = defaultdict(float)  # this run's, by file
 
 
@@ -48,26 +56,28 @@ def schedule_key(item: pytest.Item, seconds: dict[str, float]) -> tuple[bool, fl
 
 
 def make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """pytest-xdist's file scheduler, with the memory-heavy files kept to the first worker that takes
-    one (None for any other ``--dist``: xdist's own)."""
+    """pytest-xdist's file scheduler, with each ``ONE_WORKER`` group's files kept to the first worker
+    that takes one of them (None for any other ``--dist``: xdist's own)."""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
 
     config.option.loadscopereorder = False  # the collection's order: see the module's docstring
+    group_of = {file: group for group, files in ONE_WORKER.items() for file in files}
 
-    class MemoryHeavyOnOneWorker(LoadFileScheduling):
-        heavy_node: Any = None
+    class GroupsOnOneWorker(LoadFileScheduling):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.owner: dict[str, Any] = {}  # group -> the worker that took its first file
 
         def _assign_work_unit(self, node: Any) -> None:
-            """The next file in order, skipping memory-heavy ones on every worker but theirs (unless
-            nothing else is left)."""
-            if self.heavy_node not in (None, node) and next(iter(self.workqueue)) in MEMORY_HEAVY:
-                light = next((file for file in self.workqueue if file not in MEMORY_HEAVY), None)
-                if light is not None:
-                    self.workqueue.move_to_end(light, last=False)
-            if next(iter(self.workqueue)) in MEMORY_HEAVY:
-                self.heavy_node = node
+            """The next file in order that no other worker's group holds (any, when none is left)."""
+            free = next((f for f in self.workqueue if self.owner.get(group_of.get(f), node) is node), None)
+            if free is not None:
+                self.workqueue.move_to_end(free, last=False)
+            group = group_of.get(next(iter(self.workqueue)))
+            if group is not None:
+                self.owner.setdefault(group, node)
             super()._assign_work_unit(node)
 
-    return MemoryHeavyOnOneWorker(config, log)
+    return GroupsOnOneWorker(config, log)

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 from tests import scheduling
 
-HEAVY, OTHER_HEAVY = scheduling.MEMORY_HEAVY
+HEAVY, OTHER_HEAVY = scheduling.ONE_WORKER["memory_heavy_module"]
+GRID, *OTHER_GRID_FILES = scheduling.ONE_WORKER["finished_grid"]
 COLLECTION = [  # the collection order tests/conftest.py gives: longest file first
     "tests/orchestration/test_cluster.py::a", "tests/orchestration/test_cluster.py::b",
     "tests/orchestration/test_cluster.py::c",
@@ -21,11 +22,12 @@ COLLECTION = [  # the collection order tests/conftest.py gives: longest file fir
 class Worker:
     """What the scheduler asks of a pytest-xdist worker: take test indices, shut down."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, collection: list[str] = COLLECTION) -> None:
         self.gateway, self.taken, self.shutting_down = SimpleNamespace(id=name), [], False
+        self.collection = collection
 
     def send_runtest_some(self, indices: list[int]) -> None:
-        self.taken += [scheduling.test_file(COLLECTION[i]) for i in indices]
+        self.taken += [scheduling.test_file(self.collection[i]) for i in indices]
 
     def shutdown(self) -> None:
         self.shutting_down = True
@@ -59,6 +61,24 @@ def test_memory_heavy_files_run_on_one_worker_and_the_order_is_kept():
     assert not scheduler.workqueue
 
 
+def test_a_group_whose_first_file_one_worker_took_stays_with_it():
+    """The finished grid's files follow the worker that trained it, while the other worker runs
+    everything else, the other group included."""
+    collection = [f"{GRID}::a", f"{HEAVY}::a", f"{OTHER_GRID_FILES[0]}::a", f"{OTHER_HEAVY}::a",
+                  f"{OTHER_GRID_FILES[1]}::a", "tests/test_model.py::a"]  # fmt: skip
+    scheduler = scheduling.make_scheduler(_config("loadfile"), None)
+    first, second = Worker("gw0", collection), Worker("gw1", collection)
+    for worker in (first, second):
+        scheduler.add_node(worker)
+        scheduler.add_node_collection(worker, collection)
+    scheduler.schedule()
+    assert _files(first) == [GRID, OTHER_GRID_FILES[0]] and _files(second) == [HEAVY, OTHER_HEAVY]
+    scheduler.mark_test_complete(second, 1)  # gw1 is free first: not the grid's last file, the model's
+    assert _files(second) == [HEAVY, OTHER_HEAVY, "tests/test_model.py"]
+    scheduler.mark_test_complete(first, 0)
+    assert _files(first) == [GRID, OTHER_GRID_FILES[0], OTHER_GRID_FILES[1]] and not scheduler.workqueue
+
+
 def test_other_distributions_keep_pytest_xdists_scheduler():
     assert scheduling.make_scheduler(_config("load"), None) is None
 
@@ -75,13 +95,14 @@ def test_integration_files_first_then_the_longest():
     assert [i.nodeid for i in items] == ["new.py::t", "b.py::t", "a.py::t", "c.py::t"]
 
 
-def test_the_memory_heavy_files_are_those_that_take_the_lock():
-    """MEMORY_HEAVY (read by the scheduler, which sees test ids, not fixtures) names exactly the
-    files whose fixtures take ``memory_heavy_module``'s flock."""
+def test_each_group_is_the_files_that_take_its_fixture():
+    """ONE_WORKER (read by the scheduler, which sees test ids, not fixtures) names, for each fixture,
+    exactly the files whose tests or fixtures take it."""
     root = Path(__file__).resolve().parents[1]
-    takers = {
-        str(path.relative_to(root))
-        for path in (root / "tests").rglob("test_*.py")
-        if re.search(r"^def \w+\([^)]*\bmemory_heavy_module\b", path.read_text(), re.M)
-    }
-    assert takers == set(scheduling.MEMORY_HEAVY)
+    for fixture, files in scheduling.ONE_WORKER.items():
+        takers = {
+            str(path.relative_to(root))
+            for path in (root / "tests").rglob("test_*.py")
+            if re.search(rf"^def \w+\([^)]*\b{fixture}\b", path.read_text(), re.M)
+        }
+        assert takers == set(files), fixture

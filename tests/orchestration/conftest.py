@@ -106,8 +106,9 @@ GRID_ROWS = ("ResNet-50+TP", "MGN")
 
 @pytest.fixture(scope="session")
 def finished_grid(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A two-row grid that registered its models, run once for the session (the grid and the
-    browser tests read it); ``out`` is its console."""
+    """A two-row grid that registered its models, run once for the session (the grid, browser and
+    sweep tests read it; ``tests/scheduling.py`` keeps their files on one worker); ``out`` is its
+    console."""
     from orchestration.tables.command import main
 
     folder = tmp_path_factory.mktemp("grid")
