@@ -49,31 +49,43 @@ def test_the_scan_sees_lazy_imports():
     assert forbidden_imports("import raytracer\nfrom mgn import cli\n", "x.py") == []
 
 
-def loaded_after(modules: str) -> list[str]:
-    """Which of Ray and MLflow a fresh interpreter has loaded after ``import <modules>``."""
-    probe = (
-        f"import json, sys\nimport {modules}\n"
-        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'mlflow'})))\n"
-    )
-    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+LIBRARY = "mgn.training, mgn.evaluation, mgn.model, mgn.distributed, mgn.cli"
+COMMANDS = (
+    "orchestration.tables.command, orchestration.recipe_search.command, orchestration.sweep.command, "
+    "orchestration.datasets.command, orchestration.runtime.model_uris"
+)
+DRIVER = "orchestration.study.driver"
+# One fresh interpreter imports each stage in turn and says which of Ray and MLflow it has loaded
+# after each (one import of torch, not three).
+_PROBE = """
+import importlib, json, sys
+loaded = []
+for stage in sys.argv[1:]:
+    for module in stage.split(","):
+        importlib.import_module(module.strip())
+    loaded.append(sorted({m.split(".")[0] for m in sys.modules} & {"ray", "mlflow"}))
+print(json.dumps(loaded))
+"""
+
+
+@pytest.fixture(scope="module")
+def loaded_after() -> dict[str, list[str]]:
+    """Ray and MLflow as loaded after the library, then also the study commands, then also a driver."""
+    stages = (LIBRARY, COMMANDS, DRIVER)
+    run = subprocess.run([sys.executable, "-c", _PROBE, *stages], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    return json.loads(run.stdout)
+    return dict(zip(stages, json.loads(run.stdout), strict=True))
 
 
 @pytest.mark.integration  # starts a Python subprocess
-def test_the_library_leaves_ray_and_mlflow_unloaded():
-    library = "mgn.training, mgn.evaluation, mgn.model, mgn.distributed, mgn.cli"
-    assert loaded_after(library) == []
+def test_the_library_leaves_ray_and_mlflow_unloaded(loaded_after):
+    assert loaded_after[LIBRARY] == []
     # The probe can fail: orchestration does load them.
-    assert loaded_after(f"{library}, orchestration.study.driver") == ["mlflow", "ray"]
+    assert loaded_after[DRIVER] == ["mlflow", "ray"]
 
 
 @pytest.mark.integration  # starts a Python subprocess
-def test_a_study_command_imports_ray_only_after_its_pre_flight():
+def test_a_study_command_imports_ray_only_after_its_pre_flight(loaded_after):
     """Bad input must fail in seconds: the study commands parse, plan and check without Ray (the
     driver imports it once the input is known to be good)."""
-    commands = (
-        "orchestration.tables.command, orchestration.recipe_search.command, orchestration.sweep.command, "
-        "orchestration.datasets.command, orchestration.runtime.model_uris"
-    )
-    assert "ray" not in loaded_after(commands)
+    assert "ray" not in loaded_after[COMMANDS]
