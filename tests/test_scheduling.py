@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 from tests import scheduling
 
@@ -22,7 +23,7 @@ COLLECTION = [  # the collection order tests/conftest.py gives: longest file fir
 class Worker:
     """What the scheduler asks of a pytest-xdist worker: take test indices, shut down."""
 
-    def __init__(self, name: str, collection: list[str] = COLLECTION) -> None:
+    def __init__(self, name: str, collection: list[str]) -> None:
         self.gateway, self.taken, self.shutting_down = SimpleNamespace(id=name), [], False
         self.collection = collection
 
@@ -38,19 +39,25 @@ def _config(dist: str) -> SimpleNamespace:
     return SimpleNamespace(getvalue=values.__getitem__, option=SimpleNamespace(loadscopereorder=True))
 
 
+def _scheduled(config: SimpleNamespace, collection: list[str]) -> tuple[Any, Worker, Worker]:
+    """Our scheduler with two stand-in workers that collected ``collection``, after its first round."""
+    scheduler = scheduling.make_scheduler(config, None)
+    first, second = Worker("gw0", collection), Worker("gw1", collection)
+    for worker in (first, second):
+        scheduler.add_node(worker)
+        scheduler.add_node_collection(worker, collection)
+    scheduler.schedule()  # one file each, and one more for a worker with 2 tests or fewer to run
+    return scheduler, first, second
+
+
 def _files(worker: Worker) -> list[str]:
     return list(dict.fromkeys(worker.taken))
 
 
 def test_memory_heavy_files_run_on_one_worker_and_the_order_is_kept():
     config = _config("loadfile")
-    scheduler = scheduling.make_scheduler(config, None)
+    scheduler, first, second = _scheduled(config, COLLECTION)
     assert config.option.loadscopereorder is False  # xdist's reorder by number of tests is off
-    first, second = Worker("gw0"), Worker("gw1")
-    for worker in (first, second):
-        scheduler.add_node(worker)
-        scheduler.add_node_collection(worker, COLLECTION)
-    scheduler.schedule()  # one file each, and one more for a worker with 2 tests or fewer to run
     assert _files(first) == ["tests/orchestration/test_cluster.py"]
     assert _files(second) == [HEAVY, "tests/orchestration/test_faults.py"]
     scheduler.mark_test_complete(first, 0)  # gw0 has 2 tests left: it takes one more file...
@@ -66,12 +73,7 @@ def test_a_group_whose_first_file_one_worker_took_stays_with_it():
     everything else, the other group included."""
     collection = [f"{GRID}::a", f"{HEAVY}::a", f"{OTHER_GRID_FILES[0]}::a", f"{OTHER_HEAVY}::a",
                   f"{OTHER_GRID_FILES[1]}::a", "tests/test_model.py::a"]  # fmt: skip
-    scheduler = scheduling.make_scheduler(_config("loadfile"), None)
-    first, second = Worker("gw0", collection), Worker("gw1", collection)
-    for worker in (first, second):
-        scheduler.add_node(worker)
-        scheduler.add_node_collection(worker, collection)
-    scheduler.schedule()
+    scheduler, first, second = _scheduled(_config("loadfile"), collection)
     assert _files(first) == [GRID, OTHER_GRID_FILES[0]] and _files(second) == [HEAVY, OTHER_HEAVY]
     scheduler.mark_test_complete(second, 1)  # gw1 is free first: not the grid's last file, the model's
     assert _files(second) == [HEAVY, OTHER_HEAVY, "tests/test_model.py"]
